@@ -1,0 +1,53 @@
+# SwiftHeap — build, test, benchmark.
+#
+#   make            build libswiftheap.so (Embedded Swift, release)
+#   make libpath    print the library's absolute path
+#   make test       unit tests (swift test), library checks, C tests and real programs under LD_PRELOAD
+#   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc
+#   make rss        RSS over time after bursts and scattered frees (table and PNG)
+#   make stress     multithreaded random stress with pattern checks, forks, real programs
+
+SWIFT        ?= swift
+EMBEDDED_DIR := .build-embedded
+LIB          := $(CURDIR)/$(EMBEDDED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
+SOURCES      := $(wildcard Sources/SwiftHeap/*.swift) $(wildcard Shim/CShim/*.c Shim/CShim/include/*.h Shim/CExports/*.c) Shim/exports.map Package.swift
+OUT          := $(CURDIR)/out
+
+.PHONY: all lib libpath test unit check-lib ctest programs bench rss stress clean
+
+all: lib
+
+lib: $(LIB)
+
+$(LIB): $(SOURCES)
+	SWIFTHEAP_EMBEDDED=1 $(SWIFT) build -c release --product swiftheap --scratch-path $(EMBEDDED_DIR)
+	@touch $(LIB)
+
+libpath:
+	@echo $(LIB)
+
+test: lib unit check-lib ctest programs
+
+unit:
+	$(SWIFT) test
+
+check-lib: lib
+	scripts/check-lib $(LIB)
+
+ctest: lib
+	scripts/test-c $(LIB)
+
+programs: lib
+	scripts/test-programs $(LIB)
+
+bench: lib
+	scripts/bench $(LIB)
+
+rss: lib
+	scripts/rss $(LIB)
+
+stress: lib
+	scripts/stress $(LIB)
+
+clean:
+	rm -rf .build $(EMBEDDED_DIR) $(OUT)

@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+// SwiftHeap: the allocator module (SwiftHeap), its C shim (CShim: system headers, the
+// thread-local slot, atomics), the exported libc names (CExports, linked into the shared
+// object only), the unit tests, and the dynamic library product `swiftheap`.
+//
+// Two modes, chosen by the environment:
+//   SWIFTHEAP_EMBEDDED=1 swift build -c release --product swiftheap --scratch-path .build-embedded
+//     builds libswiftheap.so in Embedded Swift (no Swift runtime in it).
+//   swift test
+//     builds the same sources as ordinary Swift and runs the unit tests in process.
+import PackageDescription
+
+let embedded = Context.environment["SWIFTHEAP_EMBEDDED"] == "1"
+
+let allocatorSettings: [SwiftSetting] = embedded
+    ? [.enableExperimentalFeature("Embedded"),
+       .unsafeFlags(["-wmo", "-Xcc", "-fPIC", "-no-allocations"])]
+    : [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
+
+var targets: [Target] = [
+    .target(name: "CShim", path: "Shim/CShim",
+            cSettings: [.unsafeFlags(["-O2", "-fPIC"])]),
+    .target(name: "SwiftHeap", dependencies: ["CShim"], path: "Sources/SwiftHeap",
+            swiftSettings: allocatorSettings),
+]
+var products: [Product] = [
+    .library(name: "SwiftHeap", targets: ["SwiftHeap"]),
+]
+if embedded {
+    // The version script keeps every symbol but the malloc API local: the Embedded
+    // runtime's weak entry points (swift_retain, ...) must not interpose a Swift
+    // program's real runtime.
+    let exportsMap = Context.packageDirectory + "/Shim/exports.map"
+    targets.append(.target(name: "CExports", dependencies: ["SwiftHeap"], path: "Shim/CExports", publicHeadersPath: ".",
+                           cSettings: [.unsafeFlags(["-O2", "-fPIC", "-fomit-frame-pointer"])],
+                           linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=" + exportsMap,
+                                                          "-Xlinker", "-z", "-Xlinker", "nodelete"])]))
+    products.append(.library(name: "swiftheap", type: .dynamic, targets: ["SwiftHeap", "CExports"]))
+} else {
+    targets.append(.testTarget(name: "SwiftHeapTests", dependencies: ["SwiftHeap"], path: "Tests/SwiftHeapTests"))
+}
+
+// Swift 5 language mode: the allocator's globals are guarded by its own locks and
+// thread-local caches, which Swift 6's global-isolation checking cannot see.
+let package = Package(name: "SwiftHeap", products: products, targets: targets,
+                      swiftLanguageModes: [.v5])

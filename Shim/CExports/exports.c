@@ -1,0 +1,111 @@
+// The libc and C++ names SwiftHeap exports. Each is a tail call into the Swift
+// implementation (`swiftheap_*`, @_cdecl in Sources/SwiftHeap/MallocAPI.swift); with -O2
+// each compiles to a single jump. This file is linked into libswiftheap.so only, never
+// into the test process (whose own runtime would then allocate through us).
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdint.h>
+#include <dlfcn.h>
+
+void *swiftheap_malloc(size_t size);
+void swiftheap_free(void *p);
+void *swiftheap_calloc(size_t count, size_t size);
+void *swiftheap_realloc(void *p, size_t size);
+void *swiftheap_reallocarray(void *p, size_t count, size_t size);
+int swiftheap_posix_memalign(void **out, size_t alignment, size_t size);
+void *swiftheap_aligned_alloc(size_t alignment, size_t size);
+void *swiftheap_memalign(size_t alignment, size_t size);
+void *swiftheap_valloc(size_t size);
+void *swiftheap_pvalloc(size_t size);
+size_t swiftheap_malloc_usable_size(void *p);
+int swiftheap_malloc_trim(size_t pad);
+void *swiftheap_new_aligned(size_t size, size_t alignment);
+void swiftheap_library_init(void);
+
+#define EXPORT __attribute__((visibility("default")))
+
+EXPORT void *malloc(size_t size) { return swiftheap_malloc(size); }
+EXPORT void free(void *p) { swiftheap_free(p); }
+EXPORT void *calloc(size_t count, size_t size) { return swiftheap_calloc(count, size); }
+EXPORT void *realloc(void *p, size_t size) { return swiftheap_realloc(p, size); }
+EXPORT void *reallocarray(void *p, size_t count, size_t size) { return swiftheap_reallocarray(p, count, size); }
+EXPORT int posix_memalign(void **out, size_t alignment, size_t size) { return swiftheap_posix_memalign(out, alignment, size); }
+EXPORT void *aligned_alloc(size_t alignment, size_t size) { return swiftheap_aligned_alloc(alignment, size); }
+EXPORT void *memalign(size_t alignment, size_t size) { return swiftheap_memalign(alignment, size); }
+EXPORT void *valloc(size_t size) { return swiftheap_valloc(size); }
+EXPORT void *pvalloc(size_t size) { return swiftheap_pvalloc(size); }
+EXPORT size_t malloc_usable_size(void *p) { return swiftheap_malloc_usable_size(p); }
+EXPORT int malloc_trim(size_t pad) { return swiftheap_malloc_trim(pad); }
+
+// What glibc's manual ("Replacing malloc") asks of a general-purpose replacement.
+EXPORT void cfree(void *p) { swiftheap_free(p); }
+EXPORT void free_sized(void *p, size_t size) { (void)size; swiftheap_free(p); }
+EXPORT void free_aligned_sized(void *p, size_t alignment, size_t size) { (void)alignment; (void)size; swiftheap_free(p); }
+
+// glibc's internal aliases, which some programs and libraries call directly.
+EXPORT void *__libc_malloc(size_t size) { return swiftheap_malloc(size); }
+EXPORT void __libc_free(void *p) { swiftheap_free(p); }
+EXPORT void *__libc_calloc(size_t count, size_t size) { return swiftheap_calloc(count, size); }
+EXPORT void *__libc_realloc(void *p, size_t size) { return swiftheap_realloc(p, size); }
+EXPORT void *__libc_memalign(size_t alignment, size_t size) { return swiftheap_memalign(alignment, size); }
+EXPORT void *__libc_valloc(size_t size) { return swiftheap_valloc(size); }
+EXPORT void *__libc_pvalloc(size_t size) { return swiftheap_pvalloc(size); }
+EXPORT int __posix_memalign(void **out, size_t alignment, size_t size) { return swiftheap_posix_memalign(out, alignment, size); }
+
+// ---- C++ operators, by their mangled names ----------------------------------------
+// Allocation failure in a throwing operator new must run the new-handler and throw
+// std::bad_alloc, which only the C++ runtime can do: on that (rare) path we call the
+// next definition of the operator (libstdc++'s), which retries through our malloc and
+// then does exactly what the standard asks.
+typedef void *(*new_fn)(size_t);
+typedef void *(*new_aligned_fn)(size_t, size_t);
+
+static __attribute__((noinline)) void *cxx_new_failed(const char *name, size_t size) {
+    new_fn next = (new_fn)dlsym(RTLD_NEXT, name);
+    if (next) return next(size);
+    return NULL;
+}
+static __attribute__((noinline)) void *cxx_new_aligned_failed(const char *name, size_t size, size_t alignment) {
+    new_aligned_fn next = (new_aligned_fn)dlsym(RTLD_NEXT, name);
+    if (next) return next(size, alignment);
+    return NULL;
+}
+
+EXPORT void *_Znwm(size_t size) {
+    void *p = swiftheap_malloc(size);
+    return p ? p : cxx_new_failed("_Znwm", size);
+}
+EXPORT void *_Znam(size_t size) {
+    void *p = swiftheap_malloc(size);
+    return p ? p : cxx_new_failed("_Znam", size);
+}
+EXPORT void *_ZnwmRKSt9nothrow_t(size_t size, const void *tag) { (void)tag; return swiftheap_malloc(size); }
+EXPORT void *_ZnamRKSt9nothrow_t(size_t size, const void *tag) { (void)tag; return swiftheap_malloc(size); }
+EXPORT void *_ZnwmSt11align_val_t(size_t size, size_t alignment) {
+    void *p = swiftheap_new_aligned(size, alignment);
+    return p ? p : cxx_new_aligned_failed("_ZnwmSt11align_val_t", size, alignment);
+}
+EXPORT void *_ZnamSt11align_val_t(size_t size, size_t alignment) {
+    void *p = swiftheap_new_aligned(size, alignment);
+    return p ? p : cxx_new_aligned_failed("_ZnamSt11align_val_t", size, alignment);
+}
+EXPORT void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, size_t alignment, const void *tag) { (void)tag; return swiftheap_new_aligned(size, alignment); }
+EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t alignment, const void *tag) { (void)tag; return swiftheap_new_aligned(size, alignment); }
+
+EXPORT void _ZdlPv(void *p) { swiftheap_free(p); }
+EXPORT void _ZdaPv(void *p) { swiftheap_free(p); }
+EXPORT void _ZdlPvm(void *p, size_t size) { (void)size; swiftheap_free(p); }
+EXPORT void _ZdaPvm(void *p, size_t size) { (void)size; swiftheap_free(p); }
+EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const void *tag) { (void)tag; swiftheap_free(p); }
+EXPORT void _ZdaPvRKSt9nothrow_t(void *p, const void *tag) { (void)tag; swiftheap_free(p); }
+EXPORT void _ZdlPvSt11align_val_t(void *p, size_t alignment) { (void)alignment; swiftheap_free(p); }
+EXPORT void _ZdaPvSt11align_val_t(void *p, size_t alignment) { (void)alignment; swiftheap_free(p); }
+EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t size, size_t alignment) { (void)size; (void)alignment; swiftheap_free(p); }
+EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t size, size_t alignment) { (void)size; (void)alignment; swiftheap_free(p); }
+EXPORT void _ZdlPvSt11align_val_tRKSt9nothrow_t(void *p, size_t alignment, const void *tag) { (void)alignment; (void)tag; swiftheap_free(p); }
+EXPORT void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *p, size_t alignment, const void *tag) { (void)alignment; (void)tag; swiftheap_free(p); }
+
+// Runs when the loader has relocated the library: creates the thread-exit key and the
+// fork handlers. The allocator itself initialises lazily on the first call, which may
+// come earlier than this.
+__attribute__((constructor)) static void swiftheap_constructor(void) { swiftheap_library_init(); }

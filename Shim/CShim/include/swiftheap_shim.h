@@ -1,0 +1,102 @@
+// The C side of SwiftHeap's platform layer: system headers for Swift (Embedded Swift
+// has no Glibc module), the allocator's thread-local slot, atomics on plain memory,
+// and the futex system call. Everything here is a static inline wrapper so that it
+// compiles into the Swift callers; the allocator's logic stays in Swift.
+#ifndef SWIFTHEAP_SHIM_H
+#define SWIFTHEAP_SHIM_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <time.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- thread-local slot ---------------------------------------------------------
+// One pointer, initial-exec (glibc's manual asks this of a malloc replacement, and a
+// tiny slot avoids exhausting static TLS). It holds this thread's cache.
+extern __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec")));
+
+static inline void *sh_tls_get(void) { return swiftheap_tls_slot; }
+static inline void sh_tls_set(void *p) { swiftheap_tls_slot = p; }
+
+// ---- errno ----------------------------------------------------------------------
+static inline int sh_errno_get(void) { return errno; }
+static inline void sh_errno_set(int e) { errno = e; }
+
+// ---- atomics on plain memory ------------------------------------------------------
+static inline uint32_t sh_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint32_t sh_load32_relaxed(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void sh_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint32_t sh_xchg32(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
+static inline int sh_cas32(uint32_t *p, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline uint32_t sh_add32(uint32_t *p, uint32_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+
+static inline uint64_t sh_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t sh_load64_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void sh_store64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void sh_store64_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t sh_add64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline uint64_t sh_add64_relaxed(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+static inline int sh_cas64(uint64_t *p, uint64_t expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t sh_xchg64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
+
+static inline void *sh_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void sh_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int sh_cas_ptr(void **p, void *expected, void *desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline void sh_cpu_relax(void) { __builtin_ia32_pause(); }
+
+// ---- futex --------------------------------------------------------------------------
+static inline void sh_futex_wait(uint32_t *addr, uint32_t expected) {
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+// Waits at most timeoutNanos; returns without telling why it woke.
+static inline void sh_futex_wait_timeout(uint32_t *addr, uint32_t expected, int64_t timeoutNanos) {
+    struct timespec ts = { (time_t)(timeoutNanos / 1000000000), (long)(timeoutNanos % 1000000000) };
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, &ts, NULL, 0);
+}
+static inline void sh_futex_wake(uint32_t *addr, int count) {
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
+
+// ---- memory and time ----------------------------------------------------------------
+// mmap's MAP_FAILED is a macro Swift cannot import.
+static inline void *sh_mmap(void *addr, size_t len, int prot, int flags) {
+    void *p = mmap(addr, len, prot, flags | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+static inline int64_t sh_monotonic_nanos(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+static inline int64_t sh_thread_cpu_nanos(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+static inline long sh_gettid(void) { return syscall(SYS_gettid); }
+
+
+
+// ---- static state -------------------------------------------------------------------
+// Zero-initialised storage that exists before any code runs, so that the very first
+// malloc (which may come from the loader, before any constructor) can bootstrap the
+// allocator without calling anything that allocates. Swift binds its root state here.
+#define SWIFTHEAP_STATIC_AREA_BYTES 4096
+extern unsigned char swiftheap_static_area[SWIFTHEAP_STATIC_AREA_BYTES];
+static inline void *sh_static_area(void) { return swiftheap_static_area; }
+static inline size_t sh_static_area_bytes(void) { return SWIFTHEAP_STATIC_AREA_BYTES; }
+#endif

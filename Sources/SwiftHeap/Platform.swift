@@ -1,0 +1,147 @@
+// The platform layer: memory from the kernel (mmap, mprotect, madvise), a futex
+// mutex, and diagnostics written with write(2).
+//
+// Nothing here allocates through malloc, and nothing here may: these are the
+// primitives the allocator is built from. Addresses are passed as UInt so that the
+// layers above can do address arithmetic without pointer conversions.
+
+import CShim
+
+// MARK: - Memory from the kernel
+
+/// Reserves `bytes` of address space with no access (counted in RLIMIT_AS, not in
+/// RSS or the commit charge). Returns 0 on failure.
+func osReserve(_ bytes: UInt) -> UInt {
+    guard let p = sh_mmap(nil, Int(bitPattern: bytes), PROT_NONE, MAP_NORESERVE) else { return 0 }
+    return UInt(bitPattern: p)
+}
+
+/// Maps `bytes` of zeroed read-write memory. Returns 0 on failure.
+func osMap(_ bytes: UInt) -> UInt {
+    guard let p = sh_mmap(nil, Int(bitPattern: bytes), PROT_READ | PROT_WRITE, MAP_NORESERVE) else { return 0 }
+    return UInt(bitPattern: p)
+}
+
+/// Maps `bytes` of zeroed read-write memory aligned to `alignment` (a power of two
+/// at least the OS page), by over-mapping and trimming. Returns 0 on failure.
+func osMapAligned(_ bytes: UInt, alignment: UInt) -> UInt {
+    let (padded, overflow) = bytes.addingReportingOverflow(alignment)
+    if overflow { return 0 }
+    let raw = osMap(padded)
+    if raw == 0 { return 0 }
+    let base = alignUp(raw, alignment)
+    if base > raw { osUnmap(raw, base &- raw) }
+    let end = base &+ bytes
+    let rawEnd = raw &+ padded
+    if rawEnd > end { osUnmap(end, rawEnd &- end) }
+    return base
+}
+
+/// Makes reserved address space readable and writable. Returns false on failure.
+func osCommit(_ address: UInt, _ bytes: UInt) -> Bool {
+    mprotect(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: bytes), PROT_READ | PROT_WRITE) == 0
+}
+
+func osUnmap(_ address: UInt, _ bytes: UInt) {
+    _ = munmap(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: bytes))
+}
+
+/// Returns the physical memory behind [address, address+bytes) to the kernel. The
+/// range stays mapped and reads back as zero.
+func osRelease(_ address: UInt, _ bytes: UInt) {
+    _ = madvise(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: bytes), MADV_DONTNEED)
+}
+
+// MARK: - Mutex
+
+/// A futex mutex (Drepper's "Futexes are tricky", mutex 2): 0 unlocked, 1 locked,
+/// 2 locked with waiters. The zero value is unlocked, so a Mutex in zeroed memory
+/// needs no initialisation. Always used through a pointer into stable memory.
+struct Mutex {
+    var state: UInt32 = 0
+}
+
+extension UnsafeMutablePointer where Pointee == Mutex {
+    @inline(__always) private var word: UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(self).assumingMemoryBound(to: UInt32.self)
+    }
+
+    @inline(__always) func lock() {
+        if sh_cas32(word, 0, 1) != 0 { return }
+        lockSlow()
+    }
+
+    @inline(never) private func lockSlow() {
+        // Spin briefly: critical sections are short, and a futex round trip costs more.
+        var spins = 0
+        while spins < 100 {
+            if sh_load32_relaxed(word) == 0 && sh_cas32(word, 0, 1) != 0 { return }
+            sh_cpu_relax()
+            spins &+= 1
+        }
+        var observed = sh_xchg32(word, 2)
+        while observed != 0 {
+            sh_futex_wait(word, 2)
+            observed = sh_xchg32(word, 2)
+        }
+    }
+
+    func tryLock() -> Bool { sh_cas32(word, 0, 1) != 0 }
+
+    @inline(__always) func unlock() {
+        if sh_xchg32(word, 0) == 2 { sh_futex_wake(word, 1) }
+    }
+
+    /// Makes the mutex unlocked without waking anyone: for the child after fork,
+    /// where the thread that held it no longer exists.
+    func reinitialize() { sh_store32(word, 0) }
+}
+
+// MARK: - Diagnostics
+
+/// Writes `text` to standard error with write(2) (stdio allocates).
+func writeDiagnostic(_ text: StaticString) {
+    _ = write(2, text.utf8Start, text.utf8CodeUnitCount)
+}
+
+/// Writes `value` in decimal, or in hexadecimal with a 0x prefix, to standard error.
+func writeDiagnostic(number value: UInt, hex: Bool = false) {
+    var buffer: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes, enough for 0x + 16 digits or 20 digits
+    withUnsafeMutableBytes(of: &buffer) { bytes in
+        var position = bytes.count
+        var remaining = value
+        let radix: UInt = hex ? 16 : 10
+        repeat {
+            let digit = UInt8(truncatingIfNeeded: remaining % radix)
+            position &-= 1
+            bytes[position] = digit < 10 ? 48 &+ digit : 87 &+ digit
+            remaining /= radix
+        } while remaining != 0
+        if hex {
+            position &-= 1; bytes[position] = 120  // x
+            position &-= 1; bytes[position] = 48   // 0
+        }
+        _ = write(2, bytes.baseAddress! + position, bytes.count &- position)
+    }
+}
+
+/// Reports heap corruption or misuse in one line and aborts:
+/// `swiftheap: <call>: <problem> 0x<address>`.
+func fatalMisuse(_ call: StaticString, _ problem: StaticString, address: UInt) -> Never {
+    writeDiagnostic("swiftheap: ")
+    writeDiagnostic(call)
+    writeDiagnostic(": ")
+    writeDiagnostic(problem)
+    writeDiagnostic(" ")
+    writeDiagnostic(number: address, hex: true)
+    writeDiagnostic("\n")
+    abort()
+}
+
+/// Reports a broken internal invariant and aborts. Reaching this is a SwiftHeap bug.
+func fatalInternal(_ what: StaticString) -> Never {
+    writeDiagnostic("swiftheap: internal error: ")
+    writeDiagnostic(what)
+    writeDiagnostic("\n")
+    abort()
+}
