@@ -21,7 +21,7 @@
 // ---- thread-local slot ---------------------------------------------------------
 // One pointer, initial-exec (glibc's manual asks this of a malloc replacement, and a
 // tiny slot avoids exhausting static TLS). It holds this thread's cache.
-extern __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec")));
+extern __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visibility("hidden")));
 
 static inline void *sh_tls_get(void) { return swiftheap_tls_slot; }
 static inline void sh_tls_set(void *p) { swiftheap_tls_slot = p; }
@@ -96,7 +96,7 @@ static inline long sh_gettid(void) { return syscall(SYS_gettid); }
 // malloc (which may come from the loader, before any constructor) can bootstrap the
 // allocator without calling anything that allocates. Swift binds its root state here.
 #define SWIFTHEAP_STATIC_AREA_BYTES 4096
-extern unsigned char swiftheap_static_area[SWIFTHEAP_STATIC_AREA_BYTES];
+extern unsigned char swiftheap_static_area[SWIFTHEAP_STATIC_AREA_BYTES] __attribute__((visibility("hidden")));
 static inline void *sh_static_area(void) { return swiftheap_static_area; }
 static inline size_t sh_static_area_bytes(void) { return SWIFTHEAP_STATIC_AREA_BYTES; }
 #endif

@@ -1,0 +1,122 @@
+// Allocation: the malloc fast path, its slow paths, large and aligned objects.
+//
+// The fast path (allocate) is: read the thread-local cache pointer, look the size's
+// class up in a byte table, pop the class's bin. Anything else — no cache yet, an
+// empty bin, a large or aligned request — goes to a separate, never-inlined slow
+// path, so the fast path stays a handful of instructions with no call, lock, atomic
+// or overflow trap.
+//
+// Large objects (above maxSmallSize) are spans of their own, taken from the page heap
+// under the heap lock. Their memory is known to be zero when every page of the span
+// was fresh from mmap or released with MADV_DONTNEED, and calloc then skips the memset.
+
+import CShim
+
+/// malloc without the C conventions: nil on failure with errno set.
+@inline(__always) func allocate(_ size: UInt) -> UnsafeMutableRawPointer? {
+    if size <= maxSmallSize, let cache = sh_tls_get() {
+        let bin = cacheBin(cache, heap.pointee.classes.sizeClass(of: size))
+        let count = bin.pointee.count
+        if count != 0 {
+            let top = count &- 1
+            bin.pointee.count = top
+            return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(top)])
+        }
+    }
+    return allocateSlow(size)
+}
+
+@inline(never) func allocateSlow(_ size: UInt) -> UnsafeMutableRawPointer? {
+    if size > maxSmallSize { return allocateLarge(size, alignment: pageSize, zeroed: false) }
+    let savedErrno = sh_errno_get()
+    guard let cache = currentCacheSlow() else {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    let object = allocateSmall(cache, heap.pointee.classes.sizeClass(of: size))
+    sh_errno_set(object == nil ? ENOMEM : savedErrno)
+    return object
+}
+
+/// An object of class `sizeClass` from `cache`, refilling its bin if empty; nil if
+/// the heap is out of memory.
+@inline(__always) func allocateSmall(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int) -> UnsafeMutableRawPointer? {
+    let bin = cacheBin(cache, sizeClass)
+    let count = bin.pointee.count
+    if count != 0 {
+        bin.pointee.count = count &- 1
+        return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(count &- 1)])
+    }
+    return UnsafeMutableRawPointer(bitPattern: refillBin(cache, sizeClass))
+}
+
+/// A large object of at least `size` bytes aligned to `alignment`; nil with ENOMEM
+/// if the size is impossible or memory is exhausted.
+///
+/// Takes the heap lock.
+@inline(never) func allocateLarge(_ size: UInt, alignment: UInt, zeroed mustBeZero: Bool) -> UnsafeMutableRawPointer? {
+    let savedErrno = sh_errno_get()
+    let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
+    if overflow || !ensureHeapInitialized() {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    let pageCount = padded >> pageShift
+    let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
+    heapLock.lock()
+    guard let (span, zeroed) = allocSpanLocked(pageCount: pageCount, alignment: alignment) else {
+        heapLock.unlock()
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    span.pointee.state = .large
+    heap.pointee.stats.largeBytes &+= pageCount &<< pageShift
+    heap.pointee.stats.largeCount &+= 1
+    heapLock.unlock()
+    let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base)!
+    if mustBeZero && !zeroed { memset(memory, 0, Int(bitPattern: pageCount &<< pageShift)) }
+    sh_errno_set(savedErrno)
+    return memory
+}
+
+/// An object of at least `size` bytes aligned to `alignment` (a power of two).
+@inline(never) func allocateAligned(_ size: UInt, alignment: UInt) -> UnsafeMutableRawPointer? {
+    if alignment <= minAlignment { return allocate(size) }
+    if size <= maxSmallSize && alignment <= pageSize {
+        // A class whose size is a multiple of the alignment has every object aligned,
+        // because spans start on a page boundary.
+        let classes = heap.pointee.classes
+        if !ensureHeapInitialized() {
+            sh_errno_set(ENOMEM)
+            return nil
+        }
+        var cls = heap.pointee.classes.sizeClass(of: max(size, alignment))
+        let count = heap.pointee.classes.count
+        while cls < count && UInt(heap.pointee.classes.info[cls].size) % alignment != 0 { cls &+= 1 }
+        _ = classes
+        if cls < count {
+            let savedErrno = sh_errno_get()
+            guard let cache = currentCacheSlow() else {
+                sh_errno_set(ENOMEM)
+                return nil
+            }
+            let object = allocateSmall(cache, cls)
+            sh_errno_set(object == nil ? ENOMEM : savedErrno)
+            return object
+        }
+    }
+    return allocateLarge(max(size, maxSmallSize &+ 1), alignment: max(alignment, pageSize), zeroed: false)
+}
+
+/// calloc without the C conventions.
+func allocateZeroed(count: UInt, size: UInt) -> UnsafeMutableRawPointer? {
+    let (total, overflow) = count.multipliedReportingOverflow(by: size)
+    if overflow {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    if total > maxSmallSize { return allocateLarge(total, alignment: pageSize, zeroed: true) }
+    guard let memory = allocate(total) else { return nil }
+    memset(memory, 0, Int(bitPattern: total))
+    return memory
+}

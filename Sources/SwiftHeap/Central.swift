@@ -1,0 +1,161 @@
+// Central lists: per size class, the spans that have free objects, and the batch
+// moves between them and the thread caches (Go's mcentral, tcmalloc's central
+// free list).
+//
+// A refill takes free objects out of partial spans' bitmaps into a thread cache's
+// slot array; a release puts objects back, bit by bit, into their spans' bitmaps.
+// Objects move in batches, so each lock acquisition is paid for by many malloc or
+// free calls on the fast path. A span whose objects are all free again goes back to
+// the page heap at once, so its pages can be reused by any class or scavenged.
+//
+// Each class has its own lock; records are padded to a cache line so that classes do
+// not share lines. Lock order: the central lock, then the heap lock.
+
+import CShim
+
+struct Central {
+    var lock = Mutex()
+    var sizeClass: UInt32
+    /// Spans of this class with at least one free object, most recently freed into first.
+    var partial: UnsafeMutablePointer<Span>? = nil
+    /// Spans of this class in use (partial or full).
+    var spanCount: UInt = 0
+    /// Objects handed out of this class's spans, net of those returned (for stats).
+    var allocatedObjects: UInt = 0
+    var padding: (UInt, UInt, UInt) = (0, 0, 0)
+
+    init(sizeClass: UInt32) {
+        self.sizeClass = sizeClass
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == Central {
+    @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> {
+        UnsafeMutableRawPointer(self).assumingMemoryBound(to: Mutex.self)
+    }
+
+    /// Must hold this central's lock.
+    private func pushPartial(_ span: UnsafeMutablePointer<Span>) {
+        span.pointee.previous = nil
+        span.pointee.next = pointee.partial
+        if let head = pointee.partial { head.pointee.previous = span }
+        pointee.partial = span
+        span.pointee.onPartialList = true
+    }
+
+    /// Must hold this central's lock.
+    private func removePartial(_ span: UnsafeMutablePointer<Span>) {
+        if let previous = span.pointee.previous {
+            previous.pointee.next = span.pointee.next
+        } else {
+            pointee.partial = span.pointee.next
+        }
+        if let next = span.pointee.next { next.pointee.previous = span.pointee.previous }
+        span.pointee.next = nil
+        span.pointee.previous = nil
+        span.pointee.onPartialList = false
+    }
+
+    /// Moves up to `want` free objects of this class into `slots`; returns how many
+    /// (0 only if the heap is out of memory).
+    ///
+    /// Takes this central's lock, and the heap lock when it needs a new span.
+    func refill(into slots: UnsafeMutablePointer<UInt>, want: Int) -> Int {
+        lockPointer.lock()
+        var got = 0
+        while got < want {
+            var span = pointee.partial
+            if span == nil {
+                guard let fresh = newSpan() else { break }
+                pushPartial(fresh)
+                span = fresh
+            }
+            let s = span!
+            got = take(from: s, into: slots, already: got, want: want)
+            if s.pointee.allocatedCount == s.pointee.objectCount { removePartial(s) }
+        }
+        pointee.allocatedObjects &+= UInt(got)
+        lockPointer.unlock()
+        return got
+    }
+
+    /// Takes free objects from `span` (lowest addresses first) until `want` are in
+    /// `slots`. Must hold this central's lock.
+    private func take(from span: UnsafeMutablePointer<Span>, into slots: UnsafeMutablePointer<UInt>,
+                      already: Int, want: Int) -> Int {
+        var got = already
+        let words = span.freeWords
+        let base = span.pointee.base
+        let size = UInt(span.pointee.objectSize)
+        var wordIndex = 0
+        while wordIndex < spanBitmapWords && got < want {
+            var bits = words[wordIndex]
+            while bits != 0 && got < want {
+                let bit = UInt(bits.trailingZeroBitCount)
+                bits &= bits &- 1
+                slots[got] = base &+ (UInt(wordIndex) &<< 6 &+ bit) &* size
+                got &+= 1
+            }
+            words[wordIndex] = bits
+            wordIndex &+= 1
+        }
+        span.pointee.allocatedCount &+= UInt32(got &- already)
+        return got
+    }
+
+    /// A fresh span of this class with every object free, or nil if out of memory.
+    /// Must hold this central's lock; takes the heap lock.
+    private func newSpan() -> UnsafeMutablePointer<Span>? {
+        let info = heap.pointee.classes.info[Int(pointee.sizeClass)]
+        let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
+        heapLock.lock()
+        let result = allocSpanLocked(pageCount: UInt(info.pages))
+        heapLock.unlock()
+        guard let (span, _) = result else { return nil }
+        span.pointee.state = .small
+        span.pointee.sizeClass = pointee.sizeClass
+        span.pointee.objectSize = info.size
+        span.pointee.reciprocal = info.reciprocal
+        span.pointee.objectCount = info.objects
+        span.pointee.allocatedCount = 0
+        span.setAllFree()
+        pointee.spanCount &+= 1
+        return span
+    }
+
+    /// Returns `count` objects of this class to their spans. A span left with no
+    /// allocated object goes back to the page heap. A pointer whose bit is already
+    /// free was freed twice: reported as heap misuse.
+    ///
+    /// Takes this central's lock, and the heap lock when a span empties.
+    func release(_ objects: UnsafeMutablePointer<UInt>, count: Int) {
+        lockPointer.lock()
+        let spanMap = heap.pointee.spanMap
+        var i = 0
+        while i < count {
+            let address = objects[i]
+            i &+= 1
+            guard let span = spanMap.span(containing: address), span.pointee.sizeClass == pointee.sizeClass else {
+                fatalMisuse("free()", "invalid pointer", address: address)
+            }
+            let index = span.objectIndex(of: address)
+            let word = span.freeWords + Int(bitPattern: index >> 6)
+            let mask = UInt64(1) << UInt64(index & 63)
+            if word.pointee & mask != 0 { fatalMisuse("free()", "double free of", address: address) }
+            word.pointee |= mask
+            span.pointee.allocatedCount &-= 1
+            if span.pointee.allocatedCount == 0 {
+                if span.pointee.onPartialList { removePartial(span) }
+                pointee.spanCount &-= 1
+                let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
+                heapLock.lock()
+                freeSpanLocked(span)
+                heapLock.unlock()
+            } else if !span.pointee.onPartialList {
+                pushPartial(span)
+            }
+        }
+        pointee.allocatedObjects &-= UInt(count)
+        lockPointer.unlock()
+    }
+}

@@ -1,0 +1,119 @@
+// The C ABI: the malloc family with glibc's documented semantics, as Swift functions
+// with C names of our own (`swiftheap_*`). The libc names themselves (malloc, free,
+// the C++ operators, ...) are defined in Shim/CExports, linked into the shared object
+// only, as single-jump tail calls to these.
+//
+// Conventions kept here: NULL and errno ENOMEM for impossible sizes and exhausted
+// memory; EINVAL for bad alignments; free(NULL) does nothing; realloc(NULL, n) is
+// malloc(n); realloc(p, 0) frees p and returns NULL, as glibc does.
+
+import CShim
+
+@_cdecl("swiftheap_malloc")
+public func swiftheap_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    allocate(UInt(bitPattern: size))
+}
+
+@_cdecl("swiftheap_free")
+public func swiftheap_free(_ pointer: UnsafeMutableRawPointer?) {
+    deallocate(pointer)
+}
+
+@_cdecl("swiftheap_calloc")
+public func swiftheap_calloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    allocateZeroed(count: UInt(bitPattern: count), size: UInt(bitPattern: size))
+}
+
+@_cdecl("swiftheap_realloc")
+public func swiftheap_realloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> UnsafeMutableRawPointer? {
+    reallocate(pointer, UInt(bitPattern: size))
+}
+
+@_cdecl("swiftheap_reallocarray")
+public func swiftheap_reallocarray(_ pointer: UnsafeMutableRawPointer?, _ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    let (total, overflow) = UInt(bitPattern: count).multipliedReportingOverflow(by: UInt(bitPattern: size))
+    if overflow {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    return reallocate(pointer, total)
+}
+
+@inline(__always) private func isPowerOfTwo(_ value: UInt) -> Bool {
+    value != 0 && value & (value &- 1) == 0
+}
+
+@_cdecl("swiftheap_posix_memalign")
+public func swiftheap_posix_memalign(_ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ alignment: Int, _ size: Int) -> Int32 {
+    let align = UInt(bitPattern: alignment)
+    if !isPowerOfTwo(align) || align % UInt(MemoryLayout<UnsafeRawPointer>.size) != 0 { return EINVAL }
+    let savedErrno = sh_errno_get()
+    guard let memory = allocateAligned(UInt(bitPattern: size), alignment: align) else {
+        sh_errno_set(savedErrno)
+        return ENOMEM
+    }
+    out.pointee = memory
+    return 0
+}
+
+@_cdecl("swiftheap_aligned_alloc")
+public func swiftheap_aligned_alloc(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    let align = UInt(bitPattern: alignment)
+    if !isPowerOfTwo(align) {
+        sh_errno_set(EINVAL)
+        return nil
+    }
+    return allocateAligned(UInt(bitPattern: size), alignment: align)
+}
+
+@_cdecl("swiftheap_memalign")
+public func swiftheap_memalign(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    let align = UInt(bitPattern: alignment)
+    if align <= minAlignment { return allocate(UInt(bitPattern: size)) }
+    if !isPowerOfTwo(align) {
+        sh_errno_set(EINVAL)
+        return nil
+    }
+    return allocateAligned(UInt(bitPattern: size), alignment: align)
+}
+
+@_cdecl("swiftheap_valloc")
+public func swiftheap_valloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    allocateAligned(UInt(bitPattern: size), alignment: osPageSize)
+}
+
+@_cdecl("swiftheap_pvalloc")
+public func swiftheap_pvalloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    let (rounded, overflow) = UInt(bitPattern: size).addingReportingOverflow(osPageSize &- 1)
+    if overflow {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    return allocateAligned(max(alignDown(rounded, osPageSize), osPageSize), alignment: osPageSize)
+}
+
+@_cdecl("swiftheap_malloc_usable_size")
+public func swiftheap_malloc_usable_size(_ pointer: UnsafeMutableRawPointer?) -> Int {
+    Int(bitPattern: usableSize(pointer))
+}
+
+@_cdecl("swiftheap_malloc_trim")
+public func swiftheap_malloc_trim(_ pad: Int) -> Int32 {
+    0
+}
+
+/// C++ aligned operator new (the caller handles failure: new-handler, bad_alloc).
+@_cdecl("swiftheap_new_aligned")
+public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutableRawPointer? {
+    let align = UInt(bitPattern: alignment)
+    if !isPowerOfTwo(align) { return nil }
+    return allocateAligned(UInt(bitPattern: size), alignment: align)
+}
+
+/// Runs from the shared object's constructor: the parts of initialisation that need a
+/// working C runtime (the thread-exit key, the fork handlers).
+@_cdecl("swiftheap_library_init")
+public func swiftheap_library_init() {
+    if !ensureHeapInitialized() { return }
+    if createThreadExitKey() { installForkHandlers() }
+}

@@ -1,0 +1,123 @@
+// Size classes: the object sizes small requests are rounded up to, and how many
+// pages a span of each class has.
+//
+// The table is computed once at initialisation (Go generates its table offline with
+// mksizeclasses.go; computing it here keeps the rule and the table in one place and
+// lets the tests check the rule rather than a copy of numbers):
+//
+//   * sizes are multiples of 16 (every pointer is 16-byte aligned), in steps of 16 up
+//     to 128 bytes, then 8 steps per doubling: 128, 144, ..., 256, 288, ..., 512, ...
+//     up to maxSmallSize (32 KiB). Above 128 bytes, a request that lands in class c
+//     wastes less than 1/8 of the object: (size[c] - size[c-1] - 1) / size[c] < 12.5%.
+//     At or below 128 bytes the waste is under 16 bytes.
+//   * each class's span is the fewest pages whose tail (the bytes left after the last
+//     whole object) is at most 1/8 of the span, and which holds at least
+//     minObjectsPerSpan objects or is at least 64 KiB, so that a refill of a
+//     thread cache moves a batch without visiting many spans.
+//   * a span holds at most maxObjectsPerSpan (512) objects: its free bitmap is fixed
+//     size, inside the span record.
+//
+// Lookup is two byte tables: sizes up to 1024 by 16-byte steps, sizes up to 32 KiB
+// by 128-byte steps (every class above 1024 is a multiple of 128, so the coarse step
+// never skips a class). Object index within a span is computed by multiplication with
+// a per-class reciprocal (Go's divMagic), exact for every offset inside a span.
+//
+// Class 0 means "not a small object": large objects are spans of their own.
+
+import CShim
+
+let maxSmallSize: UInt = 32 << 10
+let smallLookupLimit: UInt = 1024
+let maxObjectsPerSpan: UInt = 512
+let minObjectsPerSpan: UInt = 8
+let maxSizeClasses = 80
+
+struct SizeClassInfo {
+    /// Object size in bytes.
+    var size: UInt32
+    /// Pages per span.
+    var pages: UInt32
+    /// Objects per span.
+    var objects: UInt32
+    /// ceil(2^32 / size): (offset * reciprocal) >> 32 == offset / size for offsets in a span.
+    var reciprocal: UInt32
+}
+
+struct SizeClassTable {
+    /// Number of classes including class 0.
+    var count: Int = 0
+    var info: UnsafeMutablePointer<SizeClassInfo>
+    /// Class of sizes 0...1024, indexed by (size + 15) >> 4.
+    var smallIndex: UnsafeMutablePointer<UInt8>
+    /// Class of sizes 1025...32768, indexed by (size - 1024 + 127) >> 7.
+    var mediumIndex: UnsafeMutablePointer<UInt8>
+
+    /// Builds the table in metadata memory. Returns nil if metadata memory is exhausted.
+    static func make() -> SizeClassTable? {
+        let smallEntries = Int(smallLookupLimit >> 4) + 1
+        let mediumEntries = Int((maxSmallSize - smallLookupLimit) >> 7) + 1
+        guard let infoMemory = persistentAlloc(UInt(maxSizeClasses * MemoryLayout<SizeClassInfo>.stride)),
+              let smallMemory = persistentAlloc(UInt(smallEntries)),
+              let mediumMemory = persistentAlloc(UInt(mediumEntries)) else { return nil }
+        var table = SizeClassTable(
+            info: infoMemory.bindMemory(to: SizeClassInfo.self, capacity: maxSizeClasses),
+            smallIndex: smallMemory.bindMemory(to: UInt8.self, capacity: smallEntries),
+            mediumIndex: mediumMemory.bindMemory(to: UInt8.self, capacity: mediumEntries))
+        table.info[0] = SizeClassInfo(size: 0, pages: 0, objects: 0, reciprocal: 0)
+        var count = 1
+        var size: UInt = 16
+        while size <= maxSmallSize {
+            let pages = spanPages(forObjectSize: size)
+            let objects = pages * pageSize / size
+            let reciprocal = UInt32(truncatingIfNeeded: ((1 as UInt64) << 32 + UInt64(size) - 1) / UInt64(size))
+            table.info[count] = SizeClassInfo(size: UInt32(size), pages: UInt32(pages),
+                                              objects: UInt32(objects), reciprocal: reciprocal)
+            count += 1
+            size += sizeStep(after: size)
+        }
+        table.count = count
+        // Fill the lookup tables: each entry gets the smallest class that fits.
+        var cls = 1
+        for i in 0..<smallEntries {
+            let request = UInt(i) << 4
+            while UInt(table.info[cls].size) < request { cls += 1 }
+            table.smallIndex[i] = UInt8(cls)
+        }
+        for i in 0..<mediumEntries {
+            let request = smallLookupLimit + (UInt(i) << 7)
+            while UInt(table.info[cls].size) < request { cls += 1 }
+            table.mediumIndex[i] = UInt8(cls)
+        }
+        return table
+    }
+
+    /// The step from one class size to the next: 16 up to 128 bytes, then an eighth of
+    /// the power of two at or below the size.
+    static func sizeStep(after size: UInt) -> UInt {
+        if size < 128 { return 16 }
+        let octave = UInt(1) << (UInt(UInt.bitWidth) - 1 - UInt(size.leadingZeroBitCount))
+        return octave / 8
+    }
+
+    /// The fewest pages for a span of objects of `size` bytes: tail waste at most 1/8,
+    /// and at least minObjectsPerSpan objects unless the span is 64 KiB or more.
+    static func spanPages(forObjectSize size: UInt) -> UInt {
+        var pages: UInt = 1
+        while true {
+            let bytes = pages * pageSize
+            let objects = bytes / size
+            let tail = bytes - objects * size
+            let enoughObjects = objects >= minObjectsPerSpan || bytes >= (64 << 10)
+            if objects > 0 && tail * 8 <= bytes && enoughObjects { return pages }
+            pages += 1
+        }
+    }
+
+    /// The class of a small request (size <= maxSmallSize).
+    @inline(__always) func sizeClass(of size: UInt) -> Int {
+        if size <= smallLookupLimit {
+            return Int(smallIndex[Int(bitPattern: (size &+ 15) >> 4)])
+        }
+        return Int(mediumIndex[Int(bitPattern: (size &- smallLookupLimit &+ 127) >> 7)])
+    }
+}

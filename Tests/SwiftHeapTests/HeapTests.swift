@@ -1,0 +1,61 @@
+import Testing
+@testable import SwiftHeap
+
+/// The page heap: spans from the page allocator, the span map, growth, in-place resizing.
+@Suite(.serialized) struct HeapTests {
+    init() { #expect(ensureHeapInitialized()) }
+
+    private func withHeapLock<T>(_ body: () -> T) -> T {
+        let lock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
+        lock.lock()
+        defer { lock.unlock() }
+        return body()
+    }
+
+    @Test(arguments: [1, 2, 7, 512, 513, 9000] as [UInt])
+    func allocSpanMapsItsPagesAndFreeUnmapsThem(pages: UInt) throws {
+        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: pages) })
+        let base = span.pointee.base
+        #expect(base % pageSize == 0)
+        #expect(span.pointee.pages == pages)
+        #expect(heap.pointee.spanMap.span(containing: base) == span)
+        #expect(heap.pointee.spanMap.span(containing: base + pages * pageSize - 1) == span)
+        // The memory is really ours: write its first and last bytes.
+        UnsafeMutablePointer<UInt8>(bitPattern: base)!.pointee = 1
+        UnsafeMutablePointer<UInt8>(bitPattern: base + pages * pageSize - 1)!.pointee = 1
+        withHeapLock { freeSpanLocked(span) }
+        #expect(heap.pointee.spanMap.span(containing: base) == nil)
+    }
+
+    @Test(arguments: [2 * pageSize, 64 << 10, 1 << 20, 4 << 20] as [UInt])
+    func alignedSpansAreAligned(alignment: UInt) throws {
+        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: 3, alignment: alignment) })
+        #expect(span.pointee.base % alignment == 0)
+        #expect(span.pointee.pages == 3)
+        withHeapLock { freeSpanLocked(span) }
+    }
+
+    @Test func freshSpansAreKnownZero() throws {
+        // A run bigger than any arena so far must come from a new mapping: zero.
+        let (span, zeroed) = try #require(withHeapLock { allocSpanLocked(pageCount: arenaPages + 1) })
+        #expect(zeroed)
+        withHeapLock { freeSpanLocked(span) }
+    }
+
+    @Test func impossibleSizesFailWithoutGrowing() {
+        let mapped = heap.pointee.stats.mappedBytes
+        #expect(withHeapLock { allocSpanLocked(pageCount: UInt.max / pageSize) } == nil)
+        #expect(withHeapLock { allocSpanLocked(pageCount: 1 << 40) } == nil)
+        #expect(heap.pointee.stats.mappedBytes == mapped)
+    }
+
+    @Test func shrinkGivesPagesBack() throws {
+        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: 10) })
+        let base = span.pointee.base
+        withHeapLock { shrinkSpanLocked(span, keepPages: 4) }
+        #expect(span.pointee.pages == 4)
+        #expect(heap.pointee.spanMap.span(containing: base + 3 * pageSize) == span)
+        #expect(heap.pointee.spanMap.span(containing: base + 4 * pageSize) == nil)
+        withHeapLock { freeSpanLocked(span) }
+    }
+}

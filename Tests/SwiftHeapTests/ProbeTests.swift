@@ -1,3 +1,0 @@
-import Testing
-@testable import SwiftHeap
-@Test func probe() { #expect(swiftheap_malloc(10) != nil) }

@@ -1,0 +1,73 @@
+import Testing
+@testable import SwiftHeap
+
+@Suite struct SizeClassesTests {
+    let table = SizeClassTable.make()!
+
+    @Test func classSizesAreAlignedIncreasingAndEndAtMaxSmallSize() {
+        #expect(table.count > 40 && table.count < maxSizeClasses)
+        var previous: UInt32 = 0
+        for cls in 1..<table.count {
+            let size = table.info[cls].size
+            #expect(size % 16 == 0, "class \(cls) size \(size) not 16-byte aligned")
+            #expect(size > previous)
+            previous = size
+        }
+        #expect(UInt(previous) == maxSmallSize)
+    }
+
+    /// The stated bound: above 128 bytes a request wastes less than 1/8 of its object;
+    /// at or below 128 bytes less than 16 bytes.
+    @Test func worstCaseInternalWasteIsBounded() {
+        var worst = 0.0
+        for cls in 2..<table.count {
+            let size = UInt(table.info[cls].size)
+            let smallestRequest = UInt(table.info[cls - 1].size) + 1
+            let waste = size - smallestRequest
+            if smallestRequest > 128 {
+                let fraction = Double(waste) / Double(size)
+                worst = max(worst, fraction)
+                #expect(fraction < 0.125, "class \(cls) (\(size) B) wastes \(fraction) for a \(smallestRequest) B request")
+            } else {
+                #expect(waste < 16)
+            }
+        }
+        #expect(worst > 0.1, "the bound should be tight, not vacuous")
+    }
+
+    @Test func spanTailWasteIsAtMostAnEighthAndObjectsFitTheBitmap() {
+        for cls in 1..<table.count {
+            let info = table.info[cls]
+            let spanBytes = UInt(info.pages) * pageSize
+            #expect(UInt(info.objects) == spanBytes / UInt(info.size))
+            #expect((spanBytes - UInt(info.objects) * UInt(info.size)) * 8 <= spanBytes)
+            #expect(UInt(info.objects) <= maxObjectsPerSpan)
+            #expect(UInt(info.objects) >= minObjectsPerSpan || spanBytes >= 64 << 10)
+        }
+    }
+
+    @Test func lookupGivesTheSmallestClassThatFits() {
+        var wrong: [UInt] = []
+        for size in UInt(0)...maxSmallSize {
+            let cls = table.sizeClass(of: size)
+            let fits = cls >= 1 && cls < table.count && UInt(table.info[cls].size) >= size
+            let smallest = cls <= 1 || UInt(table.info[cls - 1].size) < max(size, 1)
+            if !fits || !smallest { wrong.append(size) }
+        }
+        #expect(wrong.isEmpty, "sizes mapped to the wrong class: \(wrong.prefix(10))")
+    }
+
+    @Test func reciprocalDivisionIsExactForEveryOffsetInASpan() {
+        for cls in 1..<table.count {
+            let info = table.info[cls]
+            let spanBytes = UInt(info.pages) * pageSize
+            var offset: UInt = 0
+            var mismatches = 0
+            while offset < spanBytes {
+                if (offset * UInt(info.reciprocal)) >> 32 != offset / UInt(info.size) { mismatches += 1 }
+                offset += 1
+            }
+            #expect(mismatches == 0, "class \(cls)")
+        }
+    }
+}

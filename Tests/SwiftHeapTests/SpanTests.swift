@@ -1,0 +1,53 @@
+import Testing
+@testable import SwiftHeap
+
+@Suite struct SpanTests {
+    @Test func setAllFreeMarksExactlyTheObjects() {
+        for count: UInt32 in [1, 8, 63, 64, 65, 100, 511, 512] {
+            let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
+            defer { span.deallocate() }
+            span.initialize(to: Span())
+            span.pointee.objectCount = count
+            span.setAllFree()
+            var bits = 0
+            for i in 0..<spanBitmapWords { bits += span.freeWords[i].nonzeroBitCount }
+            #expect(bits == Int(count))
+        }
+    }
+
+    @Test func objectIndexFindsTheContainingObject() {
+        let table = SizeClassTable.make()!
+        let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
+        defer { span.deallocate() }
+        span.initialize(to: Span())
+        let info = table.info[table.sizeClass(of: 48)]
+        span.pointee.base = 0x7000_0000_0000
+        span.pointee.objectSize = info.size
+        span.pointee.reciprocal = info.reciprocal
+        #expect(span.objectIndex(of: 0x7000_0000_0000) == 0)
+        #expect(span.objectIndex(of: 0x7000_0000_0000 + 47) == 0)
+        #expect(span.objectIndex(of: 0x7000_0000_0000 + 48) == 1)
+        #expect(span.objectIndex(of: 0x7000_0000_0000 + 48 * 100 + 5) == 100)
+    }
+
+    @Test func spanMapPointsEveryPageOfASpanAndClearsThem() {
+        let map = SpanMap.make()!
+        let base = osMapAligned(arenaBytes, alignment: arenaBytes)
+        #expect(base != 0)
+        defer { osUnmap(base, arenaBytes) }
+        #expect(map.addArena(base: base, bytes: arenaBytes))
+        let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
+        defer { span.deallocate() }
+        span.initialize(to: Span())
+        let spanBase = base + 10 * pageSize
+        map.set(base: spanBase, pages: 3, to: span)
+        #expect(map.span(containing: spanBase) == span)
+        #expect(map.span(containing: spanBase + 3 * pageSize - 1) == span)
+        #expect(map.span(containing: spanBase - 1) == nil)
+        #expect(map.span(containing: spanBase + 3 * pageSize) == nil)
+        #expect(map.span(containing: 0x10) == nil, "an address outside every arena has no span")
+        #expect(map.span(containing: UInt.max) == nil, "an address beyond 48 bits has no span")
+        map.set(base: spanBase, pages: 3, to: nil)
+        #expect(map.span(containing: spanBase + pageSize) == nil)
+    }
+}

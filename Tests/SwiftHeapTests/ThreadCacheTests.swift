@@ -1,0 +1,93 @@
+import Testing
+import Foundation
+@testable import SwiftHeap
+
+/// Runs `body` on `count` threads at once and waits for them.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for index in 0..<count {
+        group.enter()
+        let thread = Thread {
+            body(index)
+            group.leave()
+        }
+        thread.start()
+    }
+    group.wait()
+}
+
+@Suite(.serialized) struct ThreadCacheTests {
+    init() {
+        swiftheap_library_init()
+    }
+
+    /// After warming up, malloc/free pairs of one size stay on the fast path: the
+    /// thread's slow-path counters do not move.
+    @Test func steadyStateMallocFreeTakesNoSlowPath() throws {
+        let p = try #require(allocate(100))
+        deallocate(p)
+        let cache = try #require(sh_tls_get_for_tests())
+        let refills = cacheHeader(cache).pointee.refills
+        let flushes = cacheHeader(cache).pointee.flushes
+        for _ in 0..<100_000 {
+            let a = allocate(100), b = allocate(100)
+            deallocate(b)
+            deallocate(a)
+        }
+        #expect(cacheHeader(cache).pointee.refills == refills)
+        #expect(cacheHeader(cache).pointee.flushes == flushes)
+    }
+
+    /// A bin refills and flushes in batches: many objects per slow-path entry.
+    @Test func refillsAndFlushesAreBatched() throws {
+        let p = try #require(allocate(64))
+        deallocate(p)
+        let cache = try #require(sh_tls_get_for_tests())
+        let before = cacheHeader(cache).pointee.refills + cacheHeader(cache).pointee.flushes
+        var objects: [UnsafeMutableRawPointer] = []
+        for _ in 0..<10_000 { objects.append(allocate(64)!) }
+        for object in objects { deallocate(object) }
+        let slowPaths = cacheHeader(cache).pointee.refills + cacheHeader(cache).pointee.flushes - before
+        #expect(slowPaths > 0)
+        #expect(slowPaths * 32 <= 20_000, "\(slowPaths) slow-path entries for 20000 operations")
+    }
+
+    /// Thousands of short-lived threads: each exit flushes and retires its cache, so
+    /// the number of live caches and of cache records does not grow.
+    @Test func exitedThreadsLeaveNoCachesBehind() {
+        onThreads(1) { _ in deallocate(allocate(10)) }  // warm the pool
+        let liveBefore = heap.pointee.caches.liveCount
+        let recordsBefore = heap.pointee.caches.pool.inUse
+        let objectsBefore = (heap.pointee.centrals + heap.pointee.classes.sizeClass(of: 200)).pointee.allocatedObjects
+        for _ in 0..<50 {
+            onThreads(20) { _ in
+                var kept: [UnsafeMutableRawPointer] = []
+                for i in 0..<300 { kept.append(allocate(UInt(200 - i % 8))!) }
+                for p in kept { deallocate(p) }
+            }
+        }
+        #expect(heap.pointee.caches.liveCount <= liveBefore + 2)
+        #expect(heap.pointee.caches.pool.inUse <= recordsBefore + 2)
+        let objectsAfter = (heap.pointee.centrals + heap.pointee.classes.sizeClass(of: 200)).pointee.allocatedObjects
+        #expect(objectsAfter <= objectsBefore + 256, "objects of exited threads went back to the central list")
+    }
+
+    /// Producer/consumer: one thread allocates, another frees. The consumer's cache
+    /// flushes back in batches, so the heap does not grow with the number of objects passed.
+    @Test func producerConsumerMemoryIsBounded() {
+        let rounds = 40, perRound = 20_000
+        func runRounds(_ n: Int) {
+            for _ in 0..<n {
+                let box = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: perRound)
+                defer { box.deallocate() }
+                onThreads(1) { _ in for i in 0..<perRound { box[i] = allocate(48) } }
+                onThreads(1) { _ in for i in 0..<perRound { deallocate(box[i]) } }
+            }
+        }
+        runRounds(2)
+        let spansBefore = heap.pointee.stats.spanBytes
+        runRounds(rounds)
+        let growth = Int(heap.pointee.stats.spanBytes) - Int(spansBefore)
+        #expect(growth < 4 << 20, "span bytes grew by \(growth) over \(rounds * perRound) objects passed")
+    }
+}
