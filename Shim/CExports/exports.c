@@ -21,6 +21,8 @@ size_t swiftheap_malloc_usable_size(void *p);
 int swiftheap_malloc_trim(size_t pad);
 void *swiftheap_new_aligned(size_t size, size_t alignment);
 void swiftheap_library_init(void);
+void swiftheap_malloc_stats(void);
+void swiftheap_mallinfo(size_t fields[10]);
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -36,6 +38,27 @@ EXPORT void *valloc(size_t size) { return swiftheap_valloc(size); }
 EXPORT void *pvalloc(size_t size) { return swiftheap_pvalloc(size); }
 EXPORT size_t malloc_usable_size(void *p) { return swiftheap_malloc_usable_size(p); }
 EXPORT int malloc_trim(size_t pad) { return swiftheap_malloc_trim(pad); }
+
+EXPORT void malloc_stats(void) { swiftheap_malloc_stats(); }
+
+// glibc's struct mallinfo2 and struct mallinfo, declared here (not from <malloc.h>,
+// which would also declare the functions we define with our own prototypes).
+struct mallinfo2 { size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost; };
+struct mallinfo { int arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost; };
+
+EXPORT struct mallinfo2 mallinfo2(void) {
+    size_t f[10];
+    swiftheap_mallinfo(f);
+    struct mallinfo2 m = { f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9] };
+    return m;
+}
+// The old interface's int fields wrap like glibc's do.
+EXPORT struct mallinfo mallinfo(void) {
+    size_t f[10];
+    swiftheap_mallinfo(f);
+    struct mallinfo m = { (int)f[0], (int)f[1], (int)f[2], (int)f[3], (int)f[4], (int)f[5], (int)f[6], (int)f[7], (int)f[8], (int)f[9] };
+    return m;
+}
 
 // What glibc's manual ("Replacing malloc") asks of a general-purpose replacement.
 EXPORT void cfree(void *p) { swiftheap_free(p); }

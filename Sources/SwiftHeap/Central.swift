@@ -100,7 +100,72 @@ extension UnsafeMutablePointer where Pointee == Central {
             wordIndex &+= 1
         }
         span.pointee.allocatedCount &+= UInt32(got &- already)
+        if span.pointee.releasedOSPages != 0 { reclaimReleasedPages(span, slots + already, count: got &- already) }
         return got
+    }
+
+    /// The objects just taken from `span` may lie on OS pages released while they were
+    /// free: those pages are resident again once written, so stop counting them.
+    /// Must hold this central's lock.
+    private func reclaimReleasedPages(_ span: UnsafeMutablePointer<Span>, _ objects: UnsafeMutablePointer<UInt>, count: Int) {
+        var released = span.pointee.releasedOSPages
+        let before = released.nonzeroBitCount
+        let size = UInt(span.pointee.objectSize)
+        for i in 0..<count {
+            let offset = objects[i] &- span.pointee.base
+            let first = offset / osPageSize
+            let last = (offset &+ size &- 1) / osPageSize
+            let mask = (last &- first == 63 ? ~UInt64(0) : ((UInt64(1) << UInt64(last &- first &+ 1)) &- 1)) << UInt64(first)
+            released &= ~mask
+        }
+        span.pointee.releasedOSPages = released
+        let reclaimed = before &- released.nonzeroBitCount
+        if reclaimed > 0 { noteInSpanReleased(-Int64(reclaimed) &* Int64(osPageSize)) }
+    }
+
+    /// Releases the OS pages of this class's partly used spans on which every object
+    /// is free. Returns bytes released.
+    ///
+    /// Takes this central's lock (held across the madvise calls: refills of this class
+    /// wait, which is what keeps a page from being handed out while it is released).
+    func releaseFreePages() -> UInt {
+        lockPointer.lock()
+        var released: UInt = 0
+        var span = pointee.partial
+        while let current = span {
+            released &+= releaseFreePages(of: current)
+            span = current.pointee.next
+        }
+        lockPointer.unlock()
+        if released > 0 { noteInSpanReleased(Int64(released)) }
+        return released
+    }
+
+    /// Must hold this central's lock.
+    private func releaseFreePages(of span: UnsafeMutablePointer<Span>) -> UInt {
+        let size = UInt(span.pointee.objectSize)
+        let objectCount = UInt(span.pointee.objectCount)
+        let osPages = min((span.pointee.pages &<< pageShift) / osPageSize, 64)
+        var releasable: UInt64 = 0
+        for page in 0..<osPages {
+            let bit = UInt64(1) << UInt64(page)
+            if span.pointee.releasedOSPages & bit != 0 { continue }
+            let first = page &* osPageSize / size
+            if first >= objectCount { continue }  // only the span's unused tail: never touched
+            let last = min(((page &+ 1) &* osPageSize &- 1) / size, objectCount &- 1)
+            if span.allFree(from: first, through: last) { releasable |= bit }
+        }
+        if releasable == 0 { return 0 }
+        // Release maximal runs of consecutive pages with one call each.
+        var remaining = releasable
+        while remaining != 0 {
+            let start = UInt(remaining.trailingZeroBitCount)
+            let run = UInt((~(remaining >> UInt64(start))).trailingZeroBitCount)
+            osRelease(span.pointee.base &+ start &* osPageSize, run &* osPageSize)
+            remaining &= run == 64 ? 0 : ~(((UInt64(1) << UInt64(run)) &- 1) << UInt64(start))
+        }
+        span.pointee.releasedOSPages |= releasable
+        return UInt(releasable.nonzeroBitCount) &* osPageSize
     }
 
     /// A fresh span of this class with every object free, or nil if out of memory.
@@ -146,6 +211,9 @@ extension UnsafeMutablePointer where Pointee == Central {
             span.pointee.allocatedCount &-= 1
             if span.pointee.allocatedCount == 0 {
                 if span.pointee.onPartialList { removePartial(span) }
+                if span.pointee.releasedOSPages != 0 {
+                    noteInSpanReleased(-Int64(span.pointee.releasedOSPages.nonzeroBitCount) &* Int64(osPageSize))
+                }
                 pointee.spanCount &-= 1
                 let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
                 heapLock.lock()
@@ -157,5 +225,6 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
         pointee.allocatedObjects &-= UInt(count)
         lockPointer.unlock()
+        maybeStartScavenger()
     }
 }

@@ -46,6 +46,7 @@ private func forkParent() {
 private func forkChild() {
     if !heapIsReady() { return }
     forEachLock(reverse: true) { $0.reinitialize() }
+    resetScavengerAfterFork()
 }
 
 /// Registers the handlers (from the library constructor).

@@ -73,6 +73,7 @@ private func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: 
     heap.pointee.stats.largeCount &-= 1
     freeSpanLocked(span)
     heapLock.unlock()
+    maybeStartScavenger()
 }
 
 /// The usable size of a live object; 0 for nil or a pointer SwiftHeap does not know.

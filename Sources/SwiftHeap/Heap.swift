@@ -44,6 +44,8 @@ struct Heap {
     var centrals: UnsafeMutablePointer<Central>
     var caches: CacheRegistry
     var stats = HeapStats()
+    var config = Config()
+    var scavenger = ScavengerState()
 }
 
 /// The process's heap, in the shim's static area.
@@ -100,6 +102,8 @@ func ensureHeapInitialized() -> Bool {
     guard let caches = CacheRegistry.make(classes: classes) else { return false }
     root.pointee.caches = caches
     root.pointee.stats = HeapStats()
+    root.pointee.config = Config()
+    root.pointee.scavenger = ScavengerState()
     sh_store32(initStateWord, 2)
     return true
 }
@@ -157,6 +161,7 @@ func freeSpanLocked(_ span: UnsafeMutablePointer<Span>) {
     root.pointee.spanMap.set(base: base, pages: pageCount, to: nil)
     root.pointee.pages.pointee.free(base: base, npages: pageCount)
     root.pointee.stats.spanBytes &-= pageCount &<< pageShift
+    noteFreedLocked(pageCount &<< pageShift)
     span.pointee.state = .free
     root.pointee.spanRecords.free(UnsafeMutableRawPointer(span))
 }
@@ -188,6 +193,7 @@ func shrinkSpanLocked(_ span: UnsafeMutablePointer<Span>, keepPages: UInt) {
     root.pointee.pages.pointee.free(base: tail, npages: freedPages)
     span.pointee.pages = keepPages
     root.pointee.stats.spanBytes &-= freedPages &<< pageShift
+    noteFreedLocked(freedPages &<< pageShift)
 }
 
 /// Maps a new arena big enough for a run of `pageCount` pages and hands it to the

@@ -99,7 +99,10 @@ public func swiftheap_malloc_usable_size(_ pointer: UnsafeMutableRawPointer?) ->
 
 @_cdecl("swiftheap_malloc_trim")
 public func swiftheap_malloc_trim(_ pad: Int) -> Int32 {
-    0
+    let savedErrno = sh_errno_get()
+    let released = trimHeap()
+    sh_errno_set(savedErrno)
+    return released ? 1 : 0
 }
 
 /// C++ aligned operator new (the caller handles failure: new-handler, bad_alloc).
@@ -115,5 +118,10 @@ public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutabl
 @_cdecl("swiftheap_library_init")
 public func swiftheap_library_init() {
     if !ensureHeapInitialized() { return }
-    if createThreadExitKey() { installForkHandlers() }
+    if createThreadExitKey() {
+        heap.pointee.config = Config.fromEnvironment()
+        installForkHandlers()
+        allowScavengerThread()
+        if heap.pointee.config.printStats { _ = atexit(printStatsAtExit) }
+    }
 }

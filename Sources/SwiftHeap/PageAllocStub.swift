@@ -14,3 +14,10 @@ struct PageAlloc {
     mutating func free(base: UInt, npages: UInt) {}
     mutating func allocRangeIfFree(base: UInt, npages: UInt) -> (ok: Bool, scavenged: UInt) { (false, 0) }
 }
+struct ScavengeStateStub { var gen: UInt32 = 0; var released: UInt = 0 }
+extension PageAlloc {
+    var scav: ScavengeStateStub { get { ScavengeStateStub() } set {} }
+    var releasedBytes: UInt { 0 }
+    mutating func scavengeStartGen() {}
+    mutating func scavenge(_ nbytes: UInt, mayUnlock: Bool) -> UInt { 0 }
+}

@@ -49,6 +49,9 @@ struct Span {
     var allocatedCount: UInt32 = 0
     /// True while the span is on its class's partial list.
     var onPartialList: Bool = false
+    /// OS pages of this small span released to the OS while every object on them was
+    /// free (bit i: the OS page at base + i·4 KiB). Guarded by the class's central lock.
+    var releasedOSPages: UInt64 = 0
 
     var limit: UInt { base &+ pages &<< pageShift }
 }
@@ -62,6 +65,22 @@ extension UnsafeMutablePointer where Pointee == Span {
     /// Index of the object containing `address`.
     @inline(__always) func objectIndex(of address: UInt) -> UInt {
         ((address &- pointee.base) &* UInt(pointee.reciprocal)) >> 32
+    }
+
+    /// Whether objects first...last (inclusive) are all free.
+    func allFree(from first: UInt, through last: UInt) -> Bool {
+        let words = freeWords
+        var index = first
+        while index <= last {
+            let word = Int(bitPattern: index >> 6)
+            let low = index & 63
+            let high = min(last &- (index & ~63), 63)
+            let width = high &- low &+ 1
+            let mask = (width == 64 ? ~UInt64(0) : (UInt64(1) << UInt64(width)) &- 1) << UInt64(low)
+            if words[word] & mask != mask { return false }
+            index = (index | 63) &+ 1
+        }
+        return true
     }
 
     /// Marks every object free (a fresh span).

@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 
 // ---- thread-local slot ---------------------------------------------------------
 // One pointer, initial-exec (glibc's manual asks this of a malloc replacement, and a

@@ -1,0 +1,54 @@
+// Configuration: environment variables read once, from the library constructor (the
+// first malloc may run before the environment is set up; until the constructor runs,
+// the defaults apply). getenv does not allocate.
+//
+//   SWIFTHEAP_SCAVENGER=0            no background scavenger thread (malloc_trim still works)
+//   SWIFTHEAP_SCAVTRACE=1            a `scav ...` line on stderr per scavenge generation
+//   SWIFTHEAP_STATS=1                a summary on stderr at exit
+//   SWIFTHEAP_RETAIN_PERCENT=10      retained-memory goal: in-use bytes at the last sweep epoch plus this percentage
+//   SWIFTHEAP_SCAVENGE_CPU_PERCENT=1 the scavenger thread's CPU budget, percent of one core, on average
+//   SWIFTHEAP_SCAVENGE_BURST_MS=200  CPU time the scavenger may spend at once after a large free (its budget's bucket)
+//   SWIFTHEAP_EPOCH_PERCENT=10       a sweep epoch ends when pages freed since the last one reach this percentage of the heap
+
+import CShim
+
+struct Config {
+    var scavengerEnabled: Bool = true
+    var scavengeTrace: Bool = false
+    var printStats: Bool = false
+    var retainPercent: UInt = 10
+    var scavengeCPUPercent: UInt = 1
+    var scavengeBurstMillis: UInt = 200
+    var epochPercent: UInt = 10
+
+    /// Reads the environment. Must hold no allocator lock.
+    static func fromEnvironment() -> Config {
+        var config = Config()
+        config.scavengerEnabled = number("SWIFTHEAP_SCAVENGER", default: 1) != 0
+        config.scavengeTrace = number("SWIFTHEAP_SCAVTRACE", default: 0) != 0
+        config.printStats = number("SWIFTHEAP_STATS", default: 0) != 0
+        config.retainPercent = number("SWIFTHEAP_RETAIN_PERCENT", default: config.retainPercent)
+        config.scavengeCPUPercent = max(number("SWIFTHEAP_SCAVENGE_CPU_PERCENT", default: config.scavengeCPUPercent), 1)
+        config.scavengeBurstMillis = number("SWIFTHEAP_SCAVENGE_BURST_MS", default: config.scavengeBurstMillis)
+        config.epochPercent = max(number("SWIFTHEAP_EPOCH_PERCENT", default: config.epochPercent), 1)
+        return config
+    }
+
+    /// The decimal value of an environment variable, or `fallback` if unset or not a number.
+    private static func number(_ name: StaticString, default fallback: UInt) -> UInt {
+        guard let text = getenv(UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self)) else { return fallback }
+        var value: UInt = 0
+        var index = 0
+        while true {
+            let character = UInt8(bitPattern: text[index])
+            if character == 0 { break }
+            if character < 48 || character > 57 { return fallback }
+            let (product, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = product.addingReportingOverflow(UInt(character &- 48))
+            if overflow1 || overflow2 { return fallback }
+            value = sum
+            index &+= 1
+        }
+        return index == 0 ? fallback : value
+    }
+}

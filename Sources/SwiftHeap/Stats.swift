@@ -1,0 +1,117 @@
+// Statistics: malloc_stats(), mallinfo2() and the SWIFTHEAP_STATS=1 summary at exit.
+// Everything is written with write(2) (stdio allocates). Counters are read under the
+// heap lock where they are guarded by it; per-class counts are read racily, as
+// estimates.
+
+import CShim
+
+/// A snapshot of the heap's counters.
+struct HeapSnapshot {
+    var mappedBytes: UInt = 0
+    var spanBytes: UInt = 0
+    var liveBytes: UInt = 0
+    var largeBytes: UInt = 0
+    var largeCount: UInt = 0
+    var releasedBytes: UInt = 0
+    var scavengedFreeBytes: UInt = 0
+    var inSpanReleasedBytes: UInt = 0
+    var retainedBytes: UInt = 0
+    var generation: UInt32 = 0
+    var scavengerCPUNanos: UInt = 0
+    var metadataBytes: UInt = 0
+    var threadCaches: UInt = 0
+
+    /// Takes the heap lock; must not hold it.
+    static func take() -> HeapSnapshot {
+        var snapshot = HeapSnapshot()
+        if !heapIsReady() { return snapshot }
+        let root = heap
+        let lock = withUnsafeMutablePointer(to: &root.pointee.lock) { $0 }
+        lock.lock()
+        snapshot.mappedBytes = root.pointee.stats.mappedBytes
+        snapshot.spanBytes = root.pointee.stats.spanBytes
+        snapshot.largeBytes = root.pointee.stats.largeBytes
+        snapshot.largeCount = root.pointee.stats.largeCount
+        snapshot.releasedBytes = root.pointee.pages.pointee.releasedBytes
+        snapshot.scavengedFreeBytes = root.pointee.pages.pointee.scavengedBytes
+        snapshot.retainedBytes = retainedBytesLocked()
+        snapshot.generation = root.pointee.pages.pointee.scav.gen
+        lock.unlock()
+        snapshot.inSpanReleasedBytes = UInt(sh_load64_relaxed(withUnsafeMutablePointer(to: &root.pointee.scavenger.inSpanReleasedBytes) { $0 }))
+        snapshot.scavengerCPUNanos = UInt(sh_load64_relaxed(withUnsafeMutablePointer(to: &root.pointee.scavenger.cpuNanos) { $0 }))
+        snapshot.liveBytes = liveBytesEstimate()
+        snapshot.metadataBytes = metadataState.pointee.bytesMapped
+        snapshot.threadCaches = root.pointee.caches.liveCount
+        return snapshot
+    }
+}
+
+private func line(_ label: StaticString, _ value: UInt, _ unit: StaticString = " bytes\n") {
+    writeDiagnostic(label)
+    writeDiagnostic(number: value)
+    writeDiagnostic(unit)
+}
+
+/// Writes the summary to stderr. Takes the heap lock; must not hold any allocator lock.
+func printHeapStats() {
+    let s = HeapSnapshot.take()
+    writeDiagnostic("swiftheap stats\n")
+    line("  mapped (arenas):        ", s.mappedBytes)
+    line("  in spans:               ", s.spanBytes)
+    line("  in use (live objects):  ", s.liveBytes)
+    line("  free in heap:           ", s.mappedBytes &- min(s.mappedBytes, s.liveBytes))
+    line("  retained from the OS:   ", s.retainedBytes)
+    line("  released (free pages):  ", s.scavengedFreeBytes)
+    line("  released inside spans:  ", s.inSpanReleasedBytes)
+    line("  large objects:          ", s.largeCount, "\n")
+    line("  large object bytes:     ", s.largeBytes)
+    line("  metadata mapped:        ", s.metadataBytes)
+    line("  thread caches live:     ", s.threadCaches, "\n")
+    line("  scavenge generations:   ", UInt(s.generation), "\n")
+    line("  scavenger released:     ", s.releasedBytes, " bytes (all generations)\n")
+    line("  scavenger CPU:          ", s.scavengerCPUNanos / 1_000_000, " ms\n")
+    writeDiagnostic("  class  size  spans  objects-in-use\n")
+    let root = heap
+    if !heapIsReady() { return }
+    for cls in 1..<root.pointee.classes.count {
+        let central = (root.pointee.centrals + cls).pointee
+        if central.spanCount == 0 && central.allocatedObjects == 0 { continue }
+        writeDiagnostic("  ")
+        writeDiagnostic(number: UInt(cls))
+        writeDiagnostic(" ")
+        writeDiagnostic(number: UInt(root.pointee.classes.info[cls].size))
+        writeDiagnostic(" ")
+        writeDiagnostic(number: central.spanCount)
+        writeDiagnostic(" ")
+        writeDiagnostic(number: central.allocatedObjects)
+        writeDiagnostic("\n")
+    }
+}
+
+@_cdecl("swiftheap_malloc_stats")
+public func swiftheap_malloc_stats() {
+    let savedErrno = sh_errno_get()
+    printHeapStats()
+    sh_errno_set(savedErrno)
+}
+
+/// Fills glibc's struct mallinfo2 fields, in order: arena, ordblks, smblks, hblks,
+/// hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost. Only what is honestly
+/// known is filled: arena = mapped heap bytes, hblks/hblkhd = large objects and their
+/// bytes, uordblks = bytes in live objects, fordblks = arena - uordblks, keepcost =
+/// bytes that are free and still resident (what malloc_trim could release).
+@_cdecl("swiftheap_mallinfo")
+public func swiftheap_mallinfo(_ fields: UnsafeMutablePointer<Int>) {
+    let s = HeapSnapshot.take()
+    for i in 0..<10 { fields[i] = 0 }
+    fields[0] = Int(bitPattern: s.mappedBytes)
+    fields[3] = Int(bitPattern: s.largeCount)
+    fields[4] = Int(bitPattern: s.largeBytes)
+    let live = min(s.liveBytes, s.mappedBytes)
+    fields[7] = Int(bitPattern: live)
+    fields[8] = Int(bitPattern: s.mappedBytes &- live)
+    fields[9] = Int(bitPattern: s.retainedBytes > live ? s.retainedBytes &- live : 0)
+}
+
+/// atexit handler for SWIFTHEAP_STATS=1.
+func printStatsAtExit() { printHeapStats() }
