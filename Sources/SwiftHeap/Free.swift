@@ -6,6 +6,14 @@
 // pointers; pointers SwiftHeap never returned find no span. A double free is caught
 // when the object's bit is found already free on its way back to the span.
 //
+// A double free is caught at once in the common case: free writes a marker (the
+// address mixed with a per-process secret) into the object's second word, as glibc's
+// tcache does with its key. A free that finds the marker already there checks whether
+// the object really is free — in this thread's bin, or free in its span's bitmap — and
+// reports it; a live object that merely holds the same bytes is not in either place.
+// Frees of the same object from two threads are caught later, when the second copy
+// reaches the span and finds its bit already free.
+//
 // free preserves errno (glibc's manual asks it of a replacement): the slow paths may
 // make system calls (a contended lock's futex), so they save and restore it.
 
@@ -19,7 +27,10 @@ import CShim
         if cls != 0 && span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) == address {
             let bin = cacheBin(cache, cls)
             let count = bin.pointee.count
-            if count < bin.pointee.capacity {
+            let marker = address ^ heap.pointee.freeMarkerSecret
+            let markerSlot = pointer.advanced(by: 8).assumingMemoryBound(to: UInt.self)
+            if count < bin.pointee.capacity && markerSlot.pointee != marker {
+                markerSlot.pointee = marker
                 bin.pointee.slots[Int(count)] = address
                 bin.pointee.count = count &+ 1
                 return
@@ -27,6 +38,16 @@ import CShim
         }
     }
     deallocateSlow(address, call: "free()")
+}
+
+/// Whether a small object that carries the free marker is really free already: in
+/// `bin`, or free in its span's bitmap (read without the central lock: the bit of an
+/// object the caller legitimately owns is clear and only its owner's free sets it).
+@inline(never) func isAlreadyFree(_ address: UInt, span: UnsafeMutablePointer<Span>, bin: UnsafeMutablePointer<CacheBin>) -> Bool {
+    let slots = bin.pointee.slots
+    for i in 0..<Int(bin.pointee.count) where slots[i] == address { return true }
+    let index = span.objectIndex(of: address)
+    return span.freeWords[Int(bitPattern: index >> 6)] & (UInt64(1) << UInt64(index & 63)) != 0
 }
 
 @inline(never) func deallocateSlow(_ address: UInt, call: StaticString) {
@@ -51,6 +72,12 @@ import CShim
         return
     }
     let bin = cacheBin(cache, cls)
+    let markerSlot = UnsafeMutablePointer<UInt>(bitPattern: address &+ 8)!
+    let marker = address ^ heap.pointee.freeMarkerSecret
+    if markerSlot.pointee == marker && isAlreadyFree(address, span: span, bin: bin) {
+        fatalMisuse(call, "double free of", address: address)
+    }
+    markerSlot.pointee = marker
     let count = bin.pointee.count
     if count < bin.pointee.capacity {
         bin.pointee.slots[Int(count)] = address
@@ -58,6 +85,7 @@ import CShim
     } else {
         flushBinAndPush(cache, cls, address)
     }
+    maybeStartScavenger()
 }
 
 /// Takes the heap lock.

@@ -16,6 +16,12 @@ func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     group.wait()
 }
 
+/// A slot array handed between test threads (they synchronise by joining).
+struct SharedSlots: @unchecked Sendable {
+    let slots: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    init(capacity: Int) { slots = .allocate(capacity: capacity) }
+}
+
 @Suite(.serialized) struct ThreadCacheTests {
     init() {
         swiftheap_library_init()
@@ -78,10 +84,10 @@ func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         let rounds = 40, perRound = 20_000
         func runRounds(_ n: Int) {
             for _ in 0..<n {
-                let box = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: perRound)
-                defer { box.deallocate() }
-                onThreads(1) { _ in for i in 0..<perRound { box[i] = allocate(48) } }
-                onThreads(1) { _ in for i in 0..<perRound { deallocate(box[i]) } }
+                let box = SharedSlots(capacity: perRound)
+                defer { box.slots.deallocate() }
+                onThreads(1) { _ in for i in 0..<perRound { box.slots[i] = allocate(48) } }
+                onThreads(1) { _ in for i in 0..<perRound { deallocate(box.slots[i]) } }
             }
         }
         runRounds(2)
