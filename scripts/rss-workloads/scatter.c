@@ -130,9 +130,9 @@ int main(int argc, char **argv) {
     }
     run_marks();
     sleep_s(0.5);
+    stop_sampler();                             /* the series ends before teardown */
     atomic_store(&stop, 1);
     for (int i = 0; i < NT; i++) pthread_join(tid[i], NULL);
-    stop_sampler();
     report("scatter", live, argc > 1 ? argv[1] : NULL);
     return 0;
 }
