@@ -167,10 +167,10 @@ struct PageAlloc {
         chunksL1.unsafelyUnwrapped[Int(ci >> chunksL2Bits)].unsafelyUnwrapped + Int(ci & (chunksL2Count &- 1))
     }
 
-    /// The bitmaps of chunk ci read without the heap lock, or nil if its L2 block is not
-    /// (yet) visible.
-    @inline(__always) func chunkOfRacy(_ ci: UInt) -> UnsafeMutablePointer<PallocData>? {
-        guard let l1 = chunksL1 else { return nil }
+    /// The bitmaps of chunk ci read without the heap lock through the L1 table l1, or
+    /// nil if its L2 block is not (yet) visible.
+    @inline(__always) static func chunkOfRacy(_ l1: UnsafeMutablePointer<UnsafeMutablePointer<PallocData>?>,
+                                              _ ci: UInt) -> UnsafeMutablePointer<PallocData>? {
         let slot = UnsafeMutableRawPointer(l1 + Int(ci >> chunksL2Bits)).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
         guard let block = sh_load_ptr(slot) else { return nil }
         return block.assumingMemoryBound(to: PallocData.self) + Int(ci & (chunksL2Count &- 1))
@@ -363,17 +363,7 @@ struct PageAlloc {
         var i: UInt = 0
         // firstFree: [base, bound] (inclusive) is known to hold the heap's first free
         // page; narrowed while we descend along the first free memory.
-        var firstFreeBase: UInt = 0
-        var firstFreeBound: UInt = (UInt(1) << heapAddressBits) &- 1
-        @inline(__always) func foundFree(_ addr: UInt, _ size: UInt) {
-            if firstFreeBase <= addr && addr &+ size &- 1 <= firstFreeBound {
-                firstFreeBase = addr
-                firstFreeBound = addr &+ size &- 1
-            } else if !(addr &+ size &- 1 < firstFreeBase || addr > firstFreeBound) {
-                fatalInternal("page allocator: free range partially overlaps the search window")
-            }
-        }
-
+        var firstFree = FirstFreeWindow()
         var l = 0
         levels: while l < summaryLevels {
             let entriesPerBlock = UInt(1) << levelBits(l)
@@ -400,7 +390,7 @@ struct PageAlloc {
                     j &+= 1
                     continue
                 }
-                foundFree(((i &+ j) << levelShift(l)), (UInt(1) << logMaxPages) << pageShift)
+                firstFree.found(((i &+ j) << levelShift(l)), (UInt(1) << logMaxPages) << pageShift)
                 let s = sum.start
                 if size &+ s >= npages {
                     if size == 0 { base = j << logMaxPages }
@@ -427,7 +417,7 @@ struct PageAlloc {
             }
             if size >= npages {
                 let addr = (i << levelShift(l)) &+ (base << pageShift)
-                return (addr, findMappedAddr(firstFreeBase))
+                return (addr, findMappedAddr(firstFree.base))
             }
             if l == 0 { return (0, maxSearchAddr) }
             fatalInternal("page allocator: summaries promised free pages that are not there")
@@ -441,8 +431,27 @@ struct PageAlloc {
         }
         let addr = chunkBase(ci) &+ (j << pageShift)
         let candidate = chunkBase(ci) &+ (searchIdx << pageShift)
-        foundFree(candidate, chunkBase(ci &+ 1) &- candidate)
-        return (addr, findMappedAddr(firstFreeBase))
+        firstFree.found(candidate, chunkBase(ci &+ 1) &- candidate)
+        return (addr, findMappedAddr(firstFree.base))
+    }
+
+    /// The window [base, bound] (inclusive) known to hold the heap's first free page
+    /// during find; narrowed while the search descends along the first free memory.
+    struct FirstFreeWindow {
+        var base: UInt = 0
+        var bound: UInt = (UInt(1) << heapAddressBits) &- 1
+
+        /// Records free memory in [addr, addr+size): narrows the window if the range is
+        /// inside it. A range partly overlapping it means corrupt summaries.
+        @inline(__always) mutating func found(_ addr: UInt, _ size: UInt) {
+            let last = addr &+ size &- 1
+            if base <= addr && last <= bound {
+                base = addr
+                bound = last
+            } else if !(last < base || addr > bound) {
+                fatalInternal("page allocator: free range partially overlaps the search window")
+            }
+        }
     }
 
     /// The lowest heap address >= addr, or maxSearchAddr if there is none: keeps a

@@ -197,10 +197,13 @@ extension PageAlloc {
     /// pages, read without the lock (the heap lock need not be held). work is inside the
     /// in-use address space, so its chunks exist once their L2 block is visible.
     static func findCandidate(_ p: UnsafeMutablePointer<PageAlloc>, _ work: AddressRange, _ minPages: UInt) -> UInt? {
+        // chunksL1 is fixed after initialize: read that one field, not the whole struct
+        // that other threads are changing.
+        guard let l1 = p.pointer(to: \.chunksL1)!.pointee else { return nil }
         let bottom = chunkIndex(work.base)
         var i = chunkIndex(work.limit &- 1)
         while true {
-            if let chunk = p.pointee.chunkOfRacy(i), PallocData.hasScavengeCandidateRacy(chunk, minPages) {
+            if let chunk = PageAlloc.chunkOfRacy(l1, i), PallocData.hasScavengeCandidateRacy(chunk, minPages) {
                 return i
             }
             if i == bottom { return nil }
