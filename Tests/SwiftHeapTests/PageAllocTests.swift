@@ -1,4 +1,5 @@
 import Testing
+import Glibc
 @testable import SwiftHeap
 
 /// Chunk indices used by the tests (like Go's BaseChunkIdx): 64 GiB up, in test mode
@@ -378,4 +379,33 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
         let t = makePageAlloc([BaseChunkIdx: [], BaseChunkIdx + 0x100000: []])
         check(t.locked { $0.pointee.alloc(npages: 1).base } == chunkBase(BaseChunkIdx))
     }
+}
+
+@Test func pageAllocGrowFailsCleanlyWhenCommitFails() {
+    // Make the leaf summary level impossible to commit: map a read-only file over its
+    // reservation (mprotect to read-write then fails with EACCES), keeping the range ours.
+    let t = TestPageAlloc()
+    let leaf = summaryLevels - 1
+    let base = t.p.pointee.summaryBase[leaf]
+    let bytes = t.p.pointee.summaryReserved[leaf]
+    let fd = open("/proc/self/exe", O_RDONLY)
+    #expect(fd >= 0)
+    let m = mmap(UnsafeMutableRawPointer(bitPattern: base), Int(bytes), PROT_NONE, MAP_SHARED | MAP_FIXED, fd, 0)
+    #expect(m == UnsafeMutableRawPointer(bitPattern: base))
+    close(fd)
+    t.locked { p in
+        check(!p.pointee.grow(base: chunkBase(BaseChunkIdx), size: chunkBytes))
+        #expect(p.pointee.inUse.count == 0)
+        #expect(p.pointee.start == 0 && p.pointee.end == 0)
+        #expect(p.pointee.freeBytes == 0 && p.pointee.scavengedBytes == 0)
+        #expect(p.pointee.searchAddr == maxSearchAddr)
+        check(p.pointee.alloc(npages: 1).base == 0)
+        p.pointee.scavengeStartGen()
+        #expect(p.pointee.scavenge(UInt.max, mayUnlock: false) == 0)
+    }
+}
+
+@Test func pageAllocStateIsSmall() {
+    // The allocator's state lives in the heap's root state (a few KiB of static memory).
+    #expect(MemoryLayout<PageAlloc>.size <= 512)
 }
