@@ -482,17 +482,24 @@ struct PallocData: Equatable {
         }
         let maxPages = max == 0 ? min : alignUp(max, min)
 
-        var i = Int(searchIdx / 64)
+        let top = Int(searchIdx / 64)
+        // Pages above searchIdx are not considered (unlike Go, which looks at the whole
+        // word): they count as unavailable, so a returned run never lies above searchIdx
+        // and the scavenger's reservation only ever shrinks.
+        let aboveMask: UInt64 = searchIdx % 64 == 63 ? 0 : ~lowMask(searchIdx % 64 &+ 1)
+        @inline(__always) func unavailable(_ k: Int) -> UInt64 {
+            let w = scavenged.words[k] | alloc.bits.words[k]
+            return fillAligned(k == top ? w | aboveMask : w, min)
+        }
+        var i = top
         // Skip words that have no free and unscavenged min-group.
         while i >= 0 {
-            let x = fillAligned(scavenged.words[i] | alloc.bits.words[i], min)
-            if x != ~0 { break }
+            if unavailable(i) != ~0 { break }
             i &-= 1
         }
         if i < 0 { return (0, 0) }
         // The highest candidate run ends in word i; find its extent.
-        // Note: searchIdx within word i is not honoured more finely than the word, as in Go.
-        let x = fillAligned(scavenged.words[i] | alloc.bits.words[i], min)
+        let x = unavailable(i)
         let z1 = UInt((~x).leadingZeroBitCount)  // ones above the run's top
         let end = UInt(i) &* 64 &+ (64 &- z1)
         var run: UInt
@@ -504,7 +511,7 @@ struct PallocData: Equatable {
             run = 64 &- z1
             var j = i &- 1
             while j >= 0 {
-                let y = fillAligned(scavenged.words[j] | alloc.bits.words[j], min)
+                let y = unavailable(j)
                 run &+= UInt(y.leadingZeroBitCount)
                 if y != 0 { break }
                 j &-= 1

@@ -165,6 +165,7 @@ extension PageAlloc {
             let (base, npages) = p.pointee.chunkOf(maxChunk).pointee
                 .findScavengeCandidate(chunkPageIndex(maxAddr), minPages, maxPages)
             if npages != 0 {
+                // The run lies at or below maxAddr, so work only shrinks.
                 work.limit = scavengeRangeLocked(p, maxChunk, base, npages, mayUnlock: mayUnlock)
                 return (npages << pageShift, work)
             }

@@ -311,3 +311,23 @@ struct Rng {
     let got = d.findScavengeCandidate(P - 1, 1, 1)
     #expect(got.start == P - h && got.size == h)
 }
+
+@Test func findScavengeCandidateHonoursSearchIdx() {
+    // Pages above searchIdx are never returned, even in searchIdx's own word.
+    struct Case { var name: String; var alloc: [BitRange]; var scav: [BitRange]; var searchIdx: UInt; var min: UInt; var want: BitRange }
+    let cases: [Case] = [
+        Case(name: "AllFreeMid", alloc: [], scav: [], searchIdx: 100, min: 1, want: BitRange(100, 1)),
+        Case(name: "FreeOnlyAbove", alloc: [BitRange(0, 110)], scav: [], searchIdx: 100, min: 1, want: BitRange(0, 0)),
+        Case(name: "RunEndsAtSearchIdx", alloc: [BitRange(0, 90)], scav: [], searchIdx: 95, min: 1, want: BitRange(95, 1)),
+        Case(name: "WordTop", alloc: [BitRange(0, 60)], scav: [], searchIdx: 63, min: 1, want: BitRange(63, 1)),
+        Case(name: "Min4Partial", alloc: [BitRange(0, 96)], scav: [], searchIdx: 97, min: 4, want: BitRange(0, 0)),
+        Case(name: "Min4Full", alloc: [BitRange(0, 96)], scav: [], searchIdx: 99, min: 4, want: BitRange(96, 4)),
+    ]
+    for c in cases {
+        let d = makePallocData(c.alloc, c.scav)
+        let got = d.findScavengeCandidate(c.searchIdx, c.min, 1, hugePages: 0)
+        let g = BitRange(got.start, got.size)
+        #expect((g.n == 0 && c.want.n == 0) || g == c.want, "\(c.name): got \(g), want \(c.want)")
+        if g.n > 0 { #expect(g.i + g.n <= c.searchIdx + 1, "\(c.name) above searchIdx") }
+    }
+}
