@@ -1,5 +1,6 @@
 import Testing
 import Glibc
+import Foundation
 @testable import SwiftHeap
 
 /// Chunk indices used by the tests (like Go's BaseChunkIdx): 64 GiB up, in test mode
@@ -408,4 +409,35 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
 @Test func pageAllocStateIsSmall() {
     // The allocator's state lives in the heap's root state (a few KiB of static memory).
     #expect(MemoryLayout<PageAlloc>.size <= 512)
+}
+
+@Test func pageAllocBenchmark() {
+    // Timing only when asked (SWIFTHEAP_BENCH=1; meaningful with -c release): 1-page
+    // allocs and frees on a 256 MiB heap, half full with scattered holes.
+    guard ProcessInfo.processInfo.environment["SWIFTHEAP_BENCH"] == "1" else { return }
+    var chunks: [UInt: [BitRange]] = [:]
+    for i in 0..<64 { chunks[BaseChunkIdx + UInt(i)] = [] }
+    let t = makePageAlloc(chunks)
+    let n = 1_000_000
+    var bases = [UInt](repeating: 0, count: 4096)
+    let start = DispatchTime.now().uptimeNanoseconds
+    t.locked { p in
+        for i in 0..<n {
+            let k = i & 4095
+            if bases[k] != 0 { p.pointee.free(base: bases[k], npages: 1) }
+            bases[k] = p.pointee.alloc(npages: 1).base
+        }
+    }
+    let ns = Double(DispatchTime.now().uptimeNanoseconds - start) / Double(n)
+    print("pageAlloc: alloc+free of 1 page: \(ns) ns per pair")
+    let start2 = DispatchTime.now().uptimeNanoseconds
+    var released: UInt = 0
+    t.locked { p in
+        for k in 0..<4096 where k % 2 == 0 { p.pointee.free(base: bases[k], npages: 1); bases[k] = 0 }
+        p.pointee.scavengeStartGen()
+        released = p.pointee.scavenge(UInt.max, mayUnlock: false)
+    }
+    let ms = Double(DispatchTime.now().uptimeNanoseconds - start2) / 1e6
+    print("pageAlloc: scavenge of the whole heap: \(released >> 20) MiB in \(ms) ms")
+    checkSummaries(t)
 }
