@@ -233,3 +233,47 @@ private final class Box: @unchecked Sendable {
     let used = live.reduce(0) { $0 + $1.1 } * S
     #expect(box.t.p.pointee.freeBytes == 8 * chunkBytes - used)
 }
+
+@Test(arguments: [false, true])
+func scavengeOneWork(mayUnlock: Bool) {
+    // Chunks B..B+3; only B+1 has free, unscavenged pages (a run of 5 at pages 10..14 and
+    // one at page 300). The work region shrinks from the top as it is searched.
+    let full = [BitRange(0, P)]
+    let t = makePageAlloc([B: full, B + 1: [BitRange(0, 10), BitRange(15, 285), BitRange(301, P - 301)], B + 2: [], B + 3: full],
+                          [B + 2: [BitRange(0, P)]])
+    t.locked { p in
+        let work = AddressRange(base: chunkBase(B), limit: chunkBase(B + 4))
+        // Slow path: B+3 is full, B+2 all scavenged; the candidate is found in B+1.
+        let (r1, w1) = p.pointee.scavengeOne(work: work, max: S, mayUnlock: mayUnlock)
+        #expect(r1 == S)
+        #expect(w1 == AddressRange(base: chunkBase(B), limit: pageBase(B + 1, 300)))
+        // Fast path: the top chunk of the remaining work, below its limit.
+        let (r2, w2) = p.pointee.scavengeOne(work: w1, max: UInt.max, mayUnlock: mayUnlock)
+        #expect(r2 == 5 * S)
+        #expect(w2 == AddressRange(base: chunkBase(B), limit: pageBase(B + 1, 10)))
+        // Nothing left: the work is exhausted.
+        let (r3, w3) = p.pointee.scavengeOne(work: w2, max: UInt.max, mayUnlock: mayUnlock)
+        #expect(r3 == 0 && w3.size == 0)
+        // Empty work: nothing to do.
+        let (r4, w4) = p.pointee.scavengeOne(work: .empty, max: UInt.max, mayUnlock: mayUnlock)
+        #expect(r4 == 0 && w4.size == 0)
+        #expect(p.pointee.scavengedBytes == P * S + 6 * S)
+    }
+    checkSummaries(t)
+}
+
+@Test func scavengeRangeLockedMarksAndCounts() {
+    for mayUnlock in [false, true] {
+        let t = makePageAlloc([B: [BitRange(0, 100)]])
+        t.locked { p in
+            let free0 = p.pointee.freeBytes
+            let addr = p.pointee.scavengeRangeLocked(B, 200, 16, mayUnlock: mayUnlock)
+            #expect(addr == pageBase(B, 200))
+            #expect(p.pointee.chunkOf(B).pointee.scavenged.popcntRange(200, 16) == 16)
+            #expect(p.pointee.chunkOf(B).pointee.isFree(200, 16))
+            #expect(p.pointee.freeBytes == free0 && p.pointee.scavengedBytes == 16 * S)
+            #expect(p.pointee.releasedBytes == 16 * S)
+        }
+        checkSummaries(t)
+    }
+}
