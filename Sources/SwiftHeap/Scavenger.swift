@@ -135,7 +135,7 @@ func endEpochLocked(now: Int64) -> ScavengeTrace? {
         trace = ScavengeTrace(generation: root.pointee.pages.pointee.scav.gen,
                               releasedBytes: root.pointee.pages.pointee.scav.released, forced: false)
     }
-    root.pointee.pages.pointee.scavengeStartGen()
+    _ = root.pointee.pages.pointee.scavengeStartGen()
     let live = liveBytesEstimate()
     state.pointee.goalBytes = live &+ live / 100 &* root.pointee.config.retainPercent
     let threshold = root.pointee.stats.mappedBytes / 100 &* root.pointee.config.epochPercent
@@ -182,7 +182,7 @@ func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64) -> (released: UInt, fi
             return (released, true)
         }
         let want = min(retained &- goal, 4 << 20)
-        let pagesReleased = heap.pointee.pages.pointee.scavenge(want, mayUnlock: true)
+        let pagesReleased = PageAlloc.scavenge(heap.pointee.pages, want, mayUnlock: true)
         let inSpanDone = scavenger.pointee.inSpanPassDone
         if pagesReleased == 0 { scavenger.pointee.inSpanPassDone = true }
         heapLock.unlock()
@@ -299,7 +299,7 @@ func trimHeap() -> Bool {
     if !heapIsReady() { return false }
     heapLock.lock()
     _ = endEpochLocked(now: sh_monotonic_nanos())
-    var released = heap.pointee.pages.pointee.scavenge(UInt.max, mayUnlock: true)
+    var released = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: true)
     scavenger.pointee.inSpanPassDone = true
     scavenger.pointee.tracePrinted = true
     heapLock.unlock()

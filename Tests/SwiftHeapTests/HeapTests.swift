@@ -35,10 +35,17 @@ import Testing
         withHeapLock { freeSpanLocked(span) }
     }
 
-    @Test func freshSpansAreKnownZero() throws {
-        // A run bigger than any arena so far must come from a new mapping: zero.
-        let (span, zeroed) = try #require(withHeapLock { allocSpanLocked(pageCount: arenaPages + 1) })
+    @Test func spansOfReleasedPagesAreKnownZero() throws {
+        // With every free page released first (under the same lock hold, so nothing
+        // dirty can be freed in between), any span is fresh or released memory: zero.
+        let (span, zeroed) = try #require(withHeapLock { () -> (UnsafeMutablePointer<Span>, Bool)? in
+            _ = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: false)
+            return allocSpanLocked(pageCount: 300)
+        })
         #expect(zeroed)
+        let bytes = UnsafeBufferPointer(start: UnsafePointer<UInt8>(bitPattern: span.pointee.base), count: 300 * Int(pageSize))
+        #expect(bytes.allSatisfy { $0 == 0 })
+        bytes.baseAddress.map { UnsafeMutablePointer(mutating: $0).pointee = 1 }
         withHeapLock { freeSpanLocked(span) }
     }
 

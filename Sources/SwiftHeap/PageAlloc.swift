@@ -1,0 +1,613 @@
+// The page allocator (Go's pageAlloc, mpagealloc.go and mpagealloc_64bit.go).
+//
+// It manages the heap's pages (8 KiB) for allocation and reuse, address-ordered first
+// fit. Every page has a bit in a per-chunk bitmap (PallocData: 1 = allocated, plus a
+// scavenged bit). Chunks (512 pages, 4 MiB) are found through a two-level table:
+// chunksL1 (2^13 pointers, mapped at initialize) -> L2 blocks of 2^13 PallocData (1 MiB,
+// mapped on demand when grow first touches them, never freed before destroy).
+//
+// Search is by a radix tree of summaries over the whole 48-bit address space, exactly
+// Go's amd64 layout since our pages and chunks have Go's sizes: 5 levels with radix bits
+// 14, 3, 3, 3, 3. A summary (PallocSum) tells the free pages at the start, the longest
+// free run, and the free pages at the end of its region; a leaf summarises one chunk,
+// a root entry 16 GiB. Each level is one flat array, reserved PROT_NONE at initialize
+// (2^14 ... 2^26 entries of 8 bytes: ~585 MiB of address space, no memory) and committed
+// (mprotect) page by page as grow adds heap regions; only summaries of regions in
+// `inUse` (block-aligned, page-rounded) are ever committed or read.
+//
+// Invariants (all under the heap lock):
+//   - inUse holds exactly the regions passed to grow (chunk-aligned, disjoint); the
+//     summaries and chunk bitmaps of every chunk in inUse are committed and current:
+//     leaf = summarize(bitmap), and each parent = merge of its 8 (root: whole) children;
+//   - searchAddr: every heap page below it is allocated; it is inside inUse or UInt.max
+//     ("no free page"), so the fast path may read the leaf summary of its chunk;
+//   - start/end: the chunk indices [start, end) bound every chunk in inUse;
+//   - a page's scavenged bit is set only while the page is free; scavenged pages are
+//     not resident and read as zero;
+//   - freeBytes = bytes of free pages; scavengedBytes = bytes of free and scavenged
+//     pages. Both are exact after every public call (the scavenger takes the pages it
+//     releases as allocated while it drops the lock, so they are briefly not "free").
+//
+// Locking: the owner holds `heapLock` around every call; only the scavenger (Scavenge.swift)
+// drops it, when told it may, and then only reads chunk bitmaps racily (relaxed atomics,
+// L2 pointers published with release stores), re-checking under the lock.
+//
+// Test mode (`test: true`): the allocator never touches the memory it manages (no
+// madvise), so unit tests may grow it with any chunk-aligned addresses.
+
+import CShim
+
+/// Levels of the summary radix tree.
+let summaryLevels = 5
+/// Radix bits of every level but the root.
+let summaryLevelBits: UInt = 3
+/// Radix bits of the root level: 48 - 22 - 4*3 = 14.
+let summaryL0Bits: UInt = heapAddressBits - chunkShift - UInt(summaryLevels - 1) * summaryLevelBits
+
+/// Radix bits of level l.
+@inline(__always) func levelBits(_ l: Int) -> UInt { l == 0 ? summaryL0Bits : summaryLevelBits }
+/// Shift from an address to its summary index at level l: 34, 31, 28, 25, 22.
+@inline(__always) func levelShift(_ l: Int) -> UInt {
+    heapAddressBits &- summaryL0Bits &- UInt(l) &* summaryLevelBits
+}
+/// log2 of the pages one summary of level l covers: 21, 18, 15, 12, 9.
+@inline(__always) func levelLogPages(_ l: Int) -> UInt {
+    (chunkShift &- pageShift) &+ UInt(summaryLevels &- 1 &- l) &* summaryLevelBits
+}
+
+/// Bits of a chunk index used by chunksL1 and by an L2 block.
+let chunksL1Bits: UInt = 13
+let chunksL2Bits: UInt = heapAddressBits - chunkShift - chunksL1Bits
+let chunksL2Count: UInt = 1 << chunksL2Bits
+/// Bytes of one L2 block of chunk bitmaps (1 MiB).
+let chunksL2Bytes: UInt = chunksL2Count * UInt(MemoryLayout<PallocData>.stride)
+/// Bytes of the L1 table.
+let chunksL1Bytes: UInt = (1 << chunksL1Bits) * UInt(MemoryLayout<UInt>.stride)
+
+/// searchAddr when the heap has no free page.
+let maxSearchAddr: UInt = UInt.max
+
+struct PageAlloc {
+    /// Base address of each summary level's reservation (0 when not initialised).
+    var summaryBase = InlineArray<5, UInt>(repeating: 0)
+    /// Bytes reserved for each level.
+    var summaryReserved = InlineArray<5, UInt>(repeating: 0)
+    /// The L1 table of chunk bitmaps: 2^13 slots, each nil or an L2 block.
+    var chunksL1: UnsafeMutablePointer<UnsafeMutablePointer<PallocData>?>? = nil
+    /// Heap pages below it are all allocated (see the file comment).
+    var searchAddr: UInt = maxSearchAddr
+    /// Chunk index bounds [start, end) of the heap.
+    var start: UInt = 0
+    var end: UInt = 0
+    /// Regions of address space passed to grow.
+    var inUse = AddressRanges()
+    /// The scavenger's state (Scavenge.swift).
+    var scav = ScavengeState()
+    /// The lock the callers hold; the scavenger may drop it when allowed.
+    var heapLock: UnsafeMutablePointer<Mutex>? = nil
+    /// Unit tests: never touch managed memory.
+    var test = false
+    /// Bytes of free pages.
+    var freeBytes: UInt = 0
+    /// Bytes of free pages that are scavenged (not resident, read as zero).
+    var scavengedBytes: UInt = 0
+    /// Total bytes ever released to the OS by the scavenger (counted in test mode too).
+    var releasedBytes: UInt = 0
+    /// Bytes of metadata committed or mapped (summaries, L1, L2 blocks).
+    var metadataBytes: UInt = 0
+
+    init() {}
+
+    // MARK: - Setup
+
+    /// Reserves the summary levels and maps the chunk table. Returns false (leaving
+    /// nothing reserved) if the kernel refuses. Called once, before any other method; the
+    /// heap lock need not be held.
+    mutating func initialize(heapLock: UnsafeMutablePointer<Mutex>, test: Bool) -> Bool {
+        self = PageAlloc()
+        self.heapLock = heapLock
+        self.test = test
+        var l = 0
+        while l < summaryLevels {
+            let entries = UInt(1) << (heapAddressBits &- levelShift(l))
+            let bytes = alignUp(entries &* UInt(MemoryLayout<PallocSum>.stride), osPageSize)
+            let r = osReserve(bytes)
+            if r == 0 {
+                destroy()
+                return false
+            }
+            summaryBase[l] = r
+            summaryReserved[l] = bytes
+            l &+= 1
+        }
+        let l1 = osMap(chunksL1Bytes)
+        if l1 == 0 {
+            destroy()
+            return false
+        }
+        chunksL1 = UnsafeMutablePointer(bitPattern: l1)
+        metadataBytes &+= chunksL1Bytes
+        if !inUse.initialize() || !scav.inUse.initialize() {
+            destroy()
+            return false
+        }
+        searchAddr = maxSearchAddr
+        return true
+    }
+
+    /// Unmaps everything initialize and grow mapped (the AddressRanges storage is
+    /// metadata memory and is not returned). The allocator is unusable afterwards until
+    /// initialize. The heap lock need not be held; no other thread may use it.
+    mutating func destroy() {
+        var l = 0
+        while l < summaryLevels {
+            if summaryBase[l] != 0 { osUnmap(summaryBase[l], summaryReserved[l]) }
+            l &+= 1
+        }
+        if let l1 = chunksL1 {
+            var i = 0
+            while i < (1 << chunksL1Bits) {
+                if let block = l1[i] { osUnmap(UInt(bitPattern: block), chunksL2Bytes) }
+                i &+= 1
+            }
+            osUnmap(UInt(bitPattern: l1), chunksL1Bytes)
+        }
+        self = PageAlloc()
+    }
+
+    // MARK: - Addressing
+
+    /// The summaries of level l.
+    @inline(__always) func summary(_ l: Int) -> UnsafeMutablePointer<PallocSum> {
+        UnsafeMutablePointer(bitPattern: summaryBase[l]).unsafelyUnwrapped
+    }
+
+    /// The bitmaps of chunk ci, which must be in the heap.
+    @inline(__always) func chunkOf(_ ci: UInt) -> UnsafeMutablePointer<PallocData> {
+        chunksL1.unsafelyUnwrapped[Int(ci >> chunksL2Bits)].unsafelyUnwrapped + Int(ci & (chunksL2Count &- 1))
+    }
+
+    /// The bitmaps of chunk ci read without the heap lock through the L1 table l1, or
+    /// nil if its L2 block is not (yet) visible.
+    @inline(__always) static func chunkOfRacy(_ l1: UnsafeMutablePointer<UnsafeMutablePointer<PallocData>?>,
+                                              _ ci: UInt) -> UnsafeMutablePointer<PallocData>? {
+        let slot = UnsafeMutableRawPointer(l1 + Int(ci >> chunksL2Bits)).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        guard let block = sh_load_ptr(slot) else { return nil }
+        return block.assumingMemoryBound(to: PallocData.self) + Int(ci & (chunksL2Count &- 1))
+    }
+
+    /// Summary index range [lo, hi) of level l covering [base, limit).
+    @inline(__always) static func addrsToSummaryRange(_ l: Int, _ base: UInt, _ limit: UInt) -> (lo: UInt, hi: UInt) {
+        (base >> levelShift(l), ((limit &- 1) >> levelShift(l)) &+ 1)
+    }
+
+    /// [lo, hi) widened to level l's block width (its whole parent's children).
+    @inline(__always) static func blockAlignSummaryRange(_ l: Int, _ lo: UInt, _ hi: UInt) -> (lo: UInt, hi: UInt) {
+        let e = UInt(1) << levelBits(l)
+        return (alignDown(lo, e), alignUp(hi, e))
+    }
+
+    /// The page-rounded addresses of the summaries of level l that a heap region needs.
+    func summaryMemory(_ l: Int, _ r: AddressRange) -> AddressRange {
+        let (lo0, hi0) = Self.addrsToSummaryRange(l, r.base, r.limit)
+        let (lo, hi) = Self.blockAlignSummaryRange(l, lo0, hi0)
+        let stride = UInt(MemoryLayout<PallocSum>.stride)
+        return AddressRange(base: summaryBase[l] &+ alignDown(lo &* stride, osPageSize),
+                            limit: summaryBase[l] &+ alignUp(hi &* stride, osPageSize))
+    }
+
+    // MARK: - Growth
+
+    /// Adds the fresh, chunk-aligned region [base, base+size) to the heap: its pages become
+    /// free and scavenged (a fresh mapping is not resident and reads zero). The region
+    /// must not overlap the heap. Returns false, with the allocator unchanged, if the
+    /// region is invalid or metadata memory cannot be committed.
+    ///
+    /// Must hold the heap lock.
+    mutating func grow(base: UInt, size: UInt) -> Bool {
+        if chunksL1 == nil || size == 0 { return false }
+        let (top, overflow) = base.addingReportingOverflow(size)
+        if overflow || top > (UInt(1) << heapAddressBits) { return false }
+        let limit = alignUp(top, chunkBytes)
+        let base = alignDown(base, chunkBytes)
+        // Must not overlap what the heap already has.
+        let succ = inUse.findSucc(base)
+        if succ > 0 && inUse[succ &- 1].limit > base { return false }
+        if succ < inUse.count && inUse[succ].base < limit { return false }
+
+        // Commit the summaries the new region needs, minus what its neighbours in inUse
+        // already committed (sharing pages with them). Committing twice is harmless, so
+        // a failure midway leaves nothing to undo.
+        var l = 0
+        while l < summaryLevels {
+            var need = summaryMemory(l, AddressRange(base: base, limit: limit))
+            if succ > 0 { need = need.subtract(summaryMemory(l, inUse[succ &- 1])) }
+            if succ < inUse.count { need = need.subtract(summaryMemory(l, inUse[succ])) }
+            if need.size != 0 {
+                if !osCommit(need.base, need.size) { return false }
+                metadataBytes &+= need.size
+            }
+            l &+= 1
+        }
+        // Chunk bitmap blocks.
+        let sc = chunkIndex(base), ec = chunkIndex(limit)
+        var c = sc
+        while c < ec {
+            let i1 = Int(c >> chunksL2Bits)
+            if chunksL1.unsafelyUnwrapped[i1] == nil {
+                let block = osMap(chunksL2Bytes)
+                if block == 0 { return false }
+                metadataBytes &+= chunksL2Bytes
+                // Published with a release store: the scavenger reads it without the lock.
+                let slot = UnsafeMutableRawPointer(chunksL1.unsafelyUnwrapped + i1).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+                sh_store_ptr(slot, UnsafeMutableRawPointer(bitPattern: block))
+            }
+            c = ((c >> chunksL2Bits) &+ 1) << chunksL2Bits
+        }
+        if !inUse.add(AddressRange(base: base, limit: limit)) { return false }
+
+        // From here on nothing can fail.
+        if end == 0 || sc < start { start = sc }
+        if ec > end { end = ec }
+        if base < searchAddr { searchAddr = base }
+        c = sc
+        while c < ec {
+            let chunk = chunkOf(c)
+            chunk.pointee.alloc.freeAll()
+            chunk.pointee.scavenged.setAll()
+            c &+= 1
+        }
+        let bytes = limit &- base
+        update(base, bytes >> pageShift, contig: true, alloc: false)
+        freeBytes &+= bytes
+        scavengedBytes &+= bytes
+        return true
+    }
+
+    // MARK: - Summaries
+
+    /// Recomputes the summaries over [base, base + npages pages) after its bitmaps
+    /// changed. contig: the change was one contiguous alloc (alloc true) or free of the
+    /// whole range, so chunks strictly inside are entirely allocated or free.
+    ///
+    /// Must hold the heap lock.
+    mutating func update(_ base: UInt, _ npages: UInt, contig: Bool, alloc: Bool) {
+        let limit = base &+ (npages << pageShift) &- 1  // inclusive
+        let sc = chunkIndex(base), ec = chunkIndex(limit)
+        let leaves = summary(summaryLevels &- 1)
+        if sc == ec {
+            let y = chunkOf(sc).pointee.alloc.summarize()
+            if leaves[Int(sc)] == y { return }
+            leaves[Int(sc)] = y
+        } else if contig {
+            leaves[Int(sc)] = chunkOf(sc).pointee.alloc.summarize()
+            let whole = alloc ? PallocSum(raw: 0) : PallocSum.freeChunk
+            var c = sc &+ 1
+            while c < ec {
+                leaves[Int(c)] = whole
+                c &+= 1
+            }
+            leaves[Int(ec)] = chunkOf(ec).pointee.alloc.summarize()
+        } else {
+            var c = sc
+            while c <= ec {
+                leaves[Int(c)] = chunkOf(c).pointee.alloc.summarize()
+                c &+= 1
+            }
+        }
+        // Walk up, recomputing parents while something changes.
+        var changed = true
+        var l = summaryLevels &- 2
+        while l >= 0 && changed {
+            changed = false
+            let childBits = levelBits(l &+ 1)
+            let childLogPages = levelLogPages(l &+ 1)
+            let (lo, hi) = Self.addrsToSummaryRange(l, base, limit &+ 1)
+            let parents = summary(l)
+            let children = summary(l &+ 1)
+            var i = lo
+            while i < hi {
+                let sum = mergeSummaries(children + Int(i << childBits), count: 1 << Int(childBits),
+                                         logMaxPagesPerSum: childLogPages)
+                if parents[Int(i)] != sum {
+                    changed = true
+                    parents[Int(i)] = sum
+                }
+                i &+= 1
+            }
+            l &-= 1
+        }
+    }
+
+    // MARK: - Allocation
+
+    /// Marks [base, base + npages pages) allocated and updates the summaries. Returns the
+    /// bytes of it that were scavenged (they are no longer). Pages must be in the heap.
+    ///
+    /// Must hold the heap lock.
+    mutating func allocRange(_ base: UInt, _ npages: UInt) -> UInt {
+        let limit = base &+ (npages << pageShift) &- 1
+        let sc = chunkIndex(base), ec = chunkIndex(limit)
+        let si = chunkPageIndex(base), ei = chunkPageIndex(limit)
+        var scav: UInt = 0
+        if sc == ec {
+            let chunk = chunkOf(sc)
+            scav &+= chunk.pointee.scavenged.popcntRange(si, ei &+ 1 &- si)
+            chunk.pointee.allocRange(si, ei &+ 1 &- si)
+        } else {
+            var chunk = chunkOf(sc)
+            scav &+= chunk.pointee.scavenged.popcntRange(si, chunkPages &- si)
+            chunk.pointee.allocRange(si, chunkPages &- si)
+            var c = sc &+ 1
+            while c < ec {
+                chunk = chunkOf(c)
+                scav &+= chunk.pointee.scavenged.popcount()
+                chunk.pointee.allocAll()
+                c &+= 1
+            }
+            chunk = chunkOf(ec)
+            scav &+= chunk.pointee.scavenged.popcntRange(0, ei &+ 1)
+            chunk.pointee.allocRange(0, ei &+ 1)
+        }
+        update(base, npages, contig: true, alloc: true)
+        return scav << pageShift
+    }
+
+    /// Finds the first (lowest) run of npages free pages by walking the summary tree
+    /// from the root. Returns its address (0 if none) and a new candidate searchAddr
+    /// (valid only on success): a heap address below which everything is allocated.
+    ///
+    /// Must hold the heap lock.
+    func find(_ npages: UInt) -> (addr: UInt, searchAddr: UInt) {
+        // i: index of the first entry of the block of entries searched at this level.
+        var i: UInt = 0
+        // firstFree: [base, bound] (inclusive) is known to hold the heap's first free
+        // page; narrowed while we descend along the first free memory.
+        var firstFree = FirstFreeWindow()
+        var l = 0
+        levels: while l < summaryLevels {
+            let entriesPerBlock = UInt(1) << levelBits(l)
+            let logMaxPages = levelLogPages(l)
+            i <<= levelBits(l)
+            let entries = summary(l) + Int(i)
+
+            // Start at searchAddr's entry if it lies in this block.
+            var j0: UInt = 0
+            let searchIdx = searchAddr >> levelShift(l)
+            if searchIdx & ~(entriesPerBlock &- 1) == i {
+                j0 = searchIdx & (entriesPerBlock &- 1)
+            }
+
+            // Look for npages free either inside one entry (descend) or across entries.
+            var base: UInt = 0  // first page of the current run, relative to entry 0
+            var size: UInt = 0  // length of the current run
+            var j = j0
+            var descended = false
+            while j < entriesPerBlock {
+                let sum = entries[Int(j)]
+                if sum.raw == 0 {
+                    size = 0
+                    j &+= 1
+                    continue
+                }
+                firstFree.found(((i &+ j) << levelShift(l)), (UInt(1) << logMaxPages) << pageShift)
+                let s = sum.start
+                if size &+ s >= npages {
+                    if size == 0 { base = j << logMaxPages }
+                    size &+= s
+                    break
+                }
+                if sum.max >= npages {
+                    i &+= j
+                    descended = true
+                    break
+                }
+                if size == 0 || s < (UInt(1) << logMaxPages) {
+                    size = sum.end
+                    base = ((j &+ 1) << logMaxPages) &- size
+                    j &+= 1
+                    continue
+                }
+                size &+= UInt(1) << logMaxPages
+                j &+= 1
+            }
+            if descended {
+                l &+= 1
+                continue levels
+            }
+            if size >= npages {
+                let addr = (i << levelShift(l)) &+ (base << pageShift)
+                return (addr, findMappedAddr(firstFree.base))
+            }
+            if l == 0 { return (0, maxSearchAddr) }
+            fatalInternal("page allocator: summaries promised free pages that are not there")
+        }
+
+        // Every level said "inside this entry": the run is inside chunk i.
+        let ci = i
+        let (j, searchIdx) = chunkOf(ci).pointee.alloc.find(npages, 0)
+        if j == UInt.max {
+            fatalInternal("page allocator: chunk summary promised free pages that are not there")
+        }
+        let addr = chunkBase(ci) &+ (j << pageShift)
+        let candidate = chunkBase(ci) &+ (searchIdx << pageShift)
+        firstFree.found(candidate, chunkBase(ci &+ 1) &- candidate)
+        return (addr, findMappedAddr(firstFree.base))
+    }
+
+    /// The window [base, bound] (inclusive) known to hold the heap's first free page
+    /// during find; narrowed while the search descends along the first free memory.
+    struct FirstFreeWindow {
+        var base: UInt = 0
+        var bound: UInt = (UInt(1) << heapAddressBits) &- 1
+
+        /// Records free memory in [addr, addr+size): narrows the window if the range is
+        /// inside it. A range partly overlapping it means corrupt summaries.
+        @inline(__always) mutating func found(_ addr: UInt, _ size: UInt) {
+            let last = addr &+ size &- 1
+            if base <= addr && last <= bound {
+                base = addr
+                bound = last
+            } else if !(last < base || addr > bound) {
+                fatalInternal("page allocator: free range partially overlaps the search window")
+            }
+        }
+    }
+
+    /// The lowest heap address >= addr, or maxSearchAddr if there is none: keeps a
+    /// searchAddr candidate inside memory the allocator knows.
+    @inline(__always) func findMappedAddr(_ addr: UInt) -> UInt {
+        inUse.findAddrGreaterEqual(addr) ?? maxSearchAddr
+    }
+
+    /// Allocates npages contiguous pages, lowest address first. Returns their base (0 if
+    /// no run of npages free pages exists) and how many bytes of them were scavenged:
+    /// those read as zero and are resident again (no longer counted as scavenged).
+    ///
+    /// Must hold the heap lock.
+    mutating func alloc(npages: UInt) -> (base: UInt, scavenged: UInt) {
+        if npages == 0 || chunkIndex(searchAddr) >= end { return (0, 0) }
+        var addr: UInt = 0
+        var newSearchAddr: UInt = 0
+        // Fast path: the run may fit in searchAddr's chunk.
+        var found = false
+        if chunkPages &- chunkPageIndex(searchAddr) >= npages {
+            let i = chunkIndex(searchAddr)
+            if summary(summaryLevels &- 1)[Int(i)].max >= npages {
+                let (j, searchIdx) = chunkOf(i).pointee.alloc.find(npages, chunkPageIndex(searchAddr))
+                if j == UInt.max {
+                    fatalInternal("page allocator: chunk summary promised free pages that are not there")
+                }
+                addr = chunkBase(i) &+ (j << pageShift)
+                newSearchAddr = chunkBase(i) &+ (searchIdx << pageShift)
+                found = true
+            }
+        }
+        if !found {
+            (addr, newSearchAddr) = find(npages)
+            if addr == 0 {
+                // Not even one page: the heap is full. (Otherwise only no run was long enough.)
+                if npages == 1 { searchAddr = maxSearchAddr }
+                return (0, 0)
+            }
+        }
+        let scav = allocRange(addr, npages)
+        if newSearchAddr > searchAddr { searchAddr = newSearchAddr }
+        freeBytes &-= npages << pageShift
+        scavengedBytes &-= scav
+        return (addr, scav)
+    }
+
+    /// Allocates exactly [base, base + npages pages) if every page of it is in the heap
+    /// and free (for growing an allocation in place). Returns false, changing nothing,
+    /// otherwise; on success, how many bytes of it were scavenged (they read as zero).
+    ///
+    /// Must hold the heap lock.
+    mutating func allocRangeIfFree(base: UInt, npages: UInt) -> (ok: Bool, scavenged: UInt) {
+        if npages == 0 || base & (pageSize &- 1) != 0 { return (false, 0) }
+        if npages > (UInt(1) << (heapAddressBits &- pageShift)) { return (false, 0) }
+        let (limitX, overflow) = base.addingReportingOverflow(npages << pageShift)
+        if overflow { return (false, 0) }
+        // The whole run must lie in one region of inUse.
+        let i = inUse.findSucc(base)
+        if i == 0 { return (false, 0) }
+        let r = inUse[i &- 1]
+        if !r.contains(base) || limitX > r.limit { return (false, 0) }
+        // Every page free?
+        let limit = limitX &- 1
+        let sc = chunkIndex(base), ec = chunkIndex(limit)
+        let si = chunkPageIndex(base), ei = chunkPageIndex(limit)
+        if sc == ec {
+            if !chunkOf(sc).pointee.isFree(si, ei &+ 1 &- si) { return (false, 0) }
+        } else {
+            // Cheap rejection by summaries first: inner chunks must be entirely free.
+            let leaves = summary(summaryLevels &- 1)
+            var c = sc &+ 1
+            while c < ec {
+                if leaves[Int(c)].max != chunkPages { return (false, 0) }
+                c &+= 1
+            }
+            if !chunkOf(sc).pointee.isFree(si, chunkPages &- si) { return (false, 0) }
+            if !chunkOf(ec).pointee.isFree(0, ei &+ 1) { return (false, 0) }
+        }
+        let scav = allocRange(base, npages)
+        freeBytes &-= npages << pageShift
+        scavengedBytes &-= scav
+        return (true, scav)
+    }
+
+    /// Returns npages pages at base, all allocated, to the free pool. Freeing a page that
+    /// is not allocated is a caller bug and aborts.
+    ///
+    /// Must hold the heap lock.
+    mutating func free(base: UInt, npages: UInt) {
+        if npages == 0 { return }
+        if base < searchAddr { searchAddr = base }
+        if npages == 1 {
+            let chunk = chunkOf(chunkIndex(base))
+            let i = chunkPageIndex(base)
+            if !chunk.pointee.alloc.bits.get(i) { fatalMisuse("free", "pages not allocated at", address: base) }
+            chunk.pointee.free1(i)
+        } else {
+            let limit = base &+ (npages << pageShift) &- 1
+            let sc = chunkIndex(base), ec = chunkIndex(limit)
+            let si = chunkPageIndex(base), ei = chunkPageIndex(limit)
+            if sc == ec {
+                let chunk = chunkOf(sc)
+                let n = ei &+ 1 &- si
+                if chunk.pointee.alloc.bits.popcntRange(si, n) != n {
+                    fatalMisuse("free", "pages not allocated at", address: base)
+                }
+                chunk.pointee.free(si, n)
+            } else {
+                var chunk = chunkOf(sc)
+                if chunk.pointee.alloc.bits.popcntRange(si, chunkPages &- si) != chunkPages &- si {
+                    fatalMisuse("free", "pages not allocated at", address: base)
+                }
+                chunk.pointee.free(si, chunkPages &- si)
+                var c = sc &+ 1
+                while c < ec {
+                    chunk = chunkOf(c)
+                    if chunk.pointee.alloc.bits.popcount() != chunkPages {
+                        fatalMisuse("free", "pages not allocated at", address: chunkBase(c))
+                    }
+                    chunk.pointee.freeAll()
+                    c &+= 1
+                }
+                chunk = chunkOf(ec)
+                if chunk.pointee.alloc.bits.popcntRange(0, ei &+ 1) != ei &+ 1 {
+                    fatalMisuse("free", "pages not allocated at", address: chunkBase(ec))
+                }
+                chunk.pointee.free(0, ei &+ 1)
+            }
+        }
+        update(base, npages, contig: true, alloc: false)
+        freeBytes &+= npages << pageShift
+    }
+
+    // MARK: - Inspection
+
+    /// Recounts free and free+scavenged bytes from the bitmaps of every chunk in the heap
+    /// (O(heap); for tests and consistency checks). Must hold the heap lock.
+    func countFreeAndScavenged() -> (free: UInt, scavenged: UInt) {
+        var free: UInt = 0
+        var scav: UInt = 0
+        var k = 0
+        while k < inUse.count {
+            let r = inUse[k]
+            var c = chunkIndex(r.base)
+            while c < chunkIndex(r.limit) {
+                let chunk = chunkOf(c)
+                free &+= chunkPages &- chunk.pointee.alloc.bits.popcount()
+                var w = 0
+                while w < 8 {
+                    scav &+= UInt((chunk.pointee.scavenged.words[w] & ~chunk.pointee.alloc.bits.words[w]).nonzeroBitCount)
+                    w &+= 1
+                }
+                c &+= 1
+            }
+            k &+= 1
+        }
+        return (free << pageShift, scav << pageShift)
+    }
+}
