@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
         if (b[i].p) {
             for (size_t off = 0; off < b[i].sz; off += 4096)
                 if (b[i].p[off] != (uint8_t)(b[i].tag + (off >> 12))) { errors++; break; }
-            if (b[i].p[b[i].sz - 1] != b[i].tag) errors++;
+            if (b[i].p[b[i].sz - 1] != (uint8_t)(b[i].tag + ((b[i].sz - 1) >> 12))) errors++;
             free(b[i].p);
         }
         /* log-uniform in [64 KiB, 4 MiB]: 2^(16 + u*6) */
@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
         b[i].sz = sz;
         b[i].tag = (uint8_t)n;
         for (size_t off = 0; off < sz; off += 4096) b[i].p[off] = (uint8_t)(b[i].tag + (off >> 12));
-        b[i].p[sz - 1] = b[i].tag;
+        b[i].p[sz - 1] = (uint8_t)(b[i].tag + ((sz - 1) >> 12));
         sum += sz;
     }
     for (long i = 0; i < live; i++) free(b[i].p);
