@@ -1,8 +1,8 @@
 /* realloc: buffers grown by small increments, like string builders.
  *
- *   realloc OPS BUFFERS MAXLEN
+ *   realloc OPS BUFFERS MAXLEN MAXINC
  *
- * Keeps BUFFERS buffers. OPS times it picks a random buffer and appends 1..128
+ * Keeps BUFFERS buffers. OPS times it picks a random buffer and appends 1..MAXINC
  * bytes to it with realloc(buf, len + n) (no capacity doubling: every append is
  * a realloc, as naive string building code does). When a buffer passes its
  * target length (random, 1 KiB .. MAXLEN, log-uniform) its whole content is
@@ -34,14 +34,15 @@ int main(int argc, char **argv) {
     long ops = argc > 1 ? atol(argv[1]) : 20000000;
     long nbuf = argc > 2 ? atol(argv[2]) : 64;
     size_t maxlen = argc > 3 ? (size_t)atol(argv[3]) : 4u << 20;
-    if (nbuf < 1 || maxlen < 2048) return 2;
+    size_t maxinc = argc > 4 ? (size_t)atol(argv[4]) : 512;
+    if (nbuf < 1 || maxlen < 2048 || maxinc < 1) return 2;
     struct buf *b = calloc((size_t)nbuf, sizeof *b);
     uint64_t s = 0x853C49E6748FEA9Bull, sum = 0;
     int errors = 0;
     for (long i = 0; i < nbuf; i++) { b[i].target = pick_target(&s, maxlen); b[i].seed = (uint8_t)i; }
     for (long n = 0; n < ops; n++) {
         struct buf *x = &b[rnd(&s) % (uint64_t)nbuf];
-        size_t add = 1 + (size_t)(rnd(&s) % 128);
+        size_t add = 1 + (size_t)(rnd(&s) % maxinc);
         unsigned char *q = realloc(x->p, x->len + add);
         if (!q) { fprintf(stderr, "realloc: realloc(%zu) failed\n", x->len + add); return 3; }
         x->p = q;
