@@ -51,8 +51,31 @@ static void burst(const char *what, size_t block, size_t total) {
     }
 }
 
+// Freed memory is reused: a loop of malloc/touch/free of one size must not grow RSS
+// (no trim involved).
+static void reuse(const char *what, size_t block, int rounds) {
+    void *warm = malloc(block);
+    REQUIRE(warm, "malloc(%zu) failed", block);
+    memset(warm, 1, block);
+    free(warm);
+    size_t before = rss_bytes();
+    for (int r = 0; r < rounds; r++) {
+        unsigned char *p = (r & 1) ? calloc(1, block) : malloc(block);
+        REQUIRE(p, "malloc(%zu) failed", block);
+        memset(p, 0x3D, block);
+        free(p);
+    }
+    size_t after = rss_bytes();
+    size_t grown = after > before ? after - before : 0;
+    printf("trim: reuse %-18s %d rounds: RSS grew %zu KiB\n", what, rounds, grown >> 10);
+    CHECK(grown <= 4 * block + 8 * MiB, "%s: %d rounds of malloc/free of %zu KiB grew RSS by %zu KiB (freed memory not reused)",
+          what, rounds, block >> 10, grown >> 10);
+}
+
 int main(void) {
     check_preload();
+    reuse("4 MiB", 4 * MiB, 64);
+    reuse("300 KiB", 300 << 10, 200);
     burst("large blocks (4 MiB)", 4 * MiB, 256 * MiB);
     burst("medium blocks (48 KiB)", 48 << 10, 128 * MiB);
     burst("small blocks (64 B)", 64, 64 * MiB);
