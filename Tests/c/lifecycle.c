@@ -108,8 +108,42 @@ static void *short_thread(void *arg) {
     return NULL;
 }
 
+// 100 threads alive at once, each with its own cache, meeting at a barrier before
+// freeing: per-thread metadata for many threads, then all of it flushed.
+#define WIDE 100
+static pthread_barrier_t wide_barrier;
+static void *wide_thread(void *arg) {
+    long t = (long)arg;
+    enum { N = 200 };
+    void *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = malloc(8 + (size_t)((i * 13 + t) % 700));
+        if (!b[i]) return (void *)1;
+        memset(b[i], (int)t, 8);
+    }
+    pthread_barrier_wait(&wide_barrier);
+    for (int i = 0; i < N; i++) {
+        if (((unsigned char *)b[i])[0] != (unsigned char)t) return (void *)2;
+        free(b[i]);
+    }
+    return NULL;
+}
+
+static void test_wide(void) {
+    pthread_t th[WIDE];
+    REQUIRE(pthread_barrier_init(&wide_barrier, NULL, WIDE) == 0, "pthread_barrier_init");
+    for (long t = 0; t < WIDE; t++) REQUIRE(pthread_create(&th[t], NULL, wide_thread, (void *)t) == 0, "pthread_create");
+    for (int t = 0; t < WIDE; t++) {
+        void *rv = NULL;
+        pthread_join(th[t], &rv);
+        CHECK(rv == NULL, "wide thread %d failed (%ld)", t, (long)rv);
+    }
+    pthread_barrier_destroy(&wide_barrier);
+}
+
 int main(void) {
     check_preload();
+    test_wide();
     CHECK(ctor_block != NULL, "malloc in a constructor(101) returned NULL");
     if (ctor_block) CHECK(verify_seed(ctor_block, ctor_size, 101) == ctor_size, "constructor's block corrupted");
     atexit_block = malloc(5000);
