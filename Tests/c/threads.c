@@ -112,8 +112,17 @@ static int check_block(struct block b, const char *when, int tid) {
 static struct block new_block(uint64_t *rng, int tid) {
     struct block b;
     b.n = random_size(rng);
-    b.p = malloc(b.n);
-    REQUIRE(b.p, "thread %d: malloc(%zu) returned NULL", tid, b.n);
+    if ((*rng & 7) == 0) { // calloc: zero even where a free-list link was just stored
+        b.p = calloc(1, b.n);
+        REQUIRE(b.p, "thread %d: calloc(%zu) returned NULL", tid, b.n);
+        size_t lim = b.n < 8192 ? b.n : 8192;
+        for (size_t i = 0; i < lim; i++)
+            if (b.p[i]) { CHECK(0, "thread %d: calloc(%zu) = %p: byte %zu is 0x%02x", tid, b.n, (void *)b.p, i, b.p[i]); break; }
+        if (b.p[b.n - 1]) CHECK(0, "thread %d: calloc(%zu): last byte is 0x%02x", tid, b.n, b.p[b.n - 1]);
+    } else {
+        b.p = malloc(b.n);
+        REQUIRE(b.p, "thread %d: malloc(%zu) returned NULL", tid, b.n);
+    }
     CHECK(is_aligned(b.p, 16), "thread %d: malloc(%zu) = %p not 16-byte aligned", tid, b.n, (void *)b.p);
     fill(b.p, b.n);
     return b;
