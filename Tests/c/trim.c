@@ -20,6 +20,7 @@ static void burst(const char *what, size_t block, size_t total) {
     size_t n = total / block;
     void **p = malloc(n * sizeof *p);
     REQUIRE(p, "malloc failed");
+    memset(p, 0, n * sizeof *p); // the pointer array itself is resident before measuring
     size_t before = rss_bytes();
     for (size_t i = 0; i < n; i++) {
         p[i] = malloc(block);
