@@ -1,0 +1,198 @@
+// Shared helpers of the C/C++ tests run by scripts/test-c under LD_PRELOAD.
+//
+// - CHECK(cond, fmt, ...): on failure prints "FAIL file:line: message" to stderr and
+//   counts it; test_exit() returns non-zero when anything failed.
+// - check_preload(): when SWIFTHEAP_EXPECT=1, the malloc family seen by this program
+//   must come from a library whose path contains "swiftheap" (else the test would
+//   silently be testing glibc).
+// - In C, the allocation functions are called through volatile function pointers (the
+//   macros at the end), so the compiler cannot use its builtin knowledge of malloc:
+//   it cannot drop malloc/free pairs, fold reads of calloc'd memory to zero, or
+//   constant-fold malloc(SIZE_MAX) to NULL. Every call really reaches the allocator.
+#ifndef SWIFTHEAP_TESTUTIL_H
+#define SWIFTHEAP_TESTUTIL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __cplusplus
+#include <atomic>
+static std::atomic<long> test_failures{0};
+#define TEST_FAIL_INC() (test_failures.fetch_add(1))
+#define TEST_FAIL_COUNT() (test_failures.load())
+#else
+static long test_failures;
+#define TEST_FAIL_INC() (__atomic_fetch_add(&test_failures, 1, __ATOMIC_RELAXED))
+#define TEST_FAIL_COUNT() (__atomic_load_n(&test_failures, __ATOMIC_RELAXED))
+#endif
+
+// At most this many failure messages are printed; the count goes on.
+#define TEST_MAX_MESSAGES 40
+
+#define CHECK(cond, ...)                                                              \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            long n_ = TEST_FAIL_INC();                                                \
+            if (n_ < TEST_MAX_MESSAGES) {                                             \
+                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                   \
+                fprintf(stderr, __VA_ARGS__);                                         \
+                fprintf(stderr, "\n");                                                \
+                fflush(stderr);                                                       \
+            }                                                                         \
+        }                                                                             \
+    } while (0)
+
+// A failure after which going on makes no sense (e.g. a NULL we must write through).
+#define REQUIRE(cond, ...)                                                            \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "FATAL %s:%d: ", __FILE__, __LINE__);                      \
+            fprintf(stderr, __VA_ARGS__);                                             \
+            fprintf(stderr, "\n");                                                    \
+            fflush(stderr);                                                           \
+            _exit(2);                                                                 \
+        }                                                                             \
+    } while (0)
+
+static inline double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline int is_aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+// Address-independent pseudo-random bytes: splitmix64 of (seed, index).
+static inline uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+// Fills n bytes at p with the pattern of `seed` (byte i depends on seed and i only).
+static inline void fill_seed(void *p, size_t n, uint64_t seed) {
+    unsigned char *b = (unsigned char *)p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = mix64(seed ^ (i * 0x100000001b3ULL));
+        memcpy(b + i, &w, 8);
+    }
+    if (i < n) {
+        uint64_t w = mix64(seed ^ (i * 0x100000001b3ULL));
+        memcpy(b + i, &w, n - i);
+    }
+}
+
+// Returns the first offset < n where p differs from the pattern of `seed`, or n.
+static inline size_t verify_seed(const void *p, size_t n, uint64_t seed) {
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = mix64(seed ^ (i * 0x100000001b3ULL));
+        if (memcmp(b + i, &w, 8) != 0) {
+            const unsigned char *wb = (const unsigned char *)&w;
+            for (size_t k = 0; k < 8; k++)
+                if (b[i + k] != wb[k]) return i + k;
+        }
+    }
+    if (i < n) {
+        uint64_t w = mix64(seed ^ (i * 0x100000001b3ULL));
+        const unsigned char *wb = (const unsigned char *)&w;
+        for (size_t k = 0; i + k < n; k++)
+            if (b[i + k] != wb[k]) return i + k;
+    }
+    return n;
+}
+
+// When SWIFTHEAP_EXPECT=1: the program's malloc family must resolve into a library
+// whose path contains "swiftheap". Returns 1 if checked and active.
+static inline int check_preload_names(const char *const *names, int count) {
+    const char *e = getenv("SWIFTHEAP_EXPECT");
+    if (!e || strcmp(e, "1") != 0) return 0;
+    int ok = 1;
+    for (int i = 0; i < count; i++) {
+        void *sym = dlsym(RTLD_DEFAULT, names[i]);
+        Dl_info info;
+        memset(&info, 0, sizeof info);
+        if (!sym || !dladdr(sym, &info) || !info.dli_fname || !strstr(info.dli_fname, "swiftheap")) {
+            fprintf(stderr, "FAIL preload not active: %s resolves to %p in %s (LD_PRELOAD=%s)\n",
+                    names[i], sym, info.dli_fname ? info.dli_fname : "(none)",
+                    getenv("LD_PRELOAD") ? getenv("LD_PRELOAD") : "(unset)");
+            ok = 0;
+        }
+    }
+    if (!ok) {
+        fflush(stderr);
+        _exit(3);
+    }
+    return 1;
+}
+
+static inline void check_preload(void) {
+    static const char *const names[] = {"malloc",        "free",           "calloc",
+                                        "realloc",       "posix_memalign", "aligned_alloc",
+                                        "memalign",      "malloc_usable_size"};
+    check_preload_names(names, (int)(sizeof names / sizeof names[0]));
+    // The address this program itself calls (through its GOT) must be the same.
+    const char *e = getenv("SWIFTHEAP_EXPECT");
+    if (e && strcmp(e, "1") == 0) {
+        Dl_info info;
+        void *(*volatile mine)(size_t) = malloc;
+        if (!dladdr((void *)mine, &info) || !info.dli_fname || !strstr(info.dli_fname, "swiftheap")) {
+            fprintf(stderr, "FAIL preload not active: the program's malloc (%p) is in %s\n",
+                    (void *)mine, info.dli_fname ? info.dli_fname : "(none)");
+            _exit(3);
+        }
+    }
+}
+
+static inline int test_exit(const char *name) {
+    long f = TEST_FAIL_COUNT();
+    if (f) {
+        fprintf(stderr, "%s: %ld check(s) failed\n", name, f);
+        return 1;
+    }
+    printf("%s: all checks passed\n", name);
+    return 0;
+}
+
+#ifndef __cplusplus
+// Calls through volatile pointers: see the comment at the top.
+static void *(*volatile t_malloc)(size_t) = malloc;
+static void (*volatile t_free)(void *) = free;
+static void *(*volatile t_calloc)(size_t, size_t) = calloc;
+static void *(*volatile t_realloc)(void *, size_t) = realloc;
+static void *(*volatile t_reallocarray)(void *, size_t, size_t) = reallocarray;
+static int (*volatile t_posix_memalign)(void **, size_t, size_t) = posix_memalign;
+static void *(*volatile t_aligned_alloc)(size_t, size_t) = aligned_alloc;
+static void *(*volatile t_memalign)(size_t, size_t) = memalign;
+static void *(*volatile t_valloc)(size_t) = valloc;
+static void *(*volatile t_pvalloc)(size_t) = pvalloc;
+static size_t (*volatile t_malloc_usable_size)(void *) = malloc_usable_size;
+static int (*volatile t_malloc_trim)(size_t) = malloc_trim;
+#define malloc(n) t_malloc(n)
+#define free(p) t_free(p)
+#define calloc(n, s) t_calloc(n, s)
+#define realloc(p, n) t_realloc(p, n)
+#define reallocarray(p, n, s) t_reallocarray(p, n, s)
+#define posix_memalign(o, a, n) t_posix_memalign(o, a, n)
+#define aligned_alloc(a, n) t_aligned_alloc(a, n)
+#define memalign(a, n) t_memalign(a, n)
+#define valloc(n) t_valloc(n)
+#define pvalloc(n) t_pvalloc(n)
+#define malloc_usable_size(p) t_malloc_usable_size(p)
+#define malloc_trim(n) t_malloc_trim(n)
+#endif
+
+#endif
