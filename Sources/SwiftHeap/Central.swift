@@ -81,7 +81,7 @@ extension UnsafeMutablePointer where Pointee == Central {
 
     /// Takes free objects from `span` (lowest addresses first) until `want` are in
     /// `slots`. Must hold this central's lock.
-    private func take(from span: UnsafeMutablePointer<Span>, into slots: UnsafeMutablePointer<UInt>,
+    func take(from span: UnsafeMutablePointer<Span>, into slots: UnsafeMutablePointer<UInt>,
                       already: Int, want: Int) -> Int {
         var got = already
         let words = span.freeWords
@@ -137,12 +137,14 @@ extension UnsafeMutablePointer where Pointee == Central {
             span = current.pointee.next
         }
         lockPointer.unlock()
-        if released > 0 { noteInSpanReleased(Int64(released)) }
         return released
     }
 
+    /// Releases the OS pages of `span` (of this class) on which every object is free.
+    /// Returns the bytes released, which it adds to the in-span count.
+    ///
     /// Must hold this central's lock.
-    private func releaseFreePages(of span: UnsafeMutablePointer<Span>) -> UInt {
+    func releaseFreePages(of span: UnsafeMutablePointer<Span>) -> UInt {
         let size = UInt(span.pointee.objectSize)
         let objectCount = UInt(span.pointee.objectCount)
         let osPages = min((span.pointee.pages &<< pageShift) / osPageSize, 64)
@@ -165,7 +167,9 @@ extension UnsafeMutablePointer where Pointee == Central {
             remaining &= run == 64 ? 0 : ~(((UInt64(1) << UInt64(run)) &- 1) << UInt64(start))
         }
         span.pointee.releasedOSPages |= releasable
-        return UInt(releasable.nonzeroBitCount) &* osPageSize
+        let bytes = UInt(releasable.nonzeroBitCount) &* osPageSize
+        noteInSpanReleased(Int64(bytes))
+        return bytes
     }
 
     /// A fresh span of this class with every object free, or nil if out of memory.
@@ -176,16 +180,26 @@ extension UnsafeMutablePointer where Pointee == Central {
         heapLock.lock()
         let result = allocSpanLocked(pageCount: UInt(info.pages))
         heapLock.unlock()
-        guard let (span, _) = result else { return nil }
-        span.pointee.state = .small
-        span.pointee.sizeClass = pointee.sizeClass
-        span.pointee.objectSize = info.size
-        span.pointee.reciprocal = info.reciprocal
-        span.pointee.objectCount = info.objects
-        span.pointee.allocatedCount = 0
-        span.setAllFree()
+        guard let (span, zeroed) = result else { return nil }
+        setUpSpan(span, zeroed: zeroed)
         pointee.spanCount &+= 1
         return span
+    }
+
+    /// Makes `span` (fresh from the page heap) a span of this class with every object
+    /// free. Pages known to be zero (fresh from mmap or released) are not resident
+    /// until an object on them is handed out: they are counted as released inside the
+    /// span, as if the in-span pass had released them, and take() reclaims them object
+    /// by object, so that retained memory does not count pages never touched.
+    ///
+    /// Must hold this central's lock (or own the span alone).
+    func setUpSpan(_ span: UnsafeMutablePointer<Span>, zeroed: Bool) {
+        span.initializeSmall(sizeClass: pointee.sizeClass, info: heap.pointee.classes.info[Int(pointee.sizeClass)])
+        if zeroed {
+            let untouched = span.objectOSPages
+            span.pointee.releasedOSPages = untouched
+            noteInSpanReleased(Int64(untouched.nonzeroBitCount) &* Int64(osPageSize))
+        }
     }
 
     /// Returns `count` objects of this class to their spans. A span left with no
@@ -211,13 +225,18 @@ extension UnsafeMutablePointer where Pointee == Central {
             span.pointee.allocatedCount &-= 1
             if span.pointee.allocatedCount == 0 {
                 if span.pointee.onPartialList { removePartial(span) }
-                if span.pointee.releasedOSPages != 0 {
-                    noteInSpanReleased(-Int64(span.pointee.releasedOSPages.nonzeroBitCount) &* Int64(osPageSize))
+                let released = span.pointee.releasedOSPages
+                let base = span.pointee.base
+                let pages = span.pointee.pages
+                if released != 0 {
+                    noteInSpanReleased(-Int64(released.nonzeroBitCount) &* Int64(osPageSize))
                 }
                 pointee.spanCount &-= 1
                 let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
                 heapLock.lock()
                 freeSpanLocked(span)
+                // Pages whose OS pages were all released stay released: free and scavenged.
+                if released != 0 { markReleasedPagesScavengedLocked(base: base, pages: pages, releasedOSPages: released) }
                 heapLock.unlock()
             } else if !span.pointee.onPartialList {
                 pushPartial(span)

@@ -93,6 +93,31 @@ func noteInSpanReleased(_ delta: Int64) {
     _ = sh_add64(inSpanReleasedWord, UInt64(bitPattern: delta))
 }
 
+/// A small span whose objects are all free was just returned to the page allocator:
+/// marks those of its pages whose OS pages were all released inside the span (every
+/// object on them free since, or never handed out: they read as zero) as scavenged,
+/// so that the page heap neither counts them as resident nor releases them again.
+///
+/// Must hold the heap lock; the pages must be free.
+func markReleasedPagesScavengedLocked(base: UInt, pages: UInt, releasedOSPages: UInt64) {
+    let osPerPage = pageSize / osPageSize
+    let pageMask: UInt64 = (UInt64(1) << UInt64(osPerPage)) &- 1
+    let allocator = heap.pointee.pages
+    var page: UInt = 0
+    while page < pages && (page &+ 1) &* osPerPage <= 64 {
+        if (releasedOSPages >> UInt64(page &* osPerPage)) & pageMask == pageMask {
+            let address = base &+ page &<< pageShift
+            let chunk = allocator.pointee.chunkOf(chunkIndex(address))
+            let index = chunkPageIndex(address)
+            if chunk.pointee.scavenged.popcntRange(index, 1) == 0 {
+                chunk.pointee.scavenged.setRange(index, 1)
+                allocator.pointee.scavengedBytes &+= pageSize
+            }
+        }
+        page &+= 1
+    }
+}
+
 /// Bytes of live objects: small objects handed out of the central lists (including
 /// those sitting in thread caches) and large objects. Read without the central locks:
 /// an estimate, as Go's heapLive is between GCs.

@@ -83,6 +83,26 @@ extension UnsafeMutablePointer where Pointee == Span {
         return true
     }
 
+    /// Sets up a fresh small span of class `sizeClass`, every object free.
+    func initializeSmall(sizeClass: UInt32, info: SizeClassInfo) {
+        pointee.state = .small
+        pointee.sizeClass = sizeClass
+        pointee.objectSize = info.size
+        pointee.reciprocal = info.reciprocal
+        pointee.objectCount = info.objects
+        pointee.allocatedCount = 0
+        pointee.releasedOSPages = 0
+        setAllFree()
+    }
+
+    /// The OS pages of a small span that hold (part of) an object, as a releasedOSPages
+    /// mask: the tail after the last object is never touched.
+    var objectOSPages: UInt64 {
+        let bytes = UInt(pointee.objectCount) &* UInt(pointee.objectSize)
+        let count = min((bytes &+ osPageSize &- 1) / osPageSize, 64)
+        return count == 64 ? ~0 : (UInt64(1) << UInt64(count)) &- 1
+    }
+
     /// Marks every object free (a fresh span).
     func setAllFree() {
         let words = freeWords
