@@ -9,6 +9,7 @@
 //   SWIFTHEAP_SCAVENGE_CPU_PERCENT=1 the scavenger thread's CPU budget, percent of one core, on average
 //   SWIFTHEAP_SCAVENGE_BURST_MS=200  CPU time the scavenger may spend at once after a large free (its budget's bucket)
 //   SWIFTHEAP_EPOCH_PERCENT=10       a sweep epoch ends when pages freed since the last one reach this percentage of the heap
+//   SWIFTHEAP_DECAY_MS=200           once the goal is met, free pages that stayed free this long are released too (0: never)
 
 import CShim
 
@@ -20,6 +21,7 @@ struct Config {
     var scavengeCPUPercent: UInt = 1
     var scavengeBurstMillis: UInt = 200
     var epochPercent: UInt = 10
+    var decayMillis: UInt = 200
 
     /// Reads the environment. Must hold no allocator lock.
     static func fromEnvironment() -> Config {
@@ -31,6 +33,7 @@ struct Config {
         config.scavengeCPUPercent = max(number("SWIFTHEAP_SCAVENGE_CPU_PERCENT", default: config.scavengeCPUPercent), 1)
         config.scavengeBurstMillis = number("SWIFTHEAP_SCAVENGE_BURST_MS", default: config.scavengeBurstMillis)
         config.epochPercent = max(number("SWIFTHEAP_EPOCH_PERCENT", default: config.epochPercent), 1)
+        config.decayMillis = number("SWIFTHEAP_DECAY_MS", default: config.decayMillis)
         return config
     }
 

@@ -19,6 +19,16 @@
 // runs). When free pages run out and retained is still above the goal, it releases the
 // OS pages inside partly used spans that hold only free objects (once per generation).
 //
+// Decay. Reaching the goal leaves up to retainPercent of the heap in free, resident
+// pages, and in a heap that keeps churning more: allocations land on other free runs
+// than the ones just freed (first fit) while those stay resident. So once the goal is
+// met the thread keeps watching the free, resident bytes of the page heap: every tick
+// (100 ms) it samples them, and what stayed free for the whole decay window (the
+// minimum of the samples over decayMillis, default 200 ms) was not needed in that
+// time and is released (jemalloc's dirty decay, by amount rather than page age). A
+// generation that runs out of work meanwhile is ended and a new one started. The
+// in-span pass runs in decay too, at most once per window.
+//
 // Pacing. The thread's CPU time is charged to a token bucket filled at
 // scavengeCPUPercent of one core (default 1%), holding at most scavengeBurstMillis
 // (default 200 ms): over any long run the scavenger uses at most its share, yet the
@@ -51,15 +61,61 @@ struct ScavengerState {
     var goalBytes: UInt = 0
     /// Monotonic time the last epoch ended.
     var lastEpochNanos: Int64 = 0
-    /// Whether the current generation's in-span pass ran, and its trace was printed.
+    /// Whether the current generation's in-span pass ran, and whether it reached its
+    /// goal (from then on only decay releases more).
     var inSpanPassDone: Bool = false
-    var tracePrinted: Bool = true
+    var goalReached: Bool = true
+
+    /// Bytes of the current generation's work already reported by a trace line.
+    var tracedBytes: UInt = 0
 
     // The scavenger thread's own:
+    /// Free, resident bytes of the page heap sampled each tick (a ring of
+    /// decaySampleSlots; the latest decayTicks count), less what was released since.
+    var freeSamples = DecaySamples()
+    var sampleIndex: Int = 0
+    var lastInSpanPassNanos: Int64 = 0
     var tokensNanos: Int64 = 0
     var lastRefillNanos: Int64 = 0
     /// CPU time the scavenger thread used (atomic, for stats).
     var cpuNanos: UInt64 = 0
+}
+
+/// Slots of the decay sample ring: a window of up to 1.6 s at 100 ms ticks.
+let decaySampleSlots = 16
+
+struct DecaySamples {
+    var words: (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt,
+                UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    /// Records `value` at `index` (mod the ring) and returns the minimum of the last
+    /// `count` samples including this one.
+    mutating func record(_ value: UInt, at index: Int, window count: Int) -> UInt {
+        withUnsafeMutableBytes(of: &words) { raw in
+            let slots = raw.baseAddress!.assumingMemoryBound(to: UInt.self)
+            slots[index & (decaySampleSlots &- 1)] = value
+            var minimum = value
+            var k = 1
+            while k < count {
+                minimum = min(minimum, slots[(index &- k) & (decaySampleSlots &- 1)])
+                k &+= 1
+            }
+            return minimum
+        }
+    }
+
+    /// Takes `bytes` (released meanwhile) off every sample: they are no longer free and resident.
+    mutating func subtract(_ bytes: UInt) {
+        withUnsafeMutableBytes(of: &words) { raw in
+            let slots = raw.baseAddress!.assumingMemoryBound(to: UInt.self)
+            for i in 0..<decaySampleSlots { slots[i] = slots[i] &- min(slots[i], bytes) }
+        }
+    }
+
+    /// Marks every sample as "nothing free for long" (after the heap grew or shrank a lot).
+    mutating func reset() {
+        words = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    }
 }
 
 @inline(__always) private var scavenger: UnsafeMutablePointer<ScavengerState> {
@@ -155,11 +211,7 @@ struct ScavengeTrace {
 func endEpochLocked(now: Int64) -> ScavengeTrace? {
     let root = heap
     let state = scavenger
-    var trace: ScavengeTrace? = nil
-    if !state.pointee.tracePrinted && root.pointee.pages.pointee.scav.released > 0 {
-        trace = ScavengeTrace(generation: root.pointee.pages.pointee.scav.gen,
-                              releasedBytes: root.pointee.pages.pointee.scav.released, forced: false)
-    }
+    let trace = untracedWorkLocked(forced: false)
     _ = root.pointee.pages.pointee.scavengeStartGen()
     let live = liveBytesEstimate()
     state.pointee.goalBytes = live &+ live / 100 &* root.pointee.config.retainPercent
@@ -168,8 +220,22 @@ func endEpochLocked(now: Int64) -> ScavengeTrace? {
     state.pointee.freedSinceEpoch = 0
     state.pointee.lastEpochNanos = now
     state.pointee.inSpanPassDone = false
-    state.pointee.tracePrinted = false
+    state.pointee.goalReached = false
+    state.pointee.tracedBytes = 0
     return trace
+}
+
+/// The work of the current generation not yet reported by a trace line, if any, and
+/// marks it reported.
+///
+/// Must hold the heap lock.
+func untracedWorkLocked(forced: Bool) -> ScavengeTrace? {
+    let scav = heap.pointee.pages.pointee.scav
+    let state = scavenger
+    if scav.released <= state.pointee.tracedBytes { return nil }
+    let work = scav.released &- state.pointee.tracedBytes
+    state.pointee.tracedBytes = scav.released
+    return ScavengeTrace(generation: scav.gen, releasedBytes: work, forced: forced)
 }
 
 /// Prints `scav <gen> <KiB> KiB work, <KiB> KiB total, <N>% util[ (forced)]`.
@@ -274,15 +340,47 @@ func releaseFreeObjectPages() -> UInt {
 func allowScavengerThread() { sh_store32(startAllowedWord, 1) }
 func resetScavengerAfterFork() { sh_store32(threadStateWord, 0) }
 
+/// Free-page releases smaller than this wait for the next tick (a madvise per few pages
+/// costs more than the memory is worth).
+let decayMinimumBytes: UInt = 256 << 10
+
+/// Releases up to `bytes` of free pages for decay: continues this generation, and if
+/// it runs out of work (pages freed since it started lie in memory it has searched
+/// already) ends it and starts a new one. Returns the bytes released and the trace of
+/// a generation that ended, if any.
+///
+/// Takes the heap lock; must hold none.
+func releaseDecayed(_ bytes: UInt) -> (released: UInt, trace: ScavengeTrace?) {
+    heapLock.lock()
+    var released = PageAlloc.scavenge(heap.pointee.pages, bytes, mayUnlock: true)
+    var trace: ScavengeTrace? = nil
+    if released < bytes {
+        trace = endEpochLocked(now: sh_monotonic_nanos())
+        released &+= PageAlloc.scavenge(heap.pointee.pages, bytes &- released, mayUnlock: true)
+    }
+    heapLock.unlock()
+    return (released, trace)
+}
+
+/// Free pages of the page heap that are still resident, by its count.
+///
+/// Must hold the heap lock.
+func freeResidentBytesLocked() -> UInt {
+    let pages = heap.pointee.pages
+    return pages.pointee.freeBytes &- min(pages.pointee.freeBytes, pages.pointee.scavengedBytes)
+}
+
 private func scavengerThreadMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
     let state = scavenger
     let config = heap.pointee.config
     let rate = Int64(config.scavengeCPUPercent)  // ns of CPU per 100 ns of wall time
     let bucket = Int64(config.scavengeBurstMillis) &* 1_000_000
+    let tickNanos: Int64 = 100_000_000
+    let decayTicks = config.decayMillis == 0 ? 0 : Int(min(max(config.decayMillis / 100, 1), UInt(decaySampleSlots)))
     state.pointee.tokensNanos = bucket
     state.pointee.lastRefillNanos = sh_monotonic_nanos()
     while true {
-        sh_futex_wait_timeout(sleepWord, sh_load32(sleepWord), 100_000_000)
+        sh_futex_wait_timeout(sleepWord, sh_load32(sleepWord), tickNanos)
         let now = sh_monotonic_nanos()
         state.pointee.tokensNanos = min(bucket, state.pointee.tokensNanos &+ (now &- state.pointee.lastRefillNanos) &* rate / 100)
         state.pointee.lastRefillNanos = now
@@ -295,24 +393,41 @@ private func scavengerThreadMain(_ argument: UnsafeMutableRawPointer?) -> Unsafe
             endedTrace = endEpochLocked(now: now)
         }
         let goal = max(state.pointee.goalBytes, liveBytesEstimate() / 100 &* (100 &+ config.retainPercent))
-        let tracePending = !state.pointee.tracePrinted
+        let goalPending = !state.pointee.goalReached
+        let freeResident = freeResidentBytesLocked()
         heapLock.unlock()
+        // What stayed free and resident over the whole window.
+        let unneeded = decayTicks == 0 ? 0 : state.pointee.freeSamples.record(freeResident, at: state.pointee.sampleIndex, window: decayTicks)
+        state.pointee.sampleIndex &+= 1
         if let endedTrace, config.scavengeTrace { printScavengeTrace(endedTrace) }
-        if !tracePending || state.pointee.tokensNanos <= 0 { continue }
+        if state.pointee.tokensNanos <= 0 { continue }
 
         let cpuBefore = sh_thread_cpu_nanos()
-        let (_, finished) = scavengeTowardGoal(goal, budgetNanos: state.pointee.tokensNanos)
+        if goalPending {
+            let (released, finished) = scavengeTowardGoal(goal, budgetNanos: state.pointee.tokensNanos)
+            state.pointee.freeSamples.subtract(released)
+            if finished {
+                heapLock.lock()
+                state.pointee.goalReached = true
+                let trace = untracedWorkLocked(forced: false)
+                heapLock.unlock()
+                if let trace, config.scavengeTrace { printScavengeTrace(trace) }
+            }
+        } else if decayTicks > 0 {
+            if unneeded >= decayMinimumBytes {
+                let (released, trace) = releaseDecayed(unneeded)
+                state.pointee.freeSamples.subtract(released)
+                if let trace, config.scavengeTrace { printScavengeTrace(trace) }
+            }
+            // Objects free in partly used spans: once per two windows.
+            if now &- state.pointee.lastInSpanPassNanos >= Int64(decayTicks) &* 2 &* tickNanos {
+                state.pointee.lastInSpanPassNanos = now
+                _ = releaseFreeObjectPages()
+            }
+        }
         let spent = sh_thread_cpu_nanos() &- cpuBefore
         state.pointee.tokensNanos &-= spent
         _ = sh_add64(cpuNanosWord, UInt64(spent))
-        if finished {
-            heapLock.lock()
-            state.pointee.tracePrinted = true
-            let trace = ScavengeTrace(generation: heap.pointee.pages.pointee.scav.gen,
-                                      releasedBytes: heap.pointee.pages.pointee.scav.released, forced: false)
-            heapLock.unlock()
-            if config.scavengeTrace && trace.releasedBytes > 0 { printScavengeTrace(trace) }
-        }
     }
 }
 
@@ -323,15 +438,17 @@ private func scavengerThreadMain(_ argument: UnsafeMutableRawPointer?) -> Unsafe
 func trimHeap() -> Bool {
     if !heapIsReady() { return false }
     heapLock.lock()
-    _ = endEpochLocked(now: sh_monotonic_nanos())
+    let ended = endEpochLocked(now: sh_monotonic_nanos())
     var released = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: true)
     scavenger.pointee.inSpanPassDone = true
-    scavenger.pointee.tracePrinted = true
+    scavenger.pointee.goalReached = true
     heapLock.unlock()
     released &+= releaseFreeObjectPages()
     if heap.pointee.config.scavengeTrace {
+        if let ended { printScavengeTrace(ended) }
         heapLock.lock()
         let generation = heap.pointee.pages.pointee.scav.gen
+        scavenger.pointee.tracedBytes = heap.pointee.pages.pointee.scav.released
         heapLock.unlock()
         printScavengeTrace(ScavengeTrace(generation: generation, releasedBytes: released, forced: true))
     }
