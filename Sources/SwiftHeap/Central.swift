@@ -124,27 +124,30 @@ extension UnsafeMutablePointer where Pointee == Central {
     }
 
     /// Releases the OS pages of this class's partly used spans on which every object
-    /// is free. Returns bytes released.
+    /// is free. With `confirmed` (decay), only pages that were found all free by the
+    /// previous confirmed pass too: a page whose objects are handed out and freed again
+    /// between passes is not released just to be faulted back in. Returns bytes released.
     ///
     /// Takes this central's lock (held across the madvise calls: refills of this class
     /// wait, which is what keeps a page from being handed out while it is released).
-    func releaseFreePages() -> UInt {
+    func releaseFreePages(confirmed: Bool = false) -> UInt {
         lockPointer.lock()
         var released: UInt = 0
         var span = pointee.partial
         while let current = span {
-            released &+= releaseFreePages(of: current)
+            released &+= releaseFreePages(of: current, confirmed: confirmed)
             span = current.pointee.next
         }
         lockPointer.unlock()
         return released
     }
 
-    /// Releases the OS pages of `span` (of this class) on which every object is free.
-    /// Returns the bytes released, which it adds to the in-span count.
+    /// Releases the OS pages of `span` (of this class) on which every object is free
+    /// (if `confirmed`, and was at the previous confirmed pass). Returns the bytes
+    /// released, which it adds to the in-span count.
     ///
     /// Must hold this central's lock.
-    func releaseFreePages(of span: UnsafeMutablePointer<Span>) -> UInt {
+    func releaseFreePages(of span: UnsafeMutablePointer<Span>, confirmed: Bool = false) -> UInt {
         let size = UInt(span.pointee.objectSize)
         let objectCount = UInt(span.pointee.objectCount)
         let osPages = min((span.pointee.pages &<< pageShift) / osPageSize, 64)
@@ -156,6 +159,13 @@ extension UnsafeMutablePointer where Pointee == Central {
             if first >= objectCount { continue }  // only the span's unused tail: never touched
             let last = min(((page &+ 1) &* osPageSize &- 1) / size, objectCount &- 1)
             if span.allFree(from: first, through: last) { releasable |= bit }
+        }
+        if confirmed {
+            let seen = span.pointee.freeOSPagesSeen
+            span.pointee.freeOSPagesSeen = releasable & ~seen
+            releasable &= seen
+        } else {
+            span.pointee.freeOSPagesSeen = 0
         }
         if releasable == 0 { return 0 }
         // Release maximal runs of consecutive pages with one call each.

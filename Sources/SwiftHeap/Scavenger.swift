@@ -27,7 +27,9 @@
 // minimum of the samples over decayMillis, default 200 ms) was not needed in that
 // time and is released (jemalloc's dirty decay, by amount rather than page age). A
 // generation that runs out of work meanwhile is ended and a new one started. The
-// in-span pass runs in decay too, at most once per window.
+// in-span pass runs in decay too, every two windows, and releases only the pages it
+// found all free at its previous pass as well (Span.freeOSPagesSeen), so that pages
+// of objects that keep being handed out and freed are not faulted in again and again.
 //
 // Pacing. The thread's CPU time is charged to a token bucket filled at
 // scavengeCPUPercent of one core (default 1%), holding at most scavengeBurstMillis
@@ -287,14 +289,15 @@ func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64) -> (released: UInt, fi
 }
 
 /// Releases, in every class, the OS pages of partly used spans that hold only free
-/// objects. Returns bytes released.
+/// objects (if `confirmed`, that did at the previous confirmed pass too). Returns
+/// bytes released.
 ///
 /// Takes each central lock in turn; must hold none.
-func releaseFreeObjectPages() -> UInt {
+func releaseFreeObjectPages(confirmed: Bool = false) -> UInt {
     var released: UInt = 0
     let root = heap
     for cls in 1..<root.pointee.classes.count {
-        released &+= (root.pointee.centrals + cls).releaseFreePages()
+        released &+= (root.pointee.centrals + cls).releaseFreePages(confirmed: confirmed)
     }
     if released > 0 {
         heapLock.lock()
@@ -419,10 +422,11 @@ private func scavengerThreadMain(_ argument: UnsafeMutableRawPointer?) -> Unsafe
                 state.pointee.freeSamples.subtract(released)
                 if let trace, config.scavengeTrace { printScavengeTrace(trace) }
             }
-            // Objects free in partly used spans: once per two windows.
+            // Pages of free objects in partly used spans that stayed free from one pass
+            // to the next: a pass every two windows.
             if now &- state.pointee.lastInSpanPassNanos >= Int64(decayTicks) &* 2 &* tickNanos {
                 state.pointee.lastInSpanPassNanos = now
-                _ = releaseFreeObjectPages()
+                _ = releaseFreeObjectPages(confirmed: true)
             }
         }
         let spent = sh_thread_cpu_nanos() &- cpuBefore

@@ -52,6 +52,9 @@ struct Span {
     /// OS pages of this small span released to the OS while every object on them was
     /// free (bit i: the OS page at base + i·4 KiB). Guarded by the class's central lock.
     var releasedOSPages: UInt64 = 0
+    /// OS pages the last confirmed (decay) in-span pass found all free but did not
+    /// release yet. Guarded by the class's central lock.
+    var freeOSPagesSeen: UInt64 = 0
 
     var limit: UInt { base &+ pages &<< pageShift }
 }
@@ -92,6 +95,7 @@ extension UnsafeMutablePointer where Pointee == Span {
         pointee.objectCount = info.objects
         pointee.allocatedCount = 0
         pointee.releasedOSPages = 0
+        pointee.freeOSPagesSeen = 0
         setAllFree()
     }
 

@@ -210,3 +210,29 @@ import Testing
         #expect(withHeapLock { heap.pointee.pages.pointee.scav.gen } == gen + 1)
     }
 }
+
+extension ScavengerTests {
+    @Test func confirmedPassesReleaseOnlyPagesFoundFreeTwice() throws {
+        let cls = straddlingClass
+        let central = heap.pointee.centrals + cls
+        var slots = [UInt](repeating: 0, count: 8)
+        let span = try slots.withUnsafeMutableBufferPointer { try makeFullSpan(cls, zeroed: false, slots: $0.baseAddress!) }
+        central.lockPointer.lock()
+        defer { central.lockPointer.unlock() }
+        freeObjects(span, [2, 3])
+        // First confirmed pass: page 2 is only noted.
+        #expect(central.releaseFreePages(of: span, confirmed: true) == 0)
+        #expect(span.pointee.freeOSPagesSeen == 0b000100)
+        freeObjects(span, [4, 5])
+        // Second: page 2 was free both times and goes; page 3 is new and is only noted.
+        #expect(central.releaseFreePages(of: span, confirmed: true) == osPageSize)
+        #expect(span.pointee.releasedOSPages == 0b000100)
+        #expect(span.pointee.freeOSPagesSeen == 0b001000)
+        // Page 3's objects handed out in between: not released at the next pass.
+        var taken = [UInt](repeating: 0, count: 8)
+        #expect(taken.withUnsafeMutableBufferPointer { central.take(from: span, into: $0.baseAddress!, already: 0, want: 4) } == 4)
+        #expect(central.releaseFreePages(of: span, confirmed: true) == 0)
+        #expect(span.pointee.freeOSPagesSeen == 0)
+        dispose(span)
+    }
+}
