@@ -18,6 +18,9 @@
 // MADV_DONTNEED without the heap lock (the pages are marked allocated while it
 // runs). When free pages run out and retained is still above the goal, it releases the
 // OS pages inside partly used spans that hold only free objects (once per generation).
+// Pages of a small span made from zero pages count as released inside it until an
+// object on them is handed out (Central.setUpSpan), so retained memory does not count
+// pages the program never touched.
 //
 // Decay. Reaching the goal leaves up to retainPercent of the heap in free, resident
 // pages, and in a heap that keeps churning more: allocations land on other free runs
@@ -30,6 +33,10 @@
 // in-span pass runs in decay too, every two windows, and releases only the pages it
 // found all free at its previous pass as well (Span.freeOSPagesSeen), so that pages
 // of objects that keep being handed out and freed are not faulted in again and again.
+//
+// Tracing. A `scav` line reports the work since the previous line of its generation:
+// one when the generation reaches its goal, one when it ends if decay released more
+// meanwhile, and malloc_trim's forced one.
 //
 // Pacing. The thread's CPU time is charged to a token bucket filled at
 // scavengeCPUPercent of one core (default 1%), holding at most scavengeBurstMillis
