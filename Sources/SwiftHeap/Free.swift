@@ -151,6 +151,7 @@ private func resizeLargeInPlace(_ span: UnsafeMutablePointer<Span>, _ size: UInt
     let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
     if overflow { return nil }
     let newPages = padded >> pageShift
+    if newPages == span.pointee.pages { return UnsafeMutableRawPointer(bitPattern: span.pointee.base) }
     let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
     heapLock.lock()
     defer { heapLock.unlock() }
