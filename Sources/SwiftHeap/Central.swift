@@ -60,7 +60,9 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// (0 only if the heap is out of memory).
     ///
     /// Takes this central's lock, and the heap lock when it needs a new span.
-    func refill(into slots: UnsafeMutablePointer<UInt>, want: Int) -> Int {
+    /// The spans taken from become `owner`'s: frees into them from other threads go to
+    /// remote bins (see ThreadCache.swift).
+    func refill(into slots: UnsafeMutablePointer<UInt>, want: Int, owner: UnsafeMutableRawPointer) -> Int {
         lockPointer.lock()
         var got = 0
         while got < want {
@@ -71,6 +73,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 span = fresh
             }
             let s = span!
+            s.pointee.owner = owner
             got = take(from: s, into: slots, already: got, want: want)
             if s.pointee.allocatedCount == s.pointee.objectCount { removePartial(s) }
         }

@@ -29,7 +29,7 @@ import CShim
             let count = bin.pointee.count
             let marker = address ^ heap.pointee.freeMarkerSecret
             let markerSlot = pointer.advanced(by: 8).assumingMemoryBound(to: UInt.self)
-            if count < bin.pointee.capacity && markerSlot.pointee != marker {
+            if count < bin.pointee.capacity && markerSlot.pointee != marker && span.pointee.owner == cache {
                 markerSlot.pointee = marker
                 bin.pointee.slots[Int(count)] = address
                 bin.pointee.count = count &+ 1
@@ -40,12 +40,19 @@ import CShim
     deallocateSlow(address, call: "free()")
 }
 
-/// Whether a small object that carries the free marker is really free already: in
-/// `bin`, or free in its span's bitmap (read without the central lock: the bit of an
-/// object the caller legitimately owns is clear and only its owner's free sets it).
-@inline(never) func isAlreadyFree(_ address: UInt, span: UnsafeMutablePointer<Span>, bin: UnsafeMutablePointer<CacheBin>) -> Bool {
+private func binContains(_ bin: UnsafeMutablePointer<CacheBin>, _ address: UInt) -> Bool {
     let slots = bin.pointee.slots
     for i in 0..<Int(bin.pointee.count) where slots[i] == address { return true }
+    return false
+}
+
+/// Whether a small object that carries the free marker is really free already: in
+/// this thread's bins of its class, or free in its span's bitmap (read without the
+/// central lock: the bit of an object the caller legitimately owns is clear and only
+/// its owner's free sets it).
+@inline(never) func isAlreadyFree(_ address: UInt, span: UnsafeMutablePointer<Span>,
+                                  cache: UnsafeMutableRawPointer, sizeClass: Int) -> Bool {
+    if binContains(cacheBin(cache, sizeClass), address) || binContains(remoteBin(cache, sizeClass), address) { return true }
     let index = span.objectIndex(of: address)
     return span.freeWords[Int(bitPattern: index >> 6)] & (UInt64(1) << UInt64(index & 63)) != 0
 }
@@ -74,10 +81,15 @@ import CShim
     let bin = cacheBin(cache, cls)
     let markerSlot = UnsafeMutablePointer<UInt>(bitPattern: address &+ 8)!
     let marker = address ^ heap.pointee.freeMarkerSecret
-    if markerSlot.pointee == marker && isAlreadyFree(address, span: span, bin: bin) {
+    if markerSlot.pointee == marker && isAlreadyFree(address, span: span, cache: cache, sizeClass: cls) {
         fatalMisuse(call, "double free of", address: address)
     }
     markerSlot.pointee = marker
+    if span.pointee.owner != cache {
+        pushRemote(cache, cls, address)
+        maybeStartScavenger()
+        return
+    }
     let count = bin.pointee.count
     if count < bin.pointee.capacity {
         bin.pointee.slots[Int(count)] = address

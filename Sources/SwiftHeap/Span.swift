@@ -43,6 +43,9 @@ struct Span {
     var objectSize: UInt32 = 0
     /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
     var reciprocal: UInt32 = 0
+    /// The thread cache that last refilled from this span (compared, never followed,
+    /// by the free path; guarded by the central lock for writes).
+    var owner: UnsafeMutableRawPointer? = nil
     /// Objects in the span.
     var objectCount: UInt32 = 0
     /// Objects not free in the bitmap: handed to a thread cache or to the program.

@@ -12,7 +12,7 @@ import Testing
         let central = heap.pointee.centrals + cls
         let want = Int(info.objects) * 3 + 1  // crosses several spans
         var slots = [UInt](repeating: 0, count: want)
-        let got = slots.withUnsafeMutableBufferPointer { central.refill(into: $0.baseAddress!, want: want) }
+        let got = slots.withUnsafeMutableBufferPointer { central.refill(into: $0.baseAddress!, want: want, owner: UnsafeMutableRawPointer(bitPattern: 0x10)!) }
         #expect(got == want)
         #expect(Set(slots).count == want, "no object handed out twice")
         for address in slots {
