@@ -39,6 +39,7 @@ import Testing
         // With every free page released first (under the same lock hold, so nothing
         // dirty can be freed in between), any span is fresh or released memory: zero.
         let (span, zeroed) = try #require(withHeapLock { () -> (UnsafeMutablePointer<Span>, Bool)? in
+            _ = heap.pointee.pages.pointee.scavengeStartGen()
             _ = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: false)
             return allocSpanLocked(pageCount: 300)
         })
