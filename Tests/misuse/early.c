@@ -7,6 +7,8 @@
 //   early dlopen L  a dlopen'ed library (L) allocates in its constructor, frees memory
 //                   from the main program, hands memory back; dlclose frees the rest
 //   early errno     free keeps errno; free(NULL) and malloc_usable_size(NULL) are harmless
+//   early pthread-exit      main calls pthread_exit: the process must still end (exit 0)
+//   early fork-thread-exit  a thread forks; the child's only thread returns: child exits 0
 //
 // Prints `early: ok ...` and exits 0, or `early: FAIL ...` and exits 1.
 #define _GNU_SOURCE
@@ -18,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 // Messages with write(2): some of these run before stdio is safe to use, or after it closed.
@@ -179,6 +183,59 @@ static int t_errno(void) {
     return 0;
 }
 
+// ---- pthread_exit from main: the process must end once the program's threads are gone,
+//      whatever background thread the allocator started (a scavenger that never exits keeps
+//      the process alive, and if it blocks signals, even SIGTERM cannot end it) ----
+static int t_pthread_exit(void) {
+    for (int r = 0; r < 20; r++) {
+        void *p[64];
+        for (int i = 0; i < 64; i++) { p[i] = malloc((size_t)1 << 20); if (!p[i]) fail("malloc"); memset(p[i], 1, (size_t)1 << 20); }
+        for (int i = 0; i < 64; i++) free(p[i]);
+    }
+    malloc_trim(0);
+    usleep(300000);            // time for a background thread to start
+    say("early: ok main thread calling pthread_exit\n");
+    pthread_exit(NULL);
+}
+
+// The same from a fork child whose only thread is not the original main thread (what
+// Python's test_threading does: fork in a thread, the child's thread then returns).
+static void *fork_in_thread(void *arg) {
+    (void)arg;
+    pid_t pid = fork();
+    if (pid < 0) fail("fork");
+    if (pid == 0) {
+        for (int r = 0; r < 20; r++) {
+            void *p[64];
+            for (int i = 0; i < 64; i++) { p[i] = malloc((size_t)1 << 20); if (!p[i]) _exit(3); memset(p[i], 2, (size_t)1 << 20); }
+            for (int i = 0; i < 64; i++) free(p[i]);
+        }
+        malloc_trim(0);
+        usleep(300000);
+        return NULL;           // the child's last thread ends: the child must exit 0
+    }
+    int st = 0;
+    for (int i = 0; i < 100; i++) {            // 10 s
+        pid_t w = waitpid(pid, &st, WNOHANG);
+        if (w == pid) {
+            if (!WIFEXITED(st) || WEXITSTATUS(st)) fail("fork child (forked from a thread) did not exit cleanly");
+            return (void *)1;
+        }
+        usleep(100000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    fail("fork child whose last thread returned is still alive after 10 s (an allocator thread keeps it?)");
+    return NULL;
+}
+static int t_fork_thread_exit(void) {
+    pthread_t t; void *r = NULL;
+    if (pthread_create(&t, NULL, fork_in_thread, NULL)) fail("pthread_create");
+    pthread_join(t, &r);
+    if (r == (void *)1) say("early: ok fork child's last thread returned, child exited\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *c = argc > 1 ? argv[1] : "";
     if (!strcmp(c, "ctor")) return t_ctor();
@@ -186,6 +243,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "threads")) return t_threads();
     if (!strcmp(c, "dlopen") && argc > 2) return t_dlopen(argv[2]);
     if (!strcmp(c, "errno")) return t_errno();
-    say("usage: early ctor|atexit|threads|dlopen LIB|errno\n");
+    if (!strcmp(c, "pthread-exit")) return t_pthread_exit();
+    if (!strcmp(c, "fork-thread-exit")) return t_fork_thread_exit();
+    say("usage: early ctor|atexit|threads|dlopen LIB|errno|pthread-exit|fork-thread-exit\n");
     return 2;
 }
