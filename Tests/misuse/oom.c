@@ -126,7 +126,7 @@ static int exhaust(void) {
     size_t cal = fill_until_null(64 << 10, "calloc", 1 << 20);
     size_t small = fill_until_null(4096, "malloc", 1 << 19);
     size_t tiny = fill_until_null(64, "malloc", 1 << 19);
-    printf("oom: exhausted after %.1f s: %zu x 64 MiB, %zu x 1 MiB, %zu x 64 KiB (calloc), %zu x 4 KiB, %zu x 64 B\n",
+    printf("oom: exhausted (64 MiB, 1 MiB, 64 KiB, 4 KiB, 64 B blocks until NULL) after %.1f s: %zu x 64 MiB, %zu x 1 MiB, %zu x 64 KiB (calloc), %zu x 4 KiB, %zu x 64 B\n",
            now() - t0, big, mid, cal, small, tiny);
     if (np >= MAXP) { FAIL("never ran out of memory (is ulimit -v set?)"); return 1; }
     if (big + mid == 0) FAIL("not even one 1 MiB block could be allocated");
@@ -153,7 +153,9 @@ static int exhaust(void) {
     np = 0;
     malloc_trim(0);
     size_t again_big = fill_until_null(64 << 20, "malloc", big);
-    if (again_big < big) FAIL("after freeing everything only %zu of %zu 64 MiB blocks could be allocated again", again_big, big);
+    // Most of it again (an allocator may keep a little for its own tables): at least 90%.
+    if (again_big * 10 < big * 9 || (big && !again_big))
+        FAIL("after freeing everything only %zu of %zu 64 MiB blocks could be allocated again", again_big, big);
     size_t again_mid = fill_until_null(1 << 20, "malloc", mid ? mid / 2 : 1);
     if (mid && again_mid < mid / 2) FAIL("after freeing everything only %zu of %zu 1 MiB blocks could be allocated again", again_mid, mid / 2);
     for (size_t i = 0; i < np; i++) free(ptrs[i]);
