@@ -61,6 +61,11 @@ private func binContains(_ bin: UnsafeMutablePointer<CacheBin>, _ address: UInt)
     let savedErrno = sh_errno_get()
     defer { sh_errno_set(savedErrno) }
     guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address) else {
+        // A page-aligned address inside an arena but in no span is, almost surely, a
+        // large object freed before.
+        if heapIsReady() && address & (pageSize &- 1) == 0 && heap.pointee.spanMap.isInArena(address) {
+            fatalMisuse(call, "double free of", address: address)
+        }
         fatalMisuse(call, "invalid pointer", address: address)
     }
     if span.pointee.state == .large {

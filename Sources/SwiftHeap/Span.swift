@@ -129,6 +129,12 @@ struct SpanMap {
         return pages[Int(bitPattern: (address >> pageShift) & (arenaPages &- 1))]
     }
 
+    /// Whether `address` lies in memory SwiftHeap mapped for its heap.
+    func isInArena(_ address: UInt) -> Bool {
+        let slot = address >> arenaShift
+        return slot < arenaSlotCount && arenas[Int(bitPattern: slot)] != nil
+    }
+
     /// Makes sure every arena slot of [base, base+bytes) has its page table.
     /// Must hold the heap lock. Returns false if metadata memory is exhausted.
     func addArena(base: UInt, bytes: UInt) -> Bool {
