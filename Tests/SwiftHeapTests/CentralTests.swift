@@ -6,6 +6,10 @@ import Testing
 @Suite(.serialized) struct CentralTests {
     init() { #expect(ensureHeapInitialized()) }
 
+    @Test func recordsFillWholeCacheLines() {
+        #expect(MemoryLayout<Central>.stride == 64)
+    }
+
     @Test func refillAndReleaseRoundTrip() {
         let cls = heap.pointee.classes.sizeClass(of: 4000)
         let info = heap.pointee.classes.info[cls]
