@@ -4,6 +4,7 @@
 #   make libpath    print the library's absolute path
 #   make test       unit tests (swift test), library checks, C tests, misuse tests and real programs under LD_PRELOAD
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc
+#   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
 #   make rss        RSS over time after bursts and scattered frees (table and PNG)
 #   make stress     multithreaded random stress with pattern checks, forks, real programs
 
@@ -13,6 +14,10 @@ LIB          := $(CURDIR)/$(EMBEDDED_DIR)/x86_64-unknown-linux-gnu/release/libsw
 SOURCES      := $(wildcard Sources/SwiftHeap/*.swift) $(wildcard Shim/CShim/*.c Shim/CShim/include/*.h Shim/CExports/*.c) Shim/exports.map Package.swift
 OUT          := $(CURDIR)/out
 
+UNCHECKED_DIR := .build-embedded-unchecked
+UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
+
+.PHONY: bench-checks
 .PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
 
 all: lib
@@ -45,6 +50,10 @@ programs: lib
 
 bench: lib
 	scripts/bench $(LIB)
+
+bench-checks: lib
+	SWIFTHEAP_EMBEDDED=1 SWIFTHEAP_UNCHECKED=1 $(SWIFT) build -c release --product swiftheap --scratch-path $(UNCHECKED_DIR)
+	scripts/bench $(LIB) --variant swiftheap-unchecked=$(UNCHECKED_LIB) --allocators swiftheap,swiftheap-unchecked
 
 rss: lib
 	scripts/rss $(LIB)

@@ -61,7 +61,7 @@ import CShim
 /// program that leaves the object's second word alone does not send its next free to
 /// the double-free check. glibc's tcache clears its key the same way.
 @inline(__always) func clearFreeMarker(_ object: UInt) {
-    UnsafeMutablePointer<UInt>(bitPattern: object &+ 8).unsafelyUnwrapped.pointee = 0
+    if misuseChecks { UnsafeMutablePointer<UInt>(bitPattern: object &+ 8).unsafelyUnwrapped.pointee = 0 }
 }
 
 /// A large object of at least `size` bytes aligned to `alignment`; nil with ENOMEM

@@ -24,13 +24,13 @@ import CShim
     let address = UInt(bitPattern: pointer)
     if let cache = sh_tls_get(), let span = heap.pointee.spanMap.span(containing: address) {
         let cls = Int(span.pointee.sizeClass)
-        if cls != 0 && span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) == address {
+        if cls != 0 && (!misuseChecks || span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) == address) {
             let bin = cacheBin(cache, cls)
             let count = bin.pointee.count
             let marker = address ^ heap.pointee.freeMarkerSecret
             let markerSlot = pointer.advanced(by: 8).assumingMemoryBound(to: UInt.self)
-            if count < bin.pointee.capacity && markerSlot.pointee != marker && span.pointee.owner == cache {
-                markerSlot.pointee = marker
+            if count < bin.pointee.capacity && (!misuseChecks || markerSlot.pointee != marker) && span.pointee.owner == cache {
+                if misuseChecks { markerSlot.pointee = marker }
                 bin.pointee.slots[Int(count)] = address
                 bin.pointee.count = count &+ 1
                 return
@@ -86,10 +86,12 @@ private func binContains(_ bin: UnsafeMutablePointer<CacheBin>, _ address: UInt)
     let bin = cacheBin(cache, cls)
     let markerSlot = UnsafeMutablePointer<UInt>(bitPattern: address &+ 8)!
     let marker = address ^ heap.pointee.freeMarkerSecret
-    if markerSlot.pointee == marker && isAlreadyFree(address, span: span, cache: cache, sizeClass: cls) {
-        fatalMisuse(call, "double free of", address: address)
+    if misuseChecks {
+        if markerSlot.pointee == marker && isAlreadyFree(address, span: span, cache: cache, sizeClass: cls) {
+            fatalMisuse(call, "double free of", address: address)
+        }
+        markerSlot.pointee = marker
     }
-    markerSlot.pointee = marker
     if span.pointee.owner != cache {
         pushRemote(cache, cls, address)
         maybeStartScavenger()
