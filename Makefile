@@ -2,8 +2,9 @@
 #
 #   make            build libswiftheap.so (Embedded Swift, release)
 #   make libpath    print the library's absolute path
-#   make test       unit tests (swift test), library checks, C tests and real programs under LD_PRELOAD
+#   make test       unit tests (swift test), library checks, C tests, misuse tests and real programs under LD_PRELOAD
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc
+#   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
 #   make rss        RSS over time after bursts and scattered frees (table and PNG)
 #   make stress     multithreaded random stress with pattern checks, forks, real programs
 
@@ -13,7 +14,11 @@ LIB          := $(CURDIR)/$(EMBEDDED_DIR)/x86_64-unknown-linux-gnu/release/libsw
 SOURCES      := $(wildcard Sources/SwiftHeap/*.swift) $(wildcard Shim/CShim/*.c Shim/CShim/include/*.h Shim/CExports/*.c) Shim/exports.map Package.swift
 OUT          := $(CURDIR)/out
 
-.PHONY: all lib libpath test unit check-lib ctest programs bench rss stress clean
+UNCHECKED_DIR := .build-embedded-unchecked
+UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
+
+.PHONY: bench-checks
+.PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
 
 all: lib
 
@@ -26,7 +31,7 @@ $(LIB): $(SOURCES)
 libpath:
 	@echo $(LIB)
 
-test: lib unit check-lib ctest programs
+test: lib unit check-lib ctest misuse programs
 
 unit:
 	$(SWIFT) test
@@ -37,11 +42,18 @@ check-lib: lib
 ctest: lib
 	scripts/test-c $(LIB)
 
+misuse: lib
+	scripts/test-misuse $(LIB)
+
 programs: lib
 	scripts/test-programs $(LIB)
 
 bench: lib
 	scripts/bench $(LIB)
+
+bench-checks: lib
+	SWIFTHEAP_EMBEDDED=1 SWIFTHEAP_UNCHECKED=1 $(SWIFT) build -c release --product swiftheap --scratch-path $(UNCHECKED_DIR)
+	scripts/bench $(LIB) --variant swiftheap-unchecked=$(UNCHECKED_LIB) --allocators swiftheap,swiftheap-unchecked
 
 rss: lib
 	scripts/rss $(LIB)

@@ -11,10 +11,13 @@
 import PackageDescription
 
 let embedded = Context.environment["SWIFTHEAP_EMBEDDED"] == "1"
+// SWIFTHEAP_UNCHECKED=1 builds the library without free's misuse checks, only so that
+// `make bench-checks` can measure what they cost.
+let unchecked = Context.environment["SWIFTHEAP_UNCHECKED"] == "1"
 
 let allocatorSettings: [SwiftSetting] = embedded
     ? [.enableExperimentalFeature("Embedded"),
-       .unsafeFlags(["-wmo", "-Xcc", "-fPIC", "-no-allocations"])]
+       .unsafeFlags(["-wmo", "-Xcc", "-fPIC", "-no-allocations"] + (unchecked ? ["-DSWIFTHEAP_UNCHECKED"] : []))]
     : [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
 
 var targets: [Target] = [

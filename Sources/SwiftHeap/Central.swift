@@ -22,7 +22,8 @@ struct Central {
     var spanCount: UInt = 0
     /// Objects handed out of this class's spans, net of those returned (for stats).
     var allocatedObjects: UInt = 0
-    var padding: (UInt, UInt, UInt) = (0, 0, 0)
+    /// Pads the record to a cache line (a test checks the stride).
+    var padding: (UInt, UInt, UInt, UInt) = (0, 0, 0, 0)
 
     init(sizeClass: UInt32) {
         self.sizeClass = sizeClass
@@ -60,23 +61,44 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// (0 only if the heap is out of memory).
     ///
     /// Takes this central's lock, and the heap lock when it needs a new span.
-    func refill(into slots: UnsafeMutablePointer<UInt>, want: Int) -> Int {
+    /// The spans taken from become `owner`'s: frees into them from other threads go to
+    /// remote bins (see ThreadCache.swift).
+    func refill(into slots: UnsafeMutablePointer<UInt>, want: Int, owner: UnsafeMutableRawPointer) -> Int {
         lockPointer.lock()
         var got = 0
         while got < want {
-            var span = pointee.partial
+            var span = partialSpan(for: owner)
             if span == nil {
                 guard let fresh = newSpan() else { break }
                 pushPartial(fresh)
                 span = fresh
             }
             let s = span!
+            s.pointee.owner = owner
             got = take(from: s, into: slots, already: got, want: want)
             if s.pointee.allocatedCount == s.pointee.objectCount { removePartial(s) }
         }
         pointee.allocatedObjects &+= UInt(got)
         lockPointer.unlock()
         return got
+    }
+
+    /// How many partial spans a refill looks at for one of its own.
+    private static let ownSpanSearchLimit = 8
+
+    /// A partial span for `owner`'s refill: preferably one it already draws from or one
+    /// nobody does, so that two threads' objects do not end up interleaved on the same
+    /// cache lines (active false sharing); failing that within a few spans, the first.
+    /// Must hold this central's lock.
+    private func partialSpan(for owner: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Span>? {
+        var span = pointee.partial
+        var looked = 0
+        while let candidate = span, looked < Self.ownSpanSearchLimit {
+            if candidate.pointee.owner == owner || candidate.pointee.owner == nil { return candidate }
+            span = candidate.pointee.next
+            looked &+= 1
+        }
+        return pointee.partial
     }
 
     /// Takes free objects from `span` (lowest addresses first) until `want` are in

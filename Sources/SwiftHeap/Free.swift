@@ -24,13 +24,13 @@ import CShim
     let address = UInt(bitPattern: pointer)
     if let cache = sh_tls_get(), let span = heap.pointee.spanMap.span(containing: address) {
         let cls = Int(span.pointee.sizeClass)
-        if cls != 0 && span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) == address {
+        if cls != 0 && (!misuseChecks || span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) == address) {
             let bin = cacheBin(cache, cls)
             let count = bin.pointee.count
             let marker = address ^ heap.pointee.freeMarkerSecret
             let markerSlot = pointer.advanced(by: 8).assumingMemoryBound(to: UInt.self)
-            if count < bin.pointee.capacity && markerSlot.pointee != marker {
-                markerSlot.pointee = marker
+            if count < bin.pointee.capacity && (!misuseChecks || markerSlot.pointee != marker) && span.pointee.owner == cache {
+                if misuseChecks { markerSlot.pointee = marker }
                 bin.pointee.slots[Int(count)] = address
                 bin.pointee.count = count &+ 1
                 return
@@ -40,12 +40,19 @@ import CShim
     deallocateSlow(address, call: "free()")
 }
 
-/// Whether a small object that carries the free marker is really free already: in
-/// `bin`, or free in its span's bitmap (read without the central lock: the bit of an
-/// object the caller legitimately owns is clear and only its owner's free sets it).
-@inline(never) func isAlreadyFree(_ address: UInt, span: UnsafeMutablePointer<Span>, bin: UnsafeMutablePointer<CacheBin>) -> Bool {
+private func binContains(_ bin: UnsafeMutablePointer<CacheBin>, _ address: UInt) -> Bool {
     let slots = bin.pointee.slots
     for i in 0..<Int(bin.pointee.count) where slots[i] == address { return true }
+    return false
+}
+
+/// Whether a small object that carries the free marker is really free already: in
+/// this thread's bins of its class, or free in its span's bitmap (read without the
+/// central lock: the bit of an object the caller legitimately owns is clear and only
+/// its owner's free sets it).
+@inline(never) func isAlreadyFree(_ address: UInt, span: UnsafeMutablePointer<Span>,
+                                  cache: UnsafeMutableRawPointer, sizeClass: Int) -> Bool {
+    if binContains(cacheBin(cache, sizeClass), address) || binContains(remoteBin(cache, sizeClass), address) { return true }
     let index = span.objectIndex(of: address)
     return span.freeWords[Int(bitPattern: index >> 6)] & (UInt64(1) << UInt64(index & 63)) != 0
 }
@@ -54,6 +61,11 @@ import CShim
     let savedErrno = sh_errno_get()
     defer { sh_errno_set(savedErrno) }
     guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address) else {
+        // A page-aligned address inside an arena but in no span is, almost surely, a
+        // large object freed before.
+        if heapIsReady() && address & (pageSize &- 1) == 0 && heap.pointee.spanMap.isInArena(address) {
+            fatalMisuse(call, "double free of", address: address)
+        }
         fatalMisuse(call, "invalid pointer", address: address)
     }
     if span.pointee.state == .large {
@@ -74,10 +86,17 @@ import CShim
     let bin = cacheBin(cache, cls)
     let markerSlot = UnsafeMutablePointer<UInt>(bitPattern: address &+ 8)!
     let marker = address ^ heap.pointee.freeMarkerSecret
-    if markerSlot.pointee == marker && isAlreadyFree(address, span: span, bin: bin) {
-        fatalMisuse(call, "double free of", address: address)
+    if misuseChecks {
+        if markerSlot.pointee == marker && isAlreadyFree(address, span: span, cache: cache, sizeClass: cls) {
+            fatalMisuse(call, "double free of", address: address)
+        }
+        markerSlot.pointee = marker
     }
-    markerSlot.pointee = marker
+    if span.pointee.owner != cache {
+        pushRemote(cache, cls, address)
+        maybeStartScavenger()
+        return
+    }
     let count = bin.pointee.count
     if count < bin.pointee.capacity {
         bin.pointee.slots[Int(count)] = address
@@ -151,6 +170,7 @@ private func resizeLargeInPlace(_ span: UnsafeMutablePointer<Span>, _ size: UInt
     let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
     if overflow { return nil }
     let newPages = padded >> pageShift
+    if newPages == span.pointee.pages { return UnsafeMutableRawPointer(bitPattern: span.pointee.base) }
     let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
     heapLock.lock()
     defer { heapLock.unlock() }

@@ -98,7 +98,9 @@ func ensureHeapInitialized() -> Bool {
     }
     root.pointee.pages = pages
     root.pointee.spanMap = spanMap
-    root.pointee.spanRecords = FixAlloc(recordBytes: UInt(MemoryLayout<Span>.stride))
+    // Whole cache lines per span record: the records of spans used by different
+    // threads must not share a line (refills write a span's counters).
+    root.pointee.spanRecords = FixAlloc(recordBytes: alignUp(UInt(MemoryLayout<Span>.stride), 64))
     root.pointee.classes = classes
     root.pointee.centrals = centrals
     guard let caches = CacheRegistry.make(classes: classes) else { return false }

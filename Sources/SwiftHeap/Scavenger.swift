@@ -45,7 +45,8 @@
 //
 // The thread starts lazily, from a free path holding no lock, the first time there is
 // an epoch's worth of work; in a forked child it starts again when needed. It blocks
-// every signal, so the program's handlers never run on it.
+// every signal, so the program's handlers never run on it, and it exits when it is the
+// last thread of the process, so that it never keeps a finished program alive.
 
 import CShim
 
@@ -391,6 +392,12 @@ private func scavengerThreadMain(_ argument: UnsafeMutableRawPointer?) -> Unsafe
     state.pointee.lastRefillNanos = sh_monotonic_nanos()
     while true {
         sh_futex_wait_timeout(sleepWord, sh_load32(sleepWord), tickNanos)
+        // The program's threads are gone (a main that called pthread_exit): leave, so
+        // that the process ends as it would without us (ThreadCount.swift).
+        if !otherThreadsAlive() {
+            sh_store32(threadStateWord, 0)
+            return nil
+        }
         let now = sh_monotonic_nanos()
         state.pointee.tokensNanos = min(bucket, state.pointee.tokensNanos &+ (now &- state.pointee.lastRefillNanos) &* rate / 100)
         state.pointee.lastRefillNanos = now

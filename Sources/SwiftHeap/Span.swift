@@ -43,6 +43,9 @@ struct Span {
     var objectSize: UInt32 = 0
     /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
     var reciprocal: UInt32 = 0
+    /// The thread cache that last refilled from this span (compared, never followed,
+    /// by the free path; guarded by the central lock for writes).
+    var owner: UnsafeMutableRawPointer? = nil
     /// Objects in the span.
     var objectCount: UInt32 = 0
     /// Objects not free in the bitmap: handed to a thread cache or to the program.
@@ -148,6 +151,12 @@ struct SpanMap {
         if slot >= arenaSlotCount { return nil }
         guard let pages = arenas[Int(bitPattern: slot)] else { return nil }
         return pages[Int(bitPattern: (address >> pageShift) & (arenaPages &- 1))]
+    }
+
+    /// Whether `address` lies in memory SwiftHeap mapped for its heap.
+    func isInArena(_ address: UInt) -> Bool {
+        let slot = address >> arenaShift
+        return slot < arenaSlotCount && arenas[Int(bitPattern: slot)] != nil
     }
 
     /// Makes sure every arena slot of [base, base+bytes) has its page table.

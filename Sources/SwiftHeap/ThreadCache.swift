@@ -12,6 +12,13 @@
 // travel back through the central lists in batches, so cross-thread frees take no
 // lock per object, and a producer/consumer pattern is bounded by the bins' capacity.
 //
+// Frees of objects from a span another thread's cache is drawing from go to a small
+// per-class remote bin instead, which is flushed to the central list in batches and
+// never reused by the freeing thread: reusing them would interleave two threads'
+// objects on the same cache lines (passive false sharing, as in Hoard's tests). A
+// span's owner is the cache that last refilled from it; the check is one compare on
+// a cache line the free path reads anyway.
+//
 // A thread's cache is flushed when the thread exits (a pthread key destructor). Other
 // destructors may call free after ours, so the key is re-armed until the last
 // destructor round; after the last round the thread's slot points at the no-cache
@@ -27,8 +34,10 @@ struct CacheBin {
     var slots: UnsafeMutablePointer<UInt>
 }
 
-/// Offset of the header after the bins in a cache record.
-let cacheHeaderOffset = maxSizeClasses * MemoryLayout<CacheBin>.stride
+/// Offset of the remote bins after the bins in a cache record.
+let remoteBinsOffset = maxSizeClasses * MemoryLayout<CacheBin>.stride
+/// Offset of the header after the remote bins.
+let cacheHeaderOffset = 2 * maxSizeClasses * MemoryLayout<CacheBin>.stride
 
 /// Per-thread fields that follow the bins.
 struct CacheHeader {
@@ -51,6 +60,11 @@ func cacheCapacity(objectSize: UInt) -> UInt32 {
     return UInt32(min(128, max(8, byBytes)))
 }
 
+/// The capacity of a remote bin: a batch for the central list, at least 4 objects.
+func remoteCapacity(objectSize: UInt) -> UInt32 {
+    max(4, cacheCapacity(objectSize: objectSize) / 2)
+}
+
 /// All thread caches: the record pool, the live list, the no-cache record and the
 /// thread-exit key.
 struct CacheRegistry {
@@ -68,7 +82,8 @@ struct CacheRegistry {
     static func make(classes: SizeClassTable) -> CacheRegistry? {
         var slotCount: UInt = 0
         for cls in 1..<classes.count {
-            slotCount &+= UInt(cacheCapacity(objectSize: UInt(classes.info[cls].size)))
+            let size = UInt(classes.info[cls].size)
+            slotCount &+= UInt(cacheCapacity(objectSize: size)) &+ UInt(remoteCapacity(objectSize: size))
         }
         let recordBytes = UInt(cacheHeaderOffset + MemoryLayout<CacheHeader>.stride) &+ slotCount &* 8
         guard let noCache = persistentAlloc(UInt(cacheHeaderOffset + MemoryLayout<CacheHeader>.stride), alignment: 64) else { return nil }
@@ -83,6 +98,10 @@ let pthreadDestructorIterations: UInt32 = 4
 
 @inline(__always) func cacheBin(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
     (cache + sizeClass &* MemoryLayout<CacheBin>.stride).assumingMemoryBound(to: CacheBin.self)
+}
+
+@inline(__always) func remoteBin(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
+    (cache + remoteBinsOffset + sizeClass &* MemoryLayout<CacheBin>.stride).assumingMemoryBound(to: CacheBin.self)
 }
 
 @inline(__always) func cacheHeader(_ cache: UnsafeMutableRawPointer) -> UnsafeMutablePointer<CacheHeader> {
@@ -111,9 +130,13 @@ let pthreadDestructorIterations: UInt32 = 4
     let classes = heap.pointee.classes
     var slots = (cache + cacheHeaderOffset + MemoryLayout<CacheHeader>.stride).assumingMemoryBound(to: UInt.self)
     for cls in 1..<classes.count {
-        let capacity = cacheCapacity(objectSize: UInt(classes.info[cls].size))
+        let size = UInt(classes.info[cls].size)
+        let capacity = cacheCapacity(objectSize: size)
         cacheBin(cache, cls).initialize(to: CacheBin(count: 0, capacity: capacity, slots: slots))
         slots += Int(capacity)
+        let remote = remoteCapacity(objectSize: size)
+        remoteBin(cache, cls).initialize(to: CacheBin(count: 0, capacity: remote, slots: slots))
+        slots += Int(remote)
     }
     let header = cacheHeader(cache)
     header.pointee.next = registry.pointee.live
@@ -176,12 +199,19 @@ private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
 func flushCache(_ cache: UnsafeMutableRawPointer) {
     let classCount = heap.pointee.classes.count
     for cls in 1..<classCount {
-        let bin = cacheBin(cache, cls)
-        let count = Int(bin.pointee.count)
-        if count > 0 {
-            (heap.pointee.centrals + cls).release(bin.pointee.slots, count: count)
-            bin.pointee.count = 0
-        }
+        releaseAll(cacheBin(cache, cls), sizeClass: cls)
+        releaseAll(remoteBin(cache, cls), sizeClass: cls)
+    }
+}
+
+/// Returns every object of a bin to the class's central list.
+///
+/// Takes the class's central lock.
+private func releaseAll(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) {
+    let count = Int(bin.pointee.count)
+    if count > 0 {
+        (heap.pointee.centrals + sizeClass).release(bin.pointee.slots, count: count)
+        bin.pointee.count = 0
     }
 }
 
@@ -215,10 +245,10 @@ private func retireCache(_ cache: UnsafeMutableRawPointer) {
     let capacity = Int(bin.pointee.capacity)
     if capacity == 0 {
         var object: UInt = 0
-        return central.refill(into: &object, want: 1) == 1 ? object : 0
+        return central.refill(into: &object, want: 1, owner: cache) == 1 ? object : 0
     }
     cacheHeader(cache).pointee.refills &+= 1
-    let got = central.refill(into: bin.pointee.slots, want: capacity / 2)
+    let got = central.refill(into: bin.pointee.slots, want: capacity / 2, owner: cache)
     if got == 0 { return 0 }
     bin.pointee.count = UInt32(got &- 1)
     return bin.pointee.slots[got &- 1]
@@ -249,3 +279,22 @@ private func retireCache(_ cache: UnsafeMutableRawPointer) {
 
 /// The calling thread's cache record, for tests.
 func sh_tls_get_for_tests() -> UnsafeMutableRawPointer? { sh_tls_get() }
+
+/// Caches an object freed from a span another cache draws from, in the class's remote
+/// bin; a full remote bin goes back to the central list first. The no-cache record
+/// (capacity 0) returns the object straight to its span.
+///
+/// Takes the class's central lock when the bin is full.
+@inline(never) func pushRemote(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int, _ object: UInt) {
+    let bin = remoteBin(cache, sizeClass)
+    if bin.pointee.count == bin.pointee.capacity {
+        if bin.pointee.capacity == 0 {
+            var single = object
+            (heap.pointee.centrals + sizeClass).release(&single, count: 1)
+            return
+        }
+        releaseAll(bin, sizeClass: sizeClass)
+    }
+    bin.pointee.slots[Int(bin.pointee.count)] = object
+    bin.pointee.count &+= 1
+}

@@ -43,6 +43,15 @@ let arenaPages: UInt = arenaBytes / pageSize
 /// Number of arena slots in the address space.
 let arenaSlotCount: UInt = 1 << (heapAddressBits - arenaShift)
 
+/// Whether free checks for misuse on its fast path (the object-start check and the
+/// double-free marker, see Free.swift). Always on in the library; a build with
+/// SWIFTHEAP_UNCHECKED=1 turns it off, only to measure what the checks cost.
+#if SWIFTHEAP_UNCHECKED
+let misuseChecks = false
+#else
+let misuseChecks = true
+#endif
+
 /// Every pointer SwiftHeap returns is aligned to this.
 let minAlignment: UInt = 16
 

@@ -6,13 +6,17 @@ import Testing
 @Suite(.serialized) struct CentralTests {
     init() { #expect(ensureHeapInitialized()) }
 
+    @Test func recordsFillWholeCacheLines() {
+        #expect(MemoryLayout<Central>.stride == 64)
+    }
+
     @Test func refillAndReleaseRoundTrip() {
         let cls = heap.pointee.classes.sizeClass(of: 4000)
         let info = heap.pointee.classes.info[cls]
         let central = heap.pointee.centrals + cls
         let want = Int(info.objects) * 3 + 1  // crosses several spans
         var slots = [UInt](repeating: 0, count: want)
-        let got = slots.withUnsafeMutableBufferPointer { central.refill(into: $0.baseAddress!, want: want) }
+        let got = slots.withUnsafeMutableBufferPointer { central.refill(into: $0.baseAddress!, want: want, owner: UnsafeMutableRawPointer(bitPattern: 0x10)!) }
         #expect(got == want)
         #expect(Set(slots).count == want, "no object handed out twice")
         for address in slots {

@@ -39,6 +39,7 @@ import Testing
         // With every free page released first (under the same lock hold, so nothing
         // dirty can be freed in between), any span is fresh or released memory: zero.
         let (span, zeroed) = try #require(withHeapLock { () -> (UnsafeMutablePointer<Span>, Bool)? in
+            _ = heap.pointee.pages.pointee.scavengeStartGen()
             _ = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: false)
             return allocSpanLocked(pageCount: 300)
         })
@@ -54,6 +55,27 @@ import Testing
         #expect(withHeapLock { allocSpanLocked(pageCount: UInt.max / pageSize) } == nil)
         #expect(withHeapLock { allocSpanLocked(pageCount: 1 << 40) } == nil)
         #expect(heap.pointee.stats.mappedBytes == mapped)
+    }
+
+    @Test func growInPlaceTakesTheFreePagesThatFollow() throws {
+        // Within one lock hold: shrink a span, then grow it back into the pages it gave up.
+        let (grown, blocked) = withHeapLock { () -> (Bool, Bool) in
+            guard let (span, _) = allocSpanLocked(pageCount: 40) else { return (false, true) }
+            shrinkSpanLocked(span, keepPages: 30)
+            let grown = growSpanInPlaceLocked(span, extraPages: 10).grown && span.pointee.pages == 40
+                && heap.pointee.spanMap.span(containing: span.pointee.base + 39 * pageSize) == span
+            // A span right after it blocks growth.
+            let neighbour = allocSpanLocked(pageCount: 1, alignment: pageSize)
+            var blocked = true
+            if let (next, _) = neighbour, next.pointee.base == span.pointee.limit {
+                blocked = !growSpanInPlaceLocked(span, extraPages: 1).grown
+            }
+            if let (next, _) = neighbour { freeSpanLocked(next) }
+            freeSpanLocked(span)
+            return (grown, blocked)
+        }
+        #expect(grown)
+        #expect(blocked)
     }
 
     @Test func shrinkGivesPagesBack() throws {

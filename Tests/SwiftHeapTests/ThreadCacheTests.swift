@@ -30,13 +30,18 @@ struct SharedSlots: @unchecked Sendable {
     /// After warming up, malloc/free pairs of one size stay on the fast path: the
     /// thread's slow-path counters do not move.
     @Test func steadyStateMallocFreeTakesNoSlowPath() throws {
-        let p = try #require(allocate(100))
-        deallocate(p)
+        // A size no other test uses (tests run in parallel and could share spans).
+        let size: UInt = 6_500
+        for _ in 0..<100 {
+            let a = allocate(size), b = allocate(size)
+            deallocate(b)
+            deallocate(a)
+        }
         let cache = try #require(sh_tls_get_for_tests())
         let refills = cacheHeader(cache).pointee.refills
         let flushes = cacheHeader(cache).pointee.flushes
         for _ in 0..<100_000 {
-            let a = allocate(100), b = allocate(100)
+            let a = allocate(size), b = allocate(size)
             deallocate(b)
             deallocate(a)
         }
@@ -78,22 +83,27 @@ struct SharedSlots: @unchecked Sendable {
         #expect(objectsAfter <= objectsBefore + 256, "objects of exited threads went back to the central list")
     }
 
-    /// Producer/consumer: one thread allocates, another frees. The consumer's cache
-    /// flushes back in batches, so the heap does not grow with the number of objects passed.
+    /// Producer/consumer: one thread allocates, another frees. The consumer's frees go
+    /// back to the spans in batches, so the class's spans do not grow with the number of
+    /// objects passed. (A size no other test uses: tests run in parallel.)
     @Test func producerConsumerMemoryIsBounded() {
-        let rounds = 40, perRound = 20_000
+        let size: UInt = 12_000
+        let rounds = 30, perRound = 2_000
+        let central = heap.pointee.centrals + heap.pointee.classes.sizeClass(of: size)
         func runRounds(_ n: Int) {
             for _ in 0..<n {
                 let box = SharedSlots(capacity: perRound)
                 defer { box.slots.deallocate() }
-                onThreads(1) { _ in for i in 0..<perRound { box.slots[i] = allocate(48) } }
+                onThreads(1) { _ in for i in 0..<perRound { box.slots[i] = allocate(size) } }
                 onThreads(1) { _ in for i in 0..<perRound { deallocate(box.slots[i]) } }
             }
         }
         runRounds(2)
-        let spansBefore = heap.pointee.stats.spanBytes
+        let spansBefore = central.pointee.spanCount
         runRounds(rounds)
-        let growth = Int(heap.pointee.stats.spanBytes) - Int(spansBefore)
-        #expect(growth < 4 << 20, "span bytes grew by \(growth) over \(rounds * perRound) objects passed")
+        let spansAfter = central.pointee.spanCount
+        let perSpan = Int(heap.pointee.classes.info[heap.pointee.classes.sizeClass(of: size)].objects)
+        #expect(Int(spansAfter) <= Int(spansBefore) + 256 / perSpan + 2,
+                "\(spansBefore) spans before, \(spansAfter) after passing \(rounds * perRound) objects")
     }
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/auxv.h>
+#include <fcntl.h>
 
 // ---- thread-local slot ---------------------------------------------------------
 // One pointer, initial-exec (glibc's manual asks this of a malloc replacement, and a
@@ -95,6 +96,8 @@ static inline uint64_t sh_process_random(void) {
     return bytes ? bytes[0] ^ bytes[1] : (uint64_t)sh_monotonic_nanos() * 0x9E3779B97F4A7C15ull;
 }
 static inline long sh_gettid(void) { return syscall(SYS_gettid); }
+static inline int sh_open_readonly(const char *path) { return open(path, O_RDONLY | O_CLOEXEC); }
+static inline long sh_getdents64(int fd, void *buffer, size_t bytes) { return syscall(SYS_getdents64, fd, buffer, bytes); }
 
 
 

@@ -1,0 +1,113 @@
+// Misuse of the malloc family that SwiftHeap must catch with an abort and a one-line message.
+//
+//   misuse CASE
+//
+// Each case prints `PTR 0x...` (the pointer it is about to misuse) on stdout, then misuses it.
+// scripts/test-misuse runs each case in its own process and checks that it dies of SIGABRT
+// with the right message naming that pointer. `misuse list` prints the cases with the
+// message expected: double free -> "free(): double free of", a pointer never returned by
+// the allocator -> "free(): invalid pointer", realloc of such a pointer ->
+// "realloc(): invalid pointer".
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static char global_buf[256] __attribute__((aligned(64)));
+
+static void announce(void *p) {
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "PTR %p\n", p);
+    ssize_t w = write(1, buf, (size_t)n); (void)w;
+}
+
+// The compiler must not see through the pointers (it may warn or fold "free of a non-heap
+// object"); launder them through a volatile.
+static void *volatile sink;
+static void *launder(void *p) { sink = p; return sink; }
+
+static void do_free(void *p) { announce(p); free(launder(p)); }
+static void do_realloc(void *p, size_t n) { announce(p); void *q = realloc(launder(p), n); sink = q; }
+
+static void *free_in_thread(void *p) { free(p); return NULL; }
+
+typedef struct { const char *name, *kind, *what; } case_t;
+static const case_t cases[] = {
+    { "double-free-small",      "double",  "malloc(64), free, free" },
+    { "double-free-small-later","double",  "malloc(48), free, other allocations, free again" },
+    { "double-free-medium",     "double",  "malloc(20000), free, free" },
+    { "double-free-large",      "double",  "malloc(1 MiB), free, free" },
+    { "double-free-huge",       "double",  "malloc(64 MiB), free, free" },
+    { "double-free-aligned",    "double",  "aligned_alloc(4096, 100), free, free" },
+    { "double-free-calloc",     "double",  "calloc(10, 100), free, free" },
+    { "double-free-thread",     "double",  "malloc(64) freed by another thread, then again" },
+    { "free-stack",             "free",    "free of a stack address" },
+    { "free-global",            "free",    "free of a global" },
+    { "free-interior-small",    "free",    "free(malloc(64) + 8)" },
+    { "free-interior-misaligned","free",   "free(malloc(64) + 1)" },
+    { "free-interior-large",    "free",    "free(malloc(1 MiB) + 512 KiB)" },
+    { "free-interior-large-page","free",   "free of a page-aligned pointer inside malloc(1 MiB)" },
+    { "free-mmap",              "free",    "free of a page from mmap" },
+    { "realloc-stack",          "realloc", "realloc of a stack address" },
+    { "realloc-global",         "realloc", "realloc of a global" },
+    { "realloc-interior-small", "realloc", "realloc(malloc(64) + 8, 100)" },
+    { "realloc-interior-large", "realloc", "realloc(malloc(1 MiB) + 512 KiB, 100)" },
+};
+
+int main(int argc, char **argv) {
+    const char *c = argc > 1 ? argv[1] : "list";
+    if (!strcmp(c, "list")) {
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            printf("%s %s %s\n", cases[i].name, cases[i].kind, cases[i].what);
+        return 0;
+    }
+    char stack_buf[256];
+    memset(stack_buf, 1, sizeof stack_buf);
+    // Some ordinary traffic first, so the allocator is initialised and its caches populated.
+    void *warm[64];
+    for (int i = 0; i < 64; i++) warm[i] = malloc(16 + (size_t)i * 24);
+    for (int i = 0; i < 64; i += 2) free(warm[i]);
+
+    if (!strcmp(c, "double-free-small"))      { void *p = malloc(64); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-small-later")) {
+        void *p = malloc(48); free(p);
+        void *q[10]; for (int i = 0; i < 10; i++) q[i] = malloc(200 + (size_t)i);
+        for (int i = 0; i < 10; i++) free(q[i]);
+        do_free(p);
+    }
+    else if (!strcmp(c, "double-free-medium"))  { void *p = malloc(20000); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-large"))   { void *p = malloc(1 << 20); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-huge"))    { void *p = malloc(64 << 20); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-aligned")) { void *p = aligned_alloc(4096, 100); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-calloc"))  { void *p = calloc(10, 100); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-thread")) {
+        void *p = malloc(64);
+        pthread_t t; pthread_create(&t, NULL, free_in_thread, p); pthread_join(t, NULL);
+        do_free(p);
+    }
+    else if (!strcmp(c, "free-stack"))               do_free(stack_buf + 16);
+    else if (!strcmp(c, "free-global"))              do_free(global_buf + 16);
+    else if (!strcmp(c, "free-interior-small"))      { char *p = malloc(64); do_free(p + 8); }
+    else if (!strcmp(c, "free-interior-misaligned")) { char *p = malloc(64); do_free(p + 1); }
+    else if (!strcmp(c, "free-interior-large"))      { char *p = malloc(1 << 20); do_free(p + (512 << 10)); }
+    else if (!strcmp(c, "free-interior-large-page")) { char *p = malloc(1 << 20); do_free((char *)(((uintptr_t)p + 8192) & ~(uintptr_t)4095)); }
+    else if (!strcmp(c, "free-mmap")) {
+        char *p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) { perror("mmap"); return 3; }
+        do_free(p + 4096);
+    }
+    else if (!strcmp(c, "realloc-stack"))            do_realloc(stack_buf + 16, 100);
+    else if (!strcmp(c, "realloc-global"))           do_realloc(global_buf + 16, 100);
+    else if (!strcmp(c, "realloc-interior-small"))   { char *p = malloc(64); do_realloc(p + 8, 100); }
+    else if (!strcmp(c, "realloc-interior-large"))   { char *p = malloc(1 << 20); do_realloc(p + (512 << 10), 100); }
+    else { fprintf(stderr, "misuse: unknown case %s\n", c); return 3; }
+
+    // Still alive: the misuse went unnoticed.
+    const char m[] = "misuse: survived\n";
+    ssize_t w = write(2, m, sizeof m - 1); (void)w;
+    return 0;
+}
