@@ -121,11 +121,6 @@ struct DecaySamples {
             for i in 0..<decaySampleSlots { slots[i] = slots[i] &- min(slots[i], bytes) }
         }
     }
-
-    /// Marks every sample as "nothing free for long" (after the heap grew or shrank a lot).
-    mutating func reset() {
-        words = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    }
 }
 
 @inline(__always) private var scavenger: UnsafeMutablePointer<ScavengerState> {

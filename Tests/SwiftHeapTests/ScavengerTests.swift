@@ -172,8 +172,6 @@ import Testing
         // The ring wraps around.
         for i in 6..<(6 + decaySampleSlots) { _ = samples.record(7, at: i, window: decaySampleSlots) }
         #expect(samples.record(9, at: 6 + decaySampleSlots, window: decaySampleSlots) == 7)
-        samples.reset()
-        #expect(samples.record(9, at: 0, window: 2) == 0)
     }
 
     /// Frees a span of `pages` pages after writing all of it: dirty, free pages.
