@@ -54,15 +54,18 @@ struct CacheHeader {
     var flushes: UInt
 }
 
-/// The capacity of a bin: a few tens of KiB of objects, between 8 and 128 objects.
+/// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
+/// classes stay small so that an idle thread's cache holds little memory (every class
+/// full is about 2.5 MiB); their objects are big enough that a lock per object or two
+/// is cheap next to what the program does with them.
 func cacheCapacity(objectSize: UInt) -> UInt32 {
     let byBytes = (32 << 10) / objectSize
-    return UInt32(min(128, max(8, byBytes)))
+    return UInt32(min(128, max(2, byBytes)))
 }
 
-/// The capacity of a remote bin: a batch for the central list, at least 4 objects.
+/// The capacity of a remote bin: a batch for the central list, at least 2 objects.
 func remoteCapacity(objectSize: UInt) -> UInt32 {
-    max(4, cacheCapacity(objectSize: objectSize) / 2)
+    max(2, cacheCapacity(objectSize: objectSize) / 2)
 }
 
 /// All thread caches: the record pool, the live list, the no-cache record and the
