@@ -20,9 +20,7 @@ import CShim
         if count != 0 {
             let top = count &- 1
             bin.pointee.count = top
-            let object = bin.pointee.slots[Int(top)]
-            clearFreeMarker(object)
-            return UnsafeMutableRawPointer(bitPattern: object)
+            return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(top)])
         }
     }
     return allocateSlow(size)
@@ -47,21 +45,9 @@ import CShim
     let count = bin.pointee.count
     if count != 0 {
         bin.pointee.count = count &- 1
-        let object = bin.pointee.slots[Int(count &- 1)]
-        clearFreeMarker(object)
-        return UnsafeMutableRawPointer(bitPattern: object)
+        return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(count &- 1)])
     }
-    let object = refillBin(cache, sizeClass)
-    if object == 0 { return nil }
-    clearFreeMarker(object)
-    return UnsafeMutableRawPointer(bitPattern: object)
-}
-
-/// Erases the free marker (see Free.swift) of an object being handed out, so that a
-/// program that leaves the object's second word alone does not send its next free to
-/// the double-free check. glibc's tcache clears its key the same way.
-@inline(__always) func clearFreeMarker(_ object: UInt) {
-    if misuseChecks { UnsafeMutablePointer<UInt>(bitPattern: object &+ 8).unsafelyUnwrapped.pointee = 0 }
+    return UnsafeMutableRawPointer(bitPattern: refillBin(cache, sizeClass))
 }
 
 /// A large object of at least `size` bytes aligned to `alignment`; nil with ENOMEM

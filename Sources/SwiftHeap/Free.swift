@@ -3,16 +3,21 @@
 // free(p) finds p's span through the page→span map (no lock), checks that p is the
 // start of an object of that span, and pushes it on the calling thread's bin for the
 // span's class. The check costs a multiply and a compare and catches frees of interior
-// pointers; pointers SwiftHeap never returned find no span. A double free is caught
-// when the object's bit is found already free on its way back to the span.
+// pointers; pointers SwiftHeap never returned find no span.
 //
-// A double free is caught at once in the common case: free writes a marker (the
-// address mixed with a per-process secret) into the object's second word, as glibc's
-// tcache does with its key. A free that finds the marker already there checks whether
-// the object really is free — in this thread's bin, or free in its span's bitmap — and
-// reports it; a live object that merely holds the same bytes is not in either place.
-// Frees of the same object from two threads are caught later, when the second copy
-// reaches the span and finds its bit already free.
+// Double frees are caught from the allocator's own metadata, without touching the
+// object (writing a marker into every freed object, as glibc's tcache does, dirties a
+// cold cache line per free and cost a third of the time of a churning workload here):
+//   * the object's bit in its span's free bitmap is set: the object went back to its
+//     span already (freed before, and flushed, or freed by another thread). Read
+//     without the central lock: the bit of an object the caller owns is clear, and is
+//     set only when the object is released, so a set bit is always a double free;
+//   * the object is one of the last four pushed on the bin it would go to: the common
+//     free(p); free(p), even with a few frees of other objects in between (four
+//     compares on the line of the bin that the push writes anyway).
+// A double free of an object that sits deeper in this thread's bin is caught later,
+// when the two copies reach the span and the second finds its bit already set; if the
+// object is handed out meanwhile, two owners share it until then.
 //
 // free preserves errno (glibc's manual asks it of a replacement): the slow paths may
 // make system calls (a contended lock's futex), so they save and restore it.
@@ -24,13 +29,12 @@ import CShim
     let address = UInt(bitPattern: pointer)
     if let cache = sh_tls_get(), let span = heap.pointee.spanMap.span(containing: address) {
         let cls = Int(span.pointee.sizeClass)
-        if cls != 0 && (!misuseChecks || span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) == address) {
+        let index = span.objectIndex(of: address)
+        if cls != 0 && (!misuseChecks || span.pointee.base &+ index &* UInt(span.pointee.objectSize) == address) {
             let bin = cacheBin(cache, cls)
             let count = bin.pointee.count
-            let marker = address ^ heap.pointee.freeMarkerSecret
-            let markerSlot = pointer.advanced(by: 8).assumingMemoryBound(to: UInt.self)
-            if count < bin.pointee.capacity && (!misuseChecks || markerSlot.pointee != marker) && span.pointee.owner == cache {
-                if misuseChecks { markerSlot.pointee = marker }
+            if count < bin.pointee.capacity && span.pointee.owner == cache
+                && (!misuseChecks || !looksFreed(address, index: index, span: span, bin: bin)) {
                 bin.pointee.slots[Int(count)] = address
                 bin.pointee.count = count &+ 1
                 return
@@ -40,21 +44,24 @@ import CShim
     deallocateSlow(address, call: "free()")
 }
 
-private func binContains(_ bin: UnsafeMutablePointer<CacheBin>, _ address: UInt) -> Bool {
+/// Whether object `index` of `span` (at `address`) is free already: its bit in the
+/// span's free bitmap is set, or it is one of the last four objects pushed on `bin`.
+/// See the file comment for why the unlocked read of the bitmap is sound. Kept short:
+/// in a memory-bound program every instruction here delays the program's next miss.
+@inline(__always) func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
+                                  bin: UnsafeMutablePointer<CacheBin>) -> Bool {
+    let word = span.freeWords[Int(bitPattern: index >> 6)]
+    let count = Int(bin.pointee.count)
     let slots = bin.pointee.slots
-    for i in 0..<Int(bin.pointee.count) where slots[i] == address { return true }
-    return false
-}
-
-/// Whether a small object that carries the free marker is really free already: in
-/// this thread's bins of its class, or free in its span's bitmap (read without the
-/// central lock: the bit of an object the caller legitimately owns is clear and only
-/// its owner's free sets it).
-@inline(never) func isAlreadyFree(_ address: UInt, span: UnsafeMutablePointer<Span>,
-                                  cache: UnsafeMutableRawPointer, sizeClass: Int) -> Bool {
-    if binContains(cacheBin(cache, sizeClass), address) || binContains(remoteBin(cache, sizeClass), address) { return true }
-    let index = span.objectIndex(of: address)
-    return span.freeWords[Int(bitPattern: index >> 6)] & (UInt64(1) << UInt64(index & 63)) != 0
+    var recent = false
+    if count >= 4 {
+        recent = slots[count &- 1] == address || slots[count &- 2] == address
+            || slots[count &- 3] == address || slots[count &- 4] == address
+    } else {
+        var i = 0
+        while i < count { recent = recent || slots[i] == address; i &+= 1 }
+    }
+    return recent || word & (UInt64(1) << UInt64(index & 63)) != 0
 }
 
 @inline(never) func deallocateSlow(_ address: UInt, call: StaticString) {
@@ -84,15 +91,12 @@ private func binContains(_ bin: UnsafeMutablePointer<CacheBin>, _ address: UInt)
         return
     }
     let bin = cacheBin(cache, cls)
-    let markerSlot = UnsafeMutablePointer<UInt>(bitPattern: address &+ 8)!
-    let marker = address ^ heap.pointee.freeMarkerSecret
-    if misuseChecks {
-        if markerSlot.pointee == marker && isAlreadyFree(address, span: span, cache: cache, sizeClass: cls) {
-            fatalMisuse(call, "double free of", address: address)
-        }
-        markerSlot.pointee = marker
+    let remote = span.pointee.owner != cache
+    if misuseChecks && looksFreed(address, index: span.objectIndex(of: address), span: span,
+                                  bin: remote ? remoteBin(cache, cls) : bin) {
+        fatalMisuse(call, "double free of", address: address)
     }
-    if span.pointee.owner != cache {
+    if remote {
         pushRemote(cache, cls, address)
         maybeStartScavenger()
         return

@@ -45,8 +45,6 @@ struct Heap {
     var caches: CacheRegistry
     var stats = HeapStats()
     var config = Config()
-    /// Mixed into the marker free writes into freed small objects (see Free.swift).
-    var freeMarkerSecret: UInt = 0
     var scavenger = ScavengerState()
 }
 
@@ -107,7 +105,6 @@ func ensureHeapInitialized() -> Bool {
     root.pointee.caches = caches
     root.pointee.stats = HeapStats()
     root.pointee.config = Config()
-    root.pointee.freeMarkerSecret = UInt(sh_process_random()) | 1
     root.pointee.scavenger = ScavengerState()
     sh_store32(initStateWord, 2)
     return true

@@ -44,7 +44,7 @@ let arenaPages: UInt = arenaBytes / pageSize
 let arenaSlotCount: UInt = 1 << (heapAddressBits - arenaShift)
 
 /// Whether free checks for misuse on its fast path (the object-start check and the
-/// double-free marker, see Free.swift). Always on in the library; a build with
+/// double-free checks, see Free.swift). Always on in the library; a build with
 /// SWIFTHEAP_UNCHECKED=1 turns it off, only to measure what the checks cost.
 #if SWIFTHEAP_UNCHECKED
 let misuseChecks = false

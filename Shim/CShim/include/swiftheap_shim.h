@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/auxv.h>
 #include <fcntl.h>
 
 // ---- thread-local slot ---------------------------------------------------------
@@ -89,11 +88,6 @@ static inline int64_t sh_thread_cpu_nanos(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-// 16 random bytes the kernel gives every process (AT_RANDOM); read without allocating.
-static inline uint64_t sh_process_random(void) {
-    const uint64_t *bytes = (const uint64_t *)getauxval(AT_RANDOM);
-    return bytes ? bytes[0] ^ bytes[1] : (uint64_t)sh_monotonic_nanos() * 0x9E3779B97F4A7C15ull;
 }
 static inline long sh_gettid(void) { return syscall(SYS_gettid); }
 static inline int sh_open_readonly(const char *path) { return open(path, O_RDONLY | O_CLOEXEC); }
