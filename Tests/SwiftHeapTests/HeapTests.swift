@@ -5,13 +5,6 @@ import Testing
 @Suite(.serialized) struct HeapTests {
     init() { #expect(ensureHeapInitialized()) }
 
-    private func withHeapLock<T>(_ body: () -> T) -> T {
-        let lock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
-        lock.lock()
-        defer { lock.unlock() }
-        return body()
-    }
-
     @Test(arguments: [1, 2, 7, 512, 513, 9000] as [UInt])
     func allocSpanMapsItsPagesAndFreeUnmapsThem(pages: UInt) throws {
         let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: pages) })

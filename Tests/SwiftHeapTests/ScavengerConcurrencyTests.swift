@@ -61,11 +61,3 @@ import Foundation
         return words[n / 8 - 1] == ~base
     }
 }
-
-/// A counter shared by test threads.
-final class SharedCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    func add(_ n: Int) { lock.lock(); count += n; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
-}

@@ -11,13 +11,6 @@ import Testing
 @Suite(.serialized) struct ScavengerTests {
     init() { #expect(ensureHeapInitialized()) }
 
-    private func withHeapLock<T>(_ body: () -> T) -> T {
-        let lock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
-        lock.lock()
-        defer { lock.unlock() }
-        return body()
-    }
-
     /// Class of 3072-byte objects: 8 in a 3-page span (6 OS pages), objects straddle
     /// OS pages: page p holds objects ⌊4096p/3072⌋ ... ⌊(4096p+4095)/3072⌋.
     private var straddlingClass: Int {

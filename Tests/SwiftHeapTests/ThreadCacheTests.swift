@@ -2,26 +2,6 @@ import Testing
 import Foundation
 @testable import SwiftHeap
 
-/// Runs `body` on `count` threads at once and waits for them.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let group = DispatchGroup()
-    for index in 0..<count {
-        group.enter()
-        let thread = Thread {
-            body(index)
-            group.leave()
-        }
-        thread.start()
-    }
-    group.wait()
-}
-
-/// A slot array handed between test threads (they synchronise by joining).
-struct SharedSlots: @unchecked Sendable {
-    let slots: UnsafeMutablePointer<UnsafeMutableRawPointer?>
-    init(capacity: Int) { slots = .allocate(capacity: capacity) }
-}
-
 @Suite(.serialized) struct ThreadCacheTests {
     init() {
         swiftheap_library_init()
