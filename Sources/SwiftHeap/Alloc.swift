@@ -28,12 +28,22 @@ import CShim
 
 @inline(never) func allocateSlow(_ size: UInt) -> UnsafeMutableRawPointer? {
     if size > maxSmallSize { return allocateLarge(size, alignment: pageSize, zeroed: false) }
+    if !ensureHeapInitialized() {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    return allocateSmallSlow(heap.pointee.classes.sizeClass(of: size))
+}
+
+/// An object of class `sizeClass` from this thread's cache, made first if the thread
+/// has none; nil with ENOMEM if memory is exhausted. The heap must be initialised.
+@inline(never) func allocateSmallSlow(_ sizeClass: Int) -> UnsafeMutableRawPointer? {
     let savedErrno = sh_errno_get()
     guard let cache = currentCacheSlow() else {
         sh_errno_set(ENOMEM)
         return nil
     }
-    let object = allocateSmall(cache, heap.pointee.classes.sizeClass(of: size))
+    let object = allocateSmall(cache, sizeClass)
     sh_errno_set(object == nil ? ENOMEM : savedErrno)
     return object
 }
@@ -85,25 +95,14 @@ import CShim
     if size <= maxSmallSize && alignment <= pageSize {
         // A class whose size is a multiple of the alignment has every object aligned,
         // because spans start on a page boundary.
-        let classes = heap.pointee.classes
         if !ensureHeapInitialized() {
             sh_errno_set(ENOMEM)
             return nil
         }
-        var cls = heap.pointee.classes.sizeClass(of: max(size, alignment))
-        let count = heap.pointee.classes.count
-        while cls < count && UInt(heap.pointee.classes.info[cls].size) % alignment != 0 { cls &+= 1 }
-        _ = classes
-        if cls < count {
-            let savedErrno = sh_errno_get()
-            guard let cache = currentCacheSlow() else {
-                sh_errno_set(ENOMEM)
-                return nil
-            }
-            let object = allocateSmall(cache, cls)
-            sh_errno_set(object == nil ? ENOMEM : savedErrno)
-            return object
-        }
+        let classes = heap.pointee.classes
+        var cls = classes.sizeClass(of: max(size, alignment))
+        while cls < classes.count && UInt(classes.info[cls].size) % alignment != 0 { cls &+= 1 }
+        if cls < classes.count { return allocateSmallSlow(cls) }
     }
     return allocateLarge(max(size, maxSmallSize &+ 1), alignment: max(alignment, pageSize), zeroed: false)
 }
