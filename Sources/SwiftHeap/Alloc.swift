@@ -72,7 +72,6 @@ import CShim
         return nil
     }
     let pageCount = padded >> pageShift
-    let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
     heapLock.lock()
     guard let (span, zeroed) = allocSpanLocked(pageCount: pageCount, alignment: alignment) else {
         heapLock.unlock()

@@ -208,7 +208,6 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// Must hold this central's lock; takes the heap lock.
     private func newSpan() -> UnsafeMutablePointer<Span>? {
         let info = heap.pointee.classes.info[Int(pointee.sizeClass)]
-        let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
         heapLock.lock()
         let result = allocSpanLocked(pageCount: UInt(info.pages))
         heapLock.unlock()
@@ -264,7 +263,6 @@ extension UnsafeMutablePointer where Pointee == Central {
                     noteInSpanReleased(-Int64(released.nonzeroBitCount) &* Int64(osPageSize))
                 }
                 pointee.spanCount &-= 1
-                let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
                 heapLock.lock()
                 freeSpanLocked(span)
                 // Pages whose OS pages were all released stay released: free and scavenged.

@@ -12,7 +12,7 @@ private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) ->
     let locks: (UnsafeMutablePointer<Mutex>, UnsafeMutablePointer<Mutex>, UnsafeMutablePointer<Mutex>) = (
         withUnsafeMutablePointer(to: &root.pointee.initLock) { $0 },
         registryLock,
-        withUnsafeMutablePointer(to: &root.pointee.lock) { $0 })
+        heapLock)
     let metadataLock = UnsafeMutableRawPointer(metadataState).assumingMemoryBound(to: Mutex.self)
     if !reverse {
         body(locks.0)

@@ -30,7 +30,7 @@ import CShim
     if let cache = sh_tls_get(), let span = heap.pointee.spanMap.span(containing: address) {
         let cls = Int(span.pointee.sizeClass)
         let index = span.objectIndex(of: address)
-        if cls != 0 && (!misuseChecks || span.pointee.base &+ index &* UInt(span.pointee.objectSize) == address) {
+        if cls != 0 && (!misuseChecks || span.isObjectStart(address, index: index)) {
             let bin = cacheBin(cache, cls)
             let count = bin.pointee.count
             if count < bin.pointee.capacity && span.pointee.owner == cache
@@ -81,7 +81,7 @@ import CShim
         return
     }
     let cls = Int(span.pointee.sizeClass)
-    if span.pointee.state != .small || span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) != address {
+    if span.pointee.state != .small || !span.isObjectStart(address, index: span.objectIndex(of: address)) {
         fatalMisuse(call, "invalid pointer", address: address)
     }
     guard let cache = currentCacheSlow() else {
@@ -113,7 +113,6 @@ import CShim
 
 /// Takes the heap lock.
 private func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: StaticString) {
-    let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
     heapLock.lock()
     // Verify under the lock: a racing double free may have freed it meanwhile.
     guard heap.pointee.spanMap.span(containing: address) == span, span.pointee.state == .large else {
@@ -148,7 +147,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     let address = UInt(bitPattern: pointer)
     guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address),
           span.pointee.state != .free, address == span.pointee.base ||
-            (span.pointee.state == .small && span.pointee.base &+ span.objectIndex(of: address) &* UInt(span.pointee.objectSize) == address)
+            (span.pointee.state == .small && span.isObjectStart(address, index: span.objectIndex(of: address)))
     else { fatalMisuse("realloc()", "invalid pointer", address: address) }
 
     let oldUsable: UInt
@@ -175,7 +174,6 @@ private func resizeLargeInPlace(_ span: UnsafeMutablePointer<Span>, _ size: UInt
     if overflow { return nil }
     let newPages = padded >> pageShift
     if newPages == span.pointee.pages { return UnsafeMutableRawPointer(bitPattern: span.pointee.base) }
-    let heapLock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
     heapLock.lock()
     defer { heapLock.unlock() }
     let oldPages = span.pointee.pages

@@ -53,6 +53,11 @@ struct Heap {
     (sh_static_area() + staticRootOffset).assumingMemoryBound(to: Heap.self)
 }
 
+/// The heap lock (Heap.lock), for the layers that take it.
+@inline(__always) var heapLock: UnsafeMutablePointer<Mutex> {
+    withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
+}
+
 /// True once the heap is usable. Cheap: one acquire load.
 @inline(__always) func heapIsReady() -> Bool {
     sh_load32(initStateWord) == 2
@@ -88,7 +93,6 @@ func ensureHeapInitialized() -> Bool {
     else { return false }
     let pages = pagesMemory.bindMemory(to: PageAlloc.self, capacity: 1)
     pages.initialize(to: PageAlloc())
-    let heapLock = withUnsafeMutablePointer(to: &root.pointee.lock) { $0 }
     if !pages.pointee.initialize(heapLock: heapLock, test: false) { return false }
     let centrals = centralMemory.bindMemory(to: Central.self, capacity: maxSizeClasses)
     for cls in 0..<maxSizeClasses {

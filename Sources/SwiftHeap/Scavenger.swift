@@ -127,10 +127,6 @@ struct DecaySamples {
     withUnsafeMutablePointer(to: &heap.pointee.scavenger) { $0 }
 }
 
-@inline(__always) private var heapLock: UnsafeMutablePointer<Mutex> {
-    withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
-}
-
 private var workFlagWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.workFlag) { $0 } }
 private var threadStateWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.threadState) { $0 } }
 private var startAllowedWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.startAllowed) { $0 } }

@@ -73,6 +73,11 @@ extension UnsafeMutablePointer where Pointee == Span {
         ((address &- pointee.base) &* UInt(pointee.reciprocal)) >> 32
     }
 
+    /// Whether `address` is the start of object `index` (its objectIndex) of this span.
+    @inline(__always) func isObjectStart(_ address: UInt, index: UInt) -> Bool {
+        pointee.base &+ index &* UInt(pointee.objectSize) == address
+    }
+
     /// Whether objects first...last (inclusive) are all free.
     func allFree(from first: UInt, through last: UInt) -> Bool {
         let words = freeWords

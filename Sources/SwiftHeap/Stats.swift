@@ -26,8 +26,7 @@ struct HeapSnapshot {
         var snapshot = HeapSnapshot()
         if !heapIsReady() { return snapshot }
         let root = heap
-        let lock = withUnsafeMutablePointer(to: &root.pointee.lock) { $0 }
-        lock.lock()
+        heapLock.lock()
         snapshot.mappedBytes = root.pointee.stats.mappedBytes
         snapshot.spanBytes = root.pointee.stats.spanBytes
         snapshot.largeBytes = root.pointee.stats.largeBytes
@@ -36,7 +35,7 @@ struct HeapSnapshot {
         snapshot.scavengedFreeBytes = root.pointee.pages.pointee.scavengedBytes
         snapshot.retainedBytes = retainedBytesLocked()
         snapshot.generation = root.pointee.pages.pointee.scav.gen
-        lock.unlock()
+        heapLock.unlock()
         snapshot.inSpanReleasedBytes = UInt(sh_load64_relaxed(withUnsafeMutablePointer(to: &root.pointee.scavenger.inSpanReleasedBytes) { $0 }))
         snapshot.scavengerCPUNanos = UInt(sh_load64_relaxed(withUnsafeMutablePointer(to: &root.pointee.scavenger.cpuNanos) { $0 }))
         snapshot.liveBytes = liveBytesEstimate()

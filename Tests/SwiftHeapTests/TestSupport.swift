@@ -4,9 +4,8 @@ import Foundation
 
 /// Runs `body` holding the heap lock.
 func withHeapLock<T>(_ body: () -> T) -> T {
-    let lock = withUnsafeMutablePointer(to: &heap.pointee.lock) { $0 }
-    lock.lock()
-    defer { lock.unlock() }
+    heapLock.lock()
+    defer { heapLock.unlock() }
     return body()
 }
 
