@@ -95,6 +95,22 @@ static inline long sh_getdents64(int fd, void *buffer, size_t bytes) { return sy
 
 
 
+// ---- fork and threads -----------------------------------------------------------------
+// stdio's list lock (glibc exports these; recursive, owned by a thread). glibc's fork takes
+// it after the atfork prepare handlers, so a prepare handler that takes allocator locks
+// first inverts the order against fflush(NULL) and getline (Fork.swift).
+extern void _IO_list_lock(void);
+extern void _IO_list_unlock(void);
+extern void _IO_list_resetlock(void);
+// glibc 2.32+: true while the process has never created a thread. Weak, so that an older
+// libc simply reports "unknown".
+extern char __libc_single_threaded __attribute__((weak));
+// 1: the process is single-threaded (glibc says so); 0: it has or had other threads, or
+// the libc cannot tell.
+static inline int sh_libc_single_threaded(void) {
+    return &__libc_single_threaded != 0 && __atomic_load_n(&__libc_single_threaded, __ATOMIC_RELAXED) != 0;
+}
+
 // ---- static state -------------------------------------------------------------------
 // Zero-initialised storage that exists before any code runs, so that the very first
 // malloc (which may come from the loader, before any constructor) can bootstrap the
