@@ -50,7 +50,6 @@ import CShim
 /// in a memory-bound program every instruction here delays the program's next miss.
 @inline(__always) func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
                                   bin: UnsafeMutablePointer<CacheBin>) -> Bool {
-    let word = span.freeWords[Int(bitPattern: index >> 6)]
     let count = Int(bin.pointee.count)
     let slots = bin.pointee.slots
     var recent = false
@@ -61,29 +60,51 @@ import CShim
         var i = 0
         while i < count { recent = recent || slots[i] == address; i &+= 1 }
     }
-    return recent || word & (UInt64(1) << UInt64(index & 63)) != 0
+    return recent || span.isFree(index)
 }
 
-@inline(never) func deallocateSlow(_ address: UInt, call: StaticString) {
-    let savedErrno = sh_errno_get()
-    defer { sh_errno_set(savedErrno) }
+/// The span of the live object at `address` passed to `call` (free, realloc), or a
+/// one-line diagnostic and abort if `address` is not the start of an object SwiftHeap
+/// handed out. Objects found free already (see looksFreed) are reported as double frees;
+/// so is a page-aligned address in heap memory that no span holds (almost surely a large
+/// object freed before).
+func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer<Span> {
     guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address) else {
-        // A page-aligned address inside an arena but in no span is, almost surely, a
-        // large object freed before.
         if heapIsReady() && address & (pageSize &- 1) == 0 && heap.pointee.spanMap.isInArena(address) {
             fatalMisuse(call, "double free of", address: address)
         }
         fatalMisuse(call, "invalid pointer", address: address)
     }
-    if span.pointee.state == .large {
+    switch span.pointee.state {
+    case .large:
         if address != span.pointee.base { fatalMisuse(call, "invalid pointer", address: address) }
+    case .small:
+        let index = span.objectIndex(of: address)
+        if !span.isObjectStart(address, index: index) { fatalMisuse(call, "invalid pointer", address: address) }
+        if misuseChecks {
+            var freed = span.isFree(index)
+            if !freed, let cache = sh_tls_get() {
+                let cls = Int(span.pointee.sizeClass)
+                freed = looksFreed(address, index: index, span: span,
+                                   bin: span.pointee.owner == cache ? cacheBin(cache, cls) : remoteBin(cache, cls))
+            }
+            if freed { fatalMisuse(call, "double free of", address: address) }
+        }
+    case .free:
+        fatalMisuse(call, "invalid pointer", address: address)
+    }
+    return span
+}
+
+@inline(never) func deallocateSlow(_ address: UInt, call: StaticString) {
+    let savedErrno = sh_errno_get()
+    defer { sh_errno_set(savedErrno) }
+    let span = liveObjectSpan(address, call: call)
+    if span.pointee.state == .large {
         freeLarge(span, address: address, call: call)
         return
     }
     let cls = Int(span.pointee.sizeClass)
-    if span.pointee.state != .small || !span.isObjectStart(address, index: span.objectIndex(of: address)) {
-        fatalMisuse(call, "invalid pointer", address: address)
-    }
     guard let cache = currentCacheSlow() else {
         // No cache can be made (out of memory): straight back to the span.
         var single = address
@@ -91,12 +112,7 @@ import CShim
         return
     }
     let bin = cacheBin(cache, cls)
-    let remote = span.pointee.owner != cache
-    if misuseChecks && looksFreed(address, index: span.objectIndex(of: address), span: span,
-                                  bin: remote ? remoteBin(cache, cls) : bin) {
-        fatalMisuse(call, "double free of", address: address)
-    }
-    if remote {
+    if span.pointee.owner != cache {
         pushRemote(cache, cls, address)
         maybeStartScavenger()
         return
@@ -145,10 +161,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         return nil
     }
     let address = UInt(bitPattern: pointer)
-    guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address),
-          span.pointee.state != .free, address == span.pointee.base ||
-            (span.pointee.state == .small && span.isObjectStart(address, index: span.objectIndex(of: address)))
-    else { fatalMisuse("realloc()", "invalid pointer", address: address) }
+    let span = liveObjectSpan(address, call: "realloc()")
 
     let oldUsable: UInt
     if span.pointee.state == .small {

@@ -78,6 +78,12 @@ extension UnsafeMutablePointer where Pointee == Span {
         pointee.base &+ index &* UInt(pointee.objectSize) == address
     }
 
+    /// Whether object `index` is free in the span's bitmap (read without the central lock
+    /// by free's misuse checks: see Free.swift).
+    @inline(__always) func isFree(_ index: UInt) -> Bool {
+        freeWords[Int(bitPattern: index >> 6)] & (UInt64(1) << UInt64(index & 63)) != 0
+    }
+
     /// Whether objects first...last (inclusive) are all free.
     func allFree(from first: UInt, through last: UInt) -> Bool {
         let words = freeWords
