@@ -7,8 +7,9 @@
 // or overflow trap.
 //
 // Large objects (above maxSmallSize) are spans of their own, taken from the page heap
-// under the heap lock. Their memory is known to be zero when every page of the span
-// was fresh from mmap or released with MADV_DONTNEED, and calloc then skips the memset.
+// under the heap lock. calloc of a large size zeroes by releasing the span's pages again
+// where most of them were released already (see zeroLarge): released memory is never
+// trusted to still read as zero.
 
 import CShim
 
@@ -73,7 +74,7 @@ import CShim
     }
     let pageCount = padded >> pageShift
     heapLock.lock()
-    guard let (span, zeroed) = allocSpanLocked(pageCount: pageCount, alignment: alignment) else {
+    guard let (span, scavenged) = allocSpanLocked(pageCount: pageCount, alignment: alignment) else {
         heapLock.unlock()
         sh_errno_set(ENOMEM)
         return nil
@@ -83,9 +84,25 @@ import CShim
     heap.pointee.stats.largeCount &+= 1
     heapLock.unlock()
     let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base)!
-    if mustBeZero && !zeroed { memset(memory, 0, Int(bitPattern: pageCount &<< pageShift)) }
+    if mustBeZero { zeroLarge(memory, bytes: pageCount &<< pageShift, scavengedBytes: scavenged) }
     sh_errno_set(savedErrno)
     return memory
+}
+
+/// Makes a large object's memory zero for calloc without trusting what it held. Pages the
+/// scavenger released read as zero only until someone writes them, and a program that
+/// writes into memory it freed (a use-after-free bug) may have: so released pages are not
+/// "known zero". Where most of the span was released, releasing it again is the cheap way
+/// (madvise of pages that are not resident costs little, and the kernel zero-fills every
+/// page on its next touch, written or not); otherwise the memset is the cheaper.
+///
+/// The span must be allocated to the caller (no lock is held).
+func zeroLarge(_ memory: UnsafeMutableRawPointer, bytes: UInt, scavengedBytes: UInt) {
+    if scavengedBytes >= bytes / 2 {
+        osRelease(UInt(bitPattern: memory), bytes)
+    } else {
+        memset(memory, 0, Int(bitPattern: bytes))
+    }
 }
 
 /// An object of at least `size` bytes aligned to `alignment` (a power of two).

@@ -211,8 +211,8 @@ extension UnsafeMutablePointer where Pointee == Central {
         heapLock.lock()
         let result = allocSpanLocked(pageCount: UInt(info.pages))
         heapLock.unlock()
-        guard let (span, zeroed) = result else { return nil }
-        setUpSpan(span, zeroed: zeroed)
+        guard let (span, scavengedBytes) = result else { return nil }
+        setUpSpan(span, zeroed: scavengedBytes == UInt(info.pages) &<< pageShift)
         pointee.spanCount &+= 1
         return span
     }

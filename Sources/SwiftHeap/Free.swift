@@ -192,7 +192,7 @@ private func resizeLargeInPlace(_ span: UnsafeMutablePointer<Span>, _ size: UInt
     let oldPages = span.pointee.pages
     if newPages <= oldPages {
         shrinkSpanLocked(span, keepPages: newPages)
-    } else if !growSpanInPlaceLocked(span, extraPages: newPages &- oldPages).grown {
+    } else if !growSpanInPlaceLocked(span, extraPages: newPages &- oldPages) {
         return nil
     }
     heap.pointee.stats.largeBytes = heap.pointee.stats.largeBytes &- (oldPages &<< pageShift) &+ (span.pointee.pages &<< pageShift)

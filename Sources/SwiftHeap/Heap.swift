@@ -119,11 +119,12 @@ func ensureHeapInitialized() -> Bool {
 /// Allocates a span of `pageCount` pages whose base is aligned to `alignment` bytes
 /// (a power of two; pageSize or less means no constraint beyond the page).
 /// Returns the span, in state `.free` with base and pages set and the span map
-/// pointing at it, and whether its memory is known to be zero; nil if the address
-/// space or metadata memory is exhausted.
+/// pointing at it, and how many of its bytes the page allocator had as scavenged
+/// (released, or fresh from mmap); nil if the address space or metadata memory is
+/// exhausted.
 ///
 /// Must hold the heap lock.
-func allocSpanLocked(pageCount: UInt, alignment: UInt = pageSize) -> (span: UnsafeMutablePointer<Span>, zeroed: Bool)? {
+func allocSpanLocked(pageCount: UInt, alignment: UInt = pageSize) -> (span: UnsafeMutablePointer<Span>, scavengedBytes: UInt)? {
     let root = heap
     // Over-allocate for alignments above a page, then give back the head and tail.
     let alignmentPages = alignment > pageSize ? alignment >> pageShift : 1
@@ -136,7 +137,8 @@ func allocSpanLocked(pageCount: UInt, alignment: UInt = pageSize) -> (span: Unsa
         if run.base == 0 { return nil }
     }
     var base = run.base
-    let zeroed = run.scavenged == searchPages &<< pageShift
+    // (The head and tail given back below for an alignment go back as not scavenged.)
+    let scavengedBytes = min(run.scavenged, pageCount &<< pageShift)
     if alignmentPages > 1 {
         base = alignUp(run.base, alignment)
         let headPages = (base &- run.base) >> pageShift
@@ -154,7 +156,7 @@ func allocSpanLocked(pageCount: UInt, alignment: UInt = pageSize) -> (span: Unsa
     span.pointee.pages = pageCount
     root.pointee.spanMap.set(base: base, pages: pageCount, to: span)
     root.pointee.stats.spanBytes &+= pageCount &<< pageShift
-    return (span, zeroed)
+    return (span, scavengedBytes)
 }
 
 /// Returns a span's pages to the page allocator and its record to the pool.
@@ -173,18 +175,17 @@ func freeSpanLocked(_ span: UnsafeMutablePointer<Span>) {
 }
 
 /// Extends a large span in place by `extraPages` if the pages after it are free.
-/// Returns whether it did, and whether the new pages are known to be zero.
+/// Returns whether it did.
 ///
 /// Must hold the heap lock.
-func growSpanInPlaceLocked(_ span: UnsafeMutablePointer<Span>, extraPages: UInt) -> (grown: Bool, zeroed: Bool) {
+func growSpanInPlaceLocked(_ span: UnsafeMutablePointer<Span>, extraPages: UInt) -> Bool {
     let root = heap
     let limit = span.pointee.limit
-    let result = root.pointee.pages.pointee.allocRangeIfFree(base: limit, npages: extraPages)
-    if !result.ok { return (false, false) }
+    if !root.pointee.pages.pointee.allocRangeIfFree(base: limit, npages: extraPages).ok { return false }
     span.pointee.pages &+= extraPages
     root.pointee.spanMap.set(base: limit, pages: extraPages, to: span)
     root.pointee.stats.spanBytes &+= extraPages &<< pageShift
-    return (true, result.scavenged == extraPages &<< pageShift)
+    return true
 }
 
 /// Gives the last `pageCount - keepPages` pages of a span back to the page allocator.

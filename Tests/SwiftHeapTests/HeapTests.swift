@@ -55,13 +55,13 @@ import Testing
         let (grown, blocked) = withHeapLock { () -> (Bool, Bool) in
             guard let (span, _) = allocSpanLocked(pageCount: 40) else { return (false, true) }
             shrinkSpanLocked(span, keepPages: 30)
-            let grown = growSpanInPlaceLocked(span, extraPages: 10).grown && span.pointee.pages == 40
+            let grown = growSpanInPlaceLocked(span, extraPages: 10) && span.pointee.pages == 40
                 && heap.pointee.spanMap.span(containing: span.pointee.base + 39 * pageSize) == span
             // A span right after it blocks growth.
             let neighbour = allocSpanLocked(pageCount: 1, alignment: pageSize)
             var blocked = true
             if let (next, _) = neighbour, next.pointee.base == span.pointee.limit {
-                blocked = !growSpanInPlaceLocked(span, extraPages: 1).grown
+                blocked = !growSpanInPlaceLocked(span, extraPages: 1)
             }
             if let (next, _) = neighbour { freeSpanLocked(next) }
             freeSpanLocked(span)
