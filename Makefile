@@ -6,6 +6,7 @@
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc
 #   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
 #   make rss        RSS over time after bursts and scattered frees (table and PNG)
+#   make footprint  VmSize, VmRSS and peak RSS of tiny programs against glibc
 #   make stress     multithreaded random stress with pattern checks, forks, real programs
 
 SWIFT        ?= swift
@@ -18,7 +19,7 @@ UNCHECKED_DIR := .build-embedded-unchecked
 UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
 
 .PHONY: bench-checks
-.PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
+.PHONY: all lib libpath test unit check-lib ctest misuse limits footprint programs bench rss stress clean
 
 all: lib
 
@@ -31,7 +32,7 @@ $(LIB): $(SOURCES)
 libpath:
 	@echo $(LIB)
 
-test: lib unit check-lib ctest misuse programs
+test: lib unit check-lib ctest misuse limits programs
 
 unit:
 	$(SWIFT) test
@@ -44,6 +45,12 @@ ctest: lib
 
 misuse: lib
 	scripts/test-misuse $(LIB)
+
+limits: lib
+	scripts/test-limits $(LIB)
+
+footprint: lib
+	scripts/footprint $(LIB)
 
 programs: lib
 	scripts/test-programs $(LIB)

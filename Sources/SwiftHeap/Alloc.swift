@@ -85,6 +85,7 @@ import CShim
     heapLock.unlock()
     let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base)!
     if mustBeZero { zeroLarge(memory, bytes: pageCount &<< pageShift, scavengedBytes: scavenged) }
+    scavengerPoke(allocating: true)
     sh_errno_set(savedErrno)
     return memory
 }

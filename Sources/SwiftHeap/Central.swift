@@ -66,12 +66,14 @@ extension UnsafeMutablePointer where Pointee == Central {
     func refill(into slots: UnsafeMutablePointer<UInt>, want: Int, owner: UnsafeMutableRawPointer) -> Int {
         lockPointer.lock()
         var got = 0
+        var tookNewSpan = false
         while got < want {
             var span = partialSpan(for: owner)
             if span == nil {
                 guard let fresh = newSpan() else { break }
                 pushPartial(fresh)
                 span = fresh
+                tookNewSpan = true
             }
             let s = span!
             s.pointee.owner = owner
@@ -80,6 +82,7 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
         pointee.allocatedObjects &+= UInt(got)
         lockPointer.unlock()
+        if tookNewSpan { scavengerPoke(allocating: true) }
         return got
     }
 
@@ -240,6 +243,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// Takes this central's lock, and the heap lock when a span empties.
     func release(_ objects: UnsafeMutablePointer<UInt>, count: Int) {
         lockPointer.lock()
+        var gaveBackSpan = false
         let spanMap = heap.pointee.spanMap
         var i = 0
         while i < count {
@@ -263,6 +267,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                     noteInSpanReleased(-Int64(released.nonzeroBitCount) &* Int64(osPageSize))
                 }
                 pointee.spanCount &-= 1
+                gaveBackSpan = true
                 heapLock.lock()
                 freeSpanLocked(span)
                 // Pages whose OS pages were all released stay released: free and scavenged.
@@ -274,6 +279,6 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
         pointee.allocatedObjects &-= UInt(count)
         lockPointer.unlock()
-        maybeStartScavenger()
+        if gaveBackSpan { scavengerPoke(allocating: false) }
     }
 }

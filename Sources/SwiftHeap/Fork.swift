@@ -27,8 +27,9 @@
 import CShim
 
 /// Whether the last prepare handler took the locks (read by the parent and child handlers
-/// of the same fork, in the forking thread).
-private var forkTookLocks = false
+/// of the same fork, in the forking thread). In the heap root: a Swift global would be
+/// accessed through the runtime's exclusivity checks.
+@inline(__always) private var forkTookLocks: UnsafeMutablePointer<Bool> { heap.pointer(to: \.forkTookLocks)! }
 
 /// Calls body with every allocator lock in the lock order (outermost first), or in reverse.
 /// Lock order: init → cache registry → each central (by class) → heap → metadata.
@@ -57,20 +58,20 @@ private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) ->
 }
 
 private func forkPrepare() {
-    forkTookLocks = heapIsReady() && sh_libc_single_threaded() == 0
-    if !forkTookLocks { return }
+    forkTookLocks.pointee = heapIsReady() && sh_libc_single_threaded() == 0
+    if !forkTookLocks.pointee { return }
     _IO_list_lock()
     forEachLock(reverse: false) { $0.lock() }
 }
 
 private func forkParent() {
-    if !forkTookLocks { return }
+    if !forkTookLocks.pointee { return }
     forEachLock(reverse: true) { $0.unlock() }
     _IO_list_unlock()
 }
 
 private func forkChild() {
-    if forkTookLocks {
+    if forkTookLocks.pointee {
         forEachLock(reverse: true) { $0.reinitialize() }
         _IO_list_resetlock()
     }

@@ -114,7 +114,6 @@ func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer
     let bin = cacheBin(cache, cls)
     if span.pointee.owner != cache {
         pushRemote(cache, cls, address)
-        maybeStartScavenger()
         return
     }
     let count = bin.pointee.count
@@ -124,7 +123,6 @@ func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer
     } else {
         flushBinAndPush(cache, cls, address)
     }
-    maybeStartScavenger()
 }
 
 /// Takes the heap lock.
@@ -139,7 +137,7 @@ private func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: 
     heap.pointee.stats.largeCount &-= 1
     freeSpanLocked(span)
     heapLock.unlock()
-    maybeStartScavenger()
+    scavengerPoke(allocating: false)
 }
 
 /// The usable size of a live object; 0 for nil or a pointer SwiftHeap does not know.

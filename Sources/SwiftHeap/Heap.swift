@@ -46,6 +46,9 @@ struct Heap {
     var stats = HeapStats()
     var config = Config()
     var scavenger = ScavengerState()
+    /// Set by fork's prepare handler when it took the locks (Fork.swift); only the
+    /// forking thread reads it, in the same fork.
+    var forkTookLocks = false
 }
 
 /// The process's heap, in the shim's static area.

@@ -55,9 +55,12 @@ struct ScavengerState {
     var sleepWord: UInt32 = 0
     /// Set by the free paths (atomic store, no wake) when an epoch's worth was freed.
     var workFlag: UInt32 = 0
+    /// Set (atomic) while a generation's goal is not met: the inline runner keeps working
+    /// toward it on the next slow paths (ScavengerRunner.swift).
+    var goalPendingFlag: UInt32 = 0
     /// 0: no thread; 1: started.
     var threadState: UInt32 = 0
-    /// Set once the library constructor has run: threads may be started.
+    /// Set once the library constructor has run: the scavenger may run (the config is read).
     var startAllowed: UInt32 = 0
     /// Bytes of OS pages released inside small spans (atomic; central locks guard the spans).
     var inSpanReleasedBytes: UInt64 = 0
@@ -79,15 +82,9 @@ struct ScavengerState {
     /// Bytes of the current generation's work already reported by a trace line.
     var tracedBytes: UInt = 0
 
-    // The scavenger thread's own:
-    /// Free, resident bytes of the page heap sampled each tick (a ring of
-    /// decaySampleSlots; the latest decayTicks count), less what was released since.
-    var freeSamples = DecaySamples()
-    var sampleIndex: Int = 0
-    var lastInSpanPassNanos: Int64 = 0
-    var tokensNanos: Int64 = 0
-    var lastRefillNanos: Int64 = 0
-    /// CPU time the scavenger thread used (atomic, for stats).
+    /// The runner's own (ScavengerRunner.swift), guarded by the runner lock:
+    var runner = RunnerState()
+    /// CPU time the scavenger used, in its thread and inline (atomic, for stats).
     var cpuNanos: UInt64 = 0
 }
 
@@ -123,16 +120,21 @@ struct DecaySamples {
     }
 }
 
-@inline(__always) private var scavenger: UnsafeMutablePointer<ScavengerState> {
-    withUnsafeMutablePointer(to: &heap.pointee.scavenger) { $0 }
+/// The scavenger's state in the heap root.
+@inline(__always) var scavenger: UnsafeMutablePointer<ScavengerState> {
+    heap.pointer(to: \.scavenger)!
 }
 
-private var workFlagWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.workFlag) { $0 } }
-private var threadStateWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.threadState) { $0 } }
-private var startAllowedWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.startAllowed) { $0 } }
-private var sleepWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.sleepWord) { $0 } }
-private var inSpanReleasedWord: UnsafeMutablePointer<UInt64> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.inSpanReleasedBytes) { $0 } }
-private var cpuNanosWord: UnsafeMutablePointer<UInt64> { withUnsafeMutablePointer(to: &heap.pointee.scavenger.cpuNanos) { $0 } }
+@inline(__always) var workFlagWord: UnsafeMutablePointer<UInt32> { scavenger.pointer(to: \.workFlag)! }
+@inline(__always) var goalPendingWord: UnsafeMutablePointer<UInt32> { scavenger.pointer(to: \.goalPendingFlag)! }
+@inline(__always) private var inSpanReleasedWord: UnsafeMutablePointer<UInt64> { scavenger.pointer(to: \.inSpanReleasedBytes)! }
+
+/// Records whether the current generation met its goal (and tells the inline runner).
+/// Must hold the heap lock.
+func setGoalReachedLocked(_ reached: Bool) {
+    scavenger.pointee.goalReached = reached
+    sh_store32(goalPendingWord, reached ? 0 : 1)
+}
 
 /// Counts pages returned to the page allocator and flags the end of an epoch.
 ///
@@ -221,7 +223,7 @@ func endEpochLocked(now: Int64) -> ScavengeTrace? {
     state.pointee.freedSinceEpoch = 0
     state.pointee.lastEpochNanos = now
     state.pointee.inSpanPassDone = false
-    state.pointee.goalReached = false
+    setGoalReachedLocked(false)
     state.pointee.tracedBytes = 0
     return trace
 }
@@ -259,11 +261,12 @@ func printScavengeTrace(_ trace: ScavengeTrace) {
 }
 
 /// Releases memory until retained bytes reach `goal`, spending at most `budgetNanos`
-/// of this thread's CPU time (unlimited if negative). Returns bytes released and
-/// whether the generation ran out of work or reached the goal.
+/// of this thread's CPU time (unlimited if negative), `stepBytes` at a time (the budget
+/// is checked between steps). Returns bytes released and whether the generation ran out
+/// of work or reached the goal.
 ///
 /// Takes the heap lock and the central locks; must hold none.
-func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64) -> (released: UInt, finished: Bool) {
+func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64, stepBytes: UInt = 4 << 20) -> (released: UInt, finished: Bool) {
     let start = sh_thread_cpu_nanos()
     var released: UInt = 0
     while budgetNanos < 0 || sh_thread_cpu_nanos() - start < budgetNanos {
@@ -273,7 +276,7 @@ func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64) -> (released: UInt, fi
             heapLock.unlock()
             return (released, true)
         }
-        let want = min(retained &- goal, 4 << 20)
+        let want = min(retained &- goal, stepBytes)
         let pagesReleased = PageAlloc.scavenge(heap.pointee.pages, want, mayUnlock: true)
         let inSpanDone = scavenger.pointee.inSpanPassDone
         if pagesReleased == 0 { scavenger.pointee.inSpanPassDone = true }
@@ -306,45 +309,7 @@ func releaseFreeObjectPages(confirmed: Bool = false) -> UInt {
     return released
 }
 
-// MARK: - The thread
-
-/// Starts the scavenger thread if an epoch's work is waiting and none runs. Called
-/// at the end of free slow paths, holding no lock.
-@inline(__always) func maybeStartScavenger() {
-    if sh_load32_relaxed(workFlagWord) != 0 && sh_load32_relaxed(threadStateWord) == 0 {
-        startScavengerThread()
-    }
-}
-
-@inline(never) private func startScavengerThread() {
-    if sh_load32(startAllowedWord) == 0 || !heap.pointee.config.scavengerEnabled { return }
-    if !sh_cas32(threadStateWord, 0, 1).toBool { return }
-    var allSignals = sigset_t()
-    var previous = sigset_t()
-    sigfillset(&allSignals)
-    pthread_sigmask(SIG_SETMASK, &allSignals, &previous)
-    var attributes = pthread_attr_t()
-    pthread_attr_init(&attributes)
-    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-    pthread_attr_setstacksize(&attributes, 64 << 10)
-    var thread = pthread_t()
-    let result = pthread_create(&thread, &attributes, scavengerThreadMain, nil)
-    pthread_attr_destroy(&attributes)
-    pthread_sigmask(SIG_SETMASK, &previous, nil)
-    if result != 0 {
-        // Leave threadState set: no retry storm. malloc_trim still scavenges.
-        return
-    }
-}
-
-/// Allows the scavenger thread to start (from the library constructor) and resets it
-/// in a forked child (the thread does not exist there).
-func allowScavengerThread() { sh_store32(startAllowedWord, 1) }
-func resetScavengerAfterFork() { sh_store32(threadStateWord, 0) }
-
-/// Free-page releases smaller than this wait for the next tick (a madvise per few pages
-/// costs more than the memory is worth).
-let decayMinimumBytes: UInt = 256 << 10
+// MARK: - Decay
 
 /// Releases up to `bytes` of free pages for decay: continues this generation, and if
 /// it runs out of work (pages freed since it started lie in memory it has searched
@@ -372,74 +337,6 @@ func freeResidentBytesLocked() -> UInt {
     return pages.pointee.freeBytes &- min(pages.pointee.freeBytes, pages.pointee.scavengedBytes)
 }
 
-private func scavengerThreadMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
-    let state = scavenger
-    let config = heap.pointee.config
-    let rate = Int64(config.scavengeCPUPercent)  // ns of CPU per 100 ns of wall time
-    let bucket = Int64(config.scavengeBurstMillis) &* 1_000_000
-    let tickNanos: Int64 = 100_000_000
-    let decayTicks = config.decayMillis == 0 ? 0 : Int(min(max(config.decayMillis / 100, 1), UInt(decaySampleSlots)))
-    state.pointee.tokensNanos = bucket
-    state.pointee.lastRefillNanos = sh_monotonic_nanos()
-    while true {
-        sh_futex_wait_timeout(sleepWord, sh_load32(sleepWord), tickNanos)
-        // The program's threads are gone (a main that called pthread_exit): leave, so
-        // that the process ends as it would without us (ThreadCount.swift).
-        if !otherThreadsAlive() {
-            sh_store32(threadStateWord, 0)
-            return nil
-        }
-        let now = sh_monotonic_nanos()
-        state.pointee.tokensNanos = min(bucket, state.pointee.tokensNanos &+ (now &- state.pointee.lastRefillNanos) &* rate / 100)
-        state.pointee.lastRefillNanos = now
-
-        heapLock.lock()
-        var endedTrace: ScavengeTrace? = nil
-        let idle = state.pointee.freedSinceEpoch > 0 && now &- state.pointee.lastEpochNanos > 1_000_000_000
-        if sh_load32(workFlagWord) != 0 || idle {
-            sh_store32(workFlagWord, 0)
-            endedTrace = endEpochLocked(now: now)
-        }
-        let goal = max(state.pointee.goalBytes, liveBytesEstimate() / 100 &* (100 &+ config.retainPercent))
-        let goalPending = !state.pointee.goalReached
-        let freeResident = freeResidentBytesLocked()
-        heapLock.unlock()
-        // What stayed free and resident over the whole window.
-        let unneeded = decayTicks == 0 ? 0 : state.pointee.freeSamples.record(freeResident, at: state.pointee.sampleIndex, window: decayTicks)
-        state.pointee.sampleIndex &+= 1
-        if let endedTrace, config.scavengeTrace { printScavengeTrace(endedTrace) }
-        if state.pointee.tokensNanos <= 0 { continue }
-
-        let cpuBefore = sh_thread_cpu_nanos()
-        if goalPending {
-            let (released, finished) = scavengeTowardGoal(goal, budgetNanos: state.pointee.tokensNanos)
-            state.pointee.freeSamples.subtract(released)
-            if finished {
-                heapLock.lock()
-                state.pointee.goalReached = true
-                let trace = untracedWorkLocked(forced: false)
-                heapLock.unlock()
-                if let trace, config.scavengeTrace { printScavengeTrace(trace) }
-            }
-        } else if decayTicks > 0 {
-            if unneeded >= decayMinimumBytes {
-                let (released, trace) = releaseDecayed(unneeded)
-                state.pointee.freeSamples.subtract(released)
-                if let trace, config.scavengeTrace { printScavengeTrace(trace) }
-            }
-            // Pages of free objects in partly used spans that stayed free from one pass
-            // to the next: a pass every two windows.
-            if now &- state.pointee.lastInSpanPassNanos >= Int64(decayTicks) &* 2 &* tickNanos {
-                state.pointee.lastInSpanPassNanos = now
-                _ = releaseFreeObjectPages(confirmed: true)
-            }
-        }
-        let spent = sh_thread_cpu_nanos() &- cpuBefore
-        state.pointee.tokensNanos &-= spent
-        _ = sh_add64(cpuNanosWord, UInt64(spent))
-    }
-}
-
 /// malloc_trim: a forced full generation (Go's scavengeAll) releasing every free
 /// page, and the free-object pages inside spans. Returns whether anything was released.
 ///
@@ -450,7 +347,7 @@ func trimHeap() -> Bool {
     let ended = endEpochLocked(now: sh_monotonic_nanos())
     var released = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: true)
     scavenger.pointee.inSpanPassDone = true
-    scavenger.pointee.goalReached = true
+    setGoalReachedLocked(true)
     heapLock.unlock()
     released &+= releaseFreeObjectPages()
     if heap.pointee.config.scavengeTrace {

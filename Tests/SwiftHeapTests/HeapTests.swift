@@ -28,19 +28,32 @@ import Testing
         withHeapLock { freeSpanLocked(span) }
     }
 
-    @Test func spansOfReleasedPagesAreKnownZero() throws {
+    @Test func spansOfReleasedPagesReportEveryByteScavenged() throws {
         // With every free page released first (under the same lock hold, so nothing
-        // dirty can be freed in between), any span is fresh or released memory: zero.
-        let (span, zeroed) = try #require(withHeapLock { () -> (UnsafeMutablePointer<Span>, Bool)? in
+        // dirty can be freed in between), any span is fresh or released memory.
+        let (span, scavenged) = try #require(withHeapLock { () -> (UnsafeMutablePointer<Span>, UInt)? in
             _ = heap.pointee.pages.pointee.scavengeStartGen()
             _ = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: false)
             return allocSpanLocked(pageCount: 300)
         })
-        #expect(zeroed)
-        let bytes = UnsafeBufferPointer(start: UnsafePointer<UInt8>(bitPattern: span.pointee.base), count: 300 * Int(pageSize))
-        #expect(bytes.allSatisfy { $0 == 0 })
-        bytes.baseAddress.map { UnsafeMutablePointer(mutating: $0).pointee = 1 }
+        #expect(scavenged == 300 * pageSize)
         withHeapLock { freeSpanLocked(span) }
+    }
+
+    /// calloc's zeroing of a large span does not trust released pages: bytes written into
+    /// them after the release (a use-after-free) are gone, by either of its two ways.
+    @Test func zeroLargeClearsWhatWasWrittenAfterARelease() throws {
+        for scavengedShare: UInt in [0, 1, 2] {  // none, half, all of the span reported released
+            let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: 4) })
+            let bytes = 4 * pageSize
+            let memory = try #require(UnsafeMutableRawPointer(bitPattern: span.pointee.base))
+            osRelease(span.pointee.base, bytes)
+            memory.initializeMemory(as: UInt8.self, repeating: 0xA5, count: Int(bytes))
+            zeroLarge(memory, bytes: bytes, scavengedBytes: bytes / 2 * scavengedShare)
+            let view = UnsafeBufferPointer(start: memory.assumingMemoryBound(to: UInt8.self), count: Int(bytes))
+            #expect(view.allSatisfy { $0 == 0 }, "scavenged share \(scavengedShare)/2")
+            withHeapLock { freeSpanLocked(span) }
+        }
     }
 
     @Test func impossibleSizesFailWithoutGrowing() {
