@@ -7,7 +7,7 @@
 // or overflow trap.
 //
 // Large objects (above maxSmallSize) are spans of their own, taken from the page heap
-// under the heap lock. calloc of a large size zeroes by releasing the span's pages again
+// under the heap lock, or mapped on their own from directThreshold up (Heap.swift). calloc of a large size zeroes by releasing the span's pages again
 // where most of them were released already (see zeroLarge): released memory is never
 // trusted to still read as zero.
 
@@ -73,13 +73,23 @@ import CShim
         return nil
     }
     let pageCount = padded >> pageShift
+    let bytes = pageCount &<< pageShift
+    let (withAlignment, overflow2) = bytes.addingReportingOverflow(alignment > pageSize ? alignment : 0)
+    if overflow2 || withAlignment >= directThreshold {
+        guard !overflow2, let span = allocDirectSpan(bytes: bytes, alignment: alignment) else {
+            sh_errno_set(ENOMEM)
+            return nil
+        }
+        // Fresh from the kernel: zero, and never in the program's hands.
+        sh_errno_set(savedErrno)
+        return UnsafeMutableRawPointer(bitPattern: span.pointee.base)
+    }
     heapLock.lock()
-    guard let (span, scavenged) = allocSpanLocked(pageCount: pageCount, alignment: alignment) else {
+    guard let (span, scavenged) = allocSpanLocked(pageCount: pageCount, alignment: alignment, state: .large) else {
         heapLock.unlock()
         sh_errno_set(ENOMEM)
         return nil
     }
-    span.pointee.state = .large
     heap.pointee.stats.largeBytes &+= pageCount &<< pageShift
     heap.pointee.stats.largeCount &+= 1
     heapLock.unlock()

@@ -212,7 +212,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     private func newSpan() -> UnsafeMutablePointer<Span>? {
         let info = heap.pointee.classes.info[Int(pointee.sizeClass)]
         heapLock.lock()
-        let result = allocSpanLocked(pageCount: UInt(info.pages))
+        let result = allocSpanLocked(pageCount: UInt(info.pages), state: .small)
         heapLock.unlock()
         guard let (span, scavengedBytes) = result else { return nil }
         setUpSpan(span, zeroed: scavengedBytes == UInt(info.pages) &<< pageShift)

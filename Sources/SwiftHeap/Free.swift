@@ -66,14 +66,11 @@ import CShim
 /// The span of the live object at `address` passed to `call` (free, realloc), or a
 /// one-line diagnostic and abort if `address` is not the start of an object SwiftHeap
 /// handed out. Objects found free already (see looksFreed) are reported as double frees;
-/// so is a page-aligned address in heap memory that no span holds (almost surely a large
-/// object freed before).
+/// so is an address that no span holds and that looks like an object freed before
+/// (looksLikeFreedObject).
 func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer<Span> {
     guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address) else {
-        if heapIsReady() && address & (pageSize &- 1) == 0 && heap.pointee.spanMap.isInArena(address) {
-            fatalMisuse(call, "double free of", address: address)
-        }
-        fatalMisuse(call, "invalid pointer", address: address)
+        fatalMisuse(call, looksLikeFreedObject(address) ? "double free of" : "invalid pointer", address: address)
     }
     switch span.pointee.state {
     case .large:
@@ -133,6 +130,12 @@ private func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: 
         heapLock.unlock()
         fatalMisuse(call, "double free of", address: address)
     }
+    if span.pointee.direct {
+        let memory = freeDirectSpanLocked(span)
+        heapLock.unlock()
+        osUnmap(memory.base, memory.size)
+        return
+    }
     heap.pointee.stats.largeBytes &-= span.pointee.pages &<< pageShift
     heap.pointee.stats.largeCount &-= 1
     freeSpanLocked(span)
@@ -176,7 +179,8 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     return moved
 }
 
-/// Shrinks a large object in place, or grows it into free pages that follow it.
+/// Shrinks a large object in place, or grows it into free pages that follow it; an
+/// object mapped on its own is remapped (mremap, which may move it without copying).
 /// Returns nil when it cannot.
 ///
 /// Takes the heap lock.
@@ -185,6 +189,9 @@ private func resizeLargeInPlace(_ span: UnsafeMutablePointer<Span>, _ size: UInt
     if overflow { return nil }
     let newPages = padded >> pageShift
     if newPages == span.pointee.pages { return UnsafeMutableRawPointer(bitPattern: span.pointee.base) }
+    if span.pointee.direct {
+        return resizeDirectSpan(span, bytes: newPages &<< pageShift).flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
+    }
     heapLock.lock()
     defer { heapLock.unlock() }
     let oldPages = span.pointee.pages

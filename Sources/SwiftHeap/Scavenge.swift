@@ -161,7 +161,7 @@ extension PageAlloc {
         // Fast path: the chunk holding work's top address, from that page down.
         let maxAddr = work.limit &- 1
         let maxChunk = chunkIndex(maxAddr)
-        if p.pointee.summary(summaryLevels &- 1)[Int(maxChunk)].max >= minPages {
+        if p.pointee.summary(summaryLevels &- 1, maxChunk).max >= minPages {
             let (base, npages) = p.pointee.chunkOf(maxChunk).pointee
                 .findScavengeCandidate(chunkPageIndex(maxAddr), minPages, maxPages)
             if npages != 0 {

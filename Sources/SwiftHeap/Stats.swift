@@ -12,6 +12,9 @@ struct HeapSnapshot {
     var liveBytes: UInt = 0
     var largeBytes: UInt = 0
     var largeCount: UInt = 0
+    /// Large objects mapped on their own (included in neither of the two above).
+    var directBytes: UInt = 0
+    var directCount: UInt = 0
     var releasedBytes: UInt = 0
     var scavengedFreeBytes: UInt = 0
     var inSpanReleasedBytes: UInt = 0
@@ -31,6 +34,8 @@ struct HeapSnapshot {
         snapshot.spanBytes = root.pointee.stats.spanBytes
         snapshot.largeBytes = root.pointee.stats.largeBytes
         snapshot.largeCount = root.pointee.stats.largeCount
+        snapshot.directBytes = root.pointee.stats.directBytes
+        snapshot.directCount = root.pointee.stats.directCount
         snapshot.releasedBytes = root.pointee.pages.pointee.releasedBytes
         snapshot.scavengedFreeBytes = root.pointee.pages.pointee.scavengedBytes
         snapshot.retainedBytes = retainedBytesLocked()
@@ -56,14 +61,15 @@ func printHeapStats() {
     let s = HeapSnapshot.take()
     writeDiagnostic("swiftheap stats\n")
     line("  mapped (arenas):        ", s.mappedBytes)
+    line("  mapped on their own:    ", s.directBytes, " bytes in objects of 64 MiB or more\n")
     line("  in spans:               ", s.spanBytes)
     line("  in use (live objects):  ", s.liveBytes)
     line("  free in heap:           ", s.mappedBytes &- min(s.mappedBytes, s.liveBytes))
     line("  retained from the OS:   ", s.retainedBytes)
     line("  released (free pages):  ", s.scavengedFreeBytes)
     line("  released inside spans:  ", s.inSpanReleasedBytes)
-    line("  large objects:          ", s.largeCount, "\n")
-    line("  large object bytes:     ", s.largeBytes)
+    line("  large objects:          ", s.largeCount &+ s.directCount, "\n")
+    line("  large object bytes:     ", s.largeBytes &+ s.directBytes)
     line("  metadata mapped:        ", s.metadataBytes)
     line("  thread caches live:     ", s.threadCaches, "\n")
     line("  scavenge generations:   ", UInt(s.generation), "\n")
@@ -96,19 +102,21 @@ public func swiftheap_malloc_stats() {
 
 /// Fills glibc's struct mallinfo2 fields, in order: arena, ordblks, smblks, hblks,
 /// hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost. Only what is honestly
-/// known is filled: arena = mapped heap bytes, hblks/hblkhd = large objects and their
-/// bytes, uordblks = bytes in live objects, fordblks = arena - uordblks, keepcost =
-/// bytes that are free and still resident (what malloc_trim could release).
+/// known is filled: arena = mapped heap bytes (with the objects mapped on their own),
+/// hblks/hblkhd = large objects and their bytes, uordblks = bytes in live objects,
+/// fordblks = arena - uordblks, keepcost = bytes that are free and still resident (what
+/// malloc_trim could release).
 @_cdecl("swiftheap_mallinfo")
 public func swiftheap_mallinfo(_ fields: UnsafeMutablePointer<Int>) {
     let s = HeapSnapshot.take()
     for i in 0..<10 { fields[i] = 0 }
-    fields[0] = Int(bitPattern: s.mappedBytes)
-    fields[3] = Int(bitPattern: s.largeCount)
-    fields[4] = Int(bitPattern: s.largeBytes)
-    let live = min(s.liveBytes, s.mappedBytes)
+    let mapped = s.mappedBytes &+ s.directBytes
+    fields[0] = Int(bitPattern: mapped)
+    fields[3] = Int(bitPattern: s.largeCount &+ s.directCount)
+    fields[4] = Int(bitPattern: s.largeBytes &+ s.directBytes)
+    let live = min(s.liveBytes &+ s.directBytes, mapped)
     fields[7] = Int(bitPattern: live)
-    fields[8] = Int(bitPattern: s.mappedBytes &- live)
+    fields[8] = Int(bitPattern: mapped &- live)
     fields[9] = Int(bitPattern: s.retainedBytes > live ? s.retainedBytes &- live : 0)
 }
 

@@ -25,7 +25,7 @@ import Testing
     private func makeFullSpan(_ cls: Int, zeroed: Bool, slots: UnsafeMutablePointer<UInt>) throws -> UnsafeMutablePointer<Span> {
         let info = heap.pointee.classes.info[cls]
         let central = heap.pointee.centrals + cls
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages)) })
+        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages), state: .small) })
         central.setUpSpan(span, zeroed: zeroed)
         let got = central.take(from: span, into: slots, already: 0, want: Int(info.objects))
         #expect(got == Int(info.objects))
@@ -98,7 +98,7 @@ import Testing
         let cls = straddlingClass
         let info = heap.pointee.classes.info[cls]
         let central = heap.pointee.centrals + cls
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages)) })
+        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages), state: .small) })
         central.lockPointer.lock()
         defer { central.lockPointer.unlock() }
         central.setUpSpan(span, zeroed: true)
@@ -114,7 +114,7 @@ import Testing
         // A span whose objects do not reach its end: its tail is never an object's.
         let small = heap.pointee.classes.sizeClass(of: 48)
         let smallInfo = heap.pointee.classes.info[small]
-        let (other, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(smallInfo.pages)) })
+        let (other, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(smallInfo.pages), state: .small) })
         other.initializeSmall(sizeClass: UInt32(small), info: smallInfo)
         let objectBytes = UInt(smallInfo.objects) * UInt(smallInfo.size)
         #expect(UInt(other.objectOSPages.nonzeroBitCount) == (objectBytes + osPageSize - 1) / osPageSize)
@@ -126,7 +126,7 @@ import Testing
         let cls = straddlingClass
         let info = heap.pointee.classes.info[cls]
         let central = heap.pointee.centrals + cls
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages)) })
+        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages), state: .small) })
         central.lockPointer.lock()
         central.setUpSpan(span, zeroed: true)
         var slots = [UInt](repeating: 0, count: 8)
@@ -169,7 +169,7 @@ import Testing
 
     /// Frees a span of `pages` pages after writing all of it: dirty, free pages.
     private func makeDirtyFreePages(_ pages: UInt) throws {
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: pages) })
+        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: pages, state: .small) })
         UnsafeMutableRawPointer(bitPattern: span.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(pages * pageSize))
         withHeapLock { freeSpanLocked(span) }
     }

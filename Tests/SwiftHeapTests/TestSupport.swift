@@ -3,10 +3,10 @@ import Foundation
 @testable import SwiftHeap
 
 /// Runs `body` holding the heap lock.
-func withHeapLock<T>(_ body: () -> T) -> T {
+func withHeapLock<T>(_ body: () throws -> T) rethrows -> T {
     heapLock.lock()
     defer { heapLock.unlock() }
-    return body()
+    return try body()
 }
 
 /// Runs `body` on `count` threads at once and waits for them.

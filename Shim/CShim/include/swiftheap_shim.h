@@ -5,6 +5,10 @@
 #ifndef SWIFTHEAP_SHIM_H
 #define SWIFTHEAP_SHIM_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // mremap, MAP_FIXED_NOREPLACE
+#endif
+
 #include <stdint.h>
 #include <stddef.h>
 #include <errno.h>
@@ -77,6 +81,11 @@ static inline void sh_futex_wake(uint32_t *addr, int count) {
 // mmap's MAP_FAILED is a macro Swift cannot import.
 static inline void *sh_mmap(void *addr, size_t len, int prot, int flags) {
     void *p = mmap(addr, len, prot, flags | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+// mremap is variadic, which Swift cannot call.
+static inline void *sh_mremap(void *old, size_t oldSize, size_t newSize) {
+    void *p = mremap(old, oldSize, newSize, MREMAP_MAYMOVE);
     return p == MAP_FAILED ? NULL : p;
 }
 static inline int64_t sh_monotonic_nanos(void) {
