@@ -43,18 +43,6 @@ static void *map(size_t bytes) {             /* bookkeeping: outside the allocat
     return p;
 }
 
-/* VmSize (mapped bytes) from the first field of /proc/self/statm. */
-static size_t vm_size(void) {
-    char buf[256];
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    return (size_t)strtoull(buf, NULL, 10) * (size_t)page_size;
-}
-
 /* Records a sample (and the cycle's peak); returns RSS in bytes. */
 static double take_sample(void) {
     double r = (double)sample();
