@@ -21,7 +21,8 @@ UNCHECKED_DIR := .build-embedded-unchecked
 UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
 
 .PHONY: bench-checks
-.PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress profile clean
+.PHONY: profile
+.PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
 
 all: lib
 
