@@ -21,7 +21,6 @@ UNCHECKED_DIR := .build-embedded-unchecked
 UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
 
 .PHONY: bench-checks
-.PHONY: profile
 .PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
 
 all: lib
@@ -65,6 +64,7 @@ rss: lib
 stress: lib
 	scripts/stress $(LIB)
 
+.PHONY: profile
 profile: lib
 	scripts/profile $(LIB) --anchors $(ANCHORS)
 
