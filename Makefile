@@ -22,7 +22,7 @@ UNCHECKED_DIR := .build-embedded-unchecked
 UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
 
 .PHONY: bench-checks
-.PHONY: all lib libpath test unit check-lib ctest misuse limits footprint programs bench rss stress clean
+.PHONY: all lib libpath test unit check-lib layers ctest misuse limits footprint programs bench rss stress clean
 
 all: lib
 
@@ -35,13 +35,16 @@ $(LIB): $(SOURCES)
 libpath:
 	@echo $(LIB)
 
-test: lib unit check-lib ctest misuse limits programs
+test: lib unit check-lib layers ctest misuse limits programs
 
 unit:
 	$(SWIFT) test
 
 check-lib: lib
 	scripts/check-lib $(LIB)
+
+layers:
+	scripts/check-layers
 
 ctest: lib
 	scripts/test-c $(LIB)

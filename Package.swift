@@ -18,7 +18,9 @@ let unchecked = Context.environment["SWIFTHEAP_UNCHECKED"] == "1"
 let allocatorSettings: [SwiftSetting] = embedded
     ? [.enableExperimentalFeature("Embedded"),
        .unsafeFlags(["-wmo", "-Xcc", "-fPIC", "-no-allocations"] + (unchecked ? ["-DSWIFTHEAP_UNCHECKED"] : []))]
-    : [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
+    : [.unsafeFlags(["-enforce-exclusivity=unchecked"]),
+       // The lock-order check of LockRanks.swift, in the unit tests only.
+       .define("SWIFTHEAP_LOCK_RANKS")]
 
 var targets: [Target] = [
     .target(name: "CShim", path: "Shim/CShim",

@@ -22,7 +22,7 @@
 //     "Single-threaded" is glibc's __libc_single_threaded, which turns false for good at
 //     the first pthread_create (the scavenger's included).
 //
-// The lock order itself is written once, in forEachLock.
+// The lock order is LockRanks.swift's list; forEachLock walks it.
 
 import CShim
 
@@ -31,28 +31,27 @@ import CShim
 /// accessed through the runtime's exclusivity checks.
 @inline(__always) private var forkTookLocks: UnsafeMutablePointer<Bool> { heap.pointer(to: \.forkTookLocks)! }
 
-/// Calls body with every allocator lock in the lock order (outermost first), or in reverse.
-/// Lock order: init → cache registry → each central (by class) → heap → metadata.
+/// Calls body with every allocator lock in the lock order (LockRanks.swift) that fork
+/// takes, outermost first, or in reverse.
 private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) -> Void) {
     let root = heap
     let classCount = root.pointee.classes.count
     let initLock = root.pointer(to: \.initLock)!
-    let metadataLock = metadataState.pointer(to: \.lock)!
     if !reverse {
         body(initLock)
-        body(registryLock)
+        body(processCaches.lockPointer)
         for cls in 0..<classCount { body((root.pointee.centrals + cls).lockPointer) }
-        body(heapLock)
-        body(metadataLock)
+        body(processPageHeap.lockPointer)
+        body(metadataLockPointer)
     } else {
-        body(metadataLock)
-        body(heapLock)
+        body(metadataLockPointer)
+        body(processPageHeap.lockPointer)
         var cls = classCount
         while cls > 0 {
             cls &-= 1
             body((root.pointee.centrals + cls).lockPointer)
         }
-        body(registryLock)
+        body(processCaches.lockPointer)
         body(initLock)
     }
 }
@@ -72,10 +71,10 @@ private func forkParent() {
 
 private func forkChild() {
     if forkTookLocks.pointee {
-        forEachLock(reverse: true) { $0.reinitialize() }
+        forEachLock(reverse: true) { $0.reinitialize(heldByCaller: true) }
         _IO_list_resetlock()
     }
-    resetScavengerAfterFork()
+    if heapIsReady() { processScavenger.resetAfterFork() }
 }
 
 /// Registers the handlers (from the library constructor).

@@ -121,10 +121,12 @@ public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutabl
 @_cdecl("swiftheap_library_init")
 public func swiftheap_library_init() {
     if !ensureHeapInitialized() { return }
-    if createThreadExitKey() {
-        heap.pointee.config = Config.fromEnvironment()
+    if processCaches.createThreadExitKey() {
+        let config = Config.fromEnvironment()
+        heap.pointee.config = config
+        processScavenger.pointee.config = config
         installForkHandlers()
-        allowScavengerThread()
-        if heap.pointee.config.printStats { _ = atexit(printStatsAtExit) }
+        processScavenger.allowToRun()
+        if config.printStats { _ = atexit(printStatsAtExit) }
     }
 }

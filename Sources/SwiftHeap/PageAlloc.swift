@@ -644,6 +644,54 @@ struct PageAlloc {
         freeBytes &+= npages << pageShift
     }
 
+    // MARK: - Releasing pages (for the scavenger: PageAllocScavenge.swift, and the page heap)
+
+    /// Takes the free, unscavenged run [addr, addr + npages pages), inside one chunk, as
+    /// allocated while its memory is released without the heap lock, so that nobody is
+    /// handed it meanwhile. finishRelease(held: true) gives it back.
+    ///
+    /// Must hold the heap lock.
+    mutating func holdForRelease(_ addr: UInt, _ npages: UInt) {
+        chunkOf(chunkIndex(addr)).pointee.allocRange(chunkPageIndex(addr), npages)
+        update(addr, npages, contig: true, alloc: true)
+        freeBytes &-= npages << pageShift
+    }
+
+    /// The run [addr, addr + npages pages), inside one chunk, free (or held by
+    /// holdForRelease, if `held`), has been released to the OS: marks it free and
+    /// scavenged and counts it.
+    ///
+    /// Must hold the heap lock.
+    mutating func finishRelease(_ addr: UInt, _ npages: UInt, held: Bool) {
+        let chunk = chunkOf(chunkIndex(addr))
+        let first = chunkPageIndex(addr)
+        if held {
+            // Allocations while the lock was dropped may have moved searchAddr above it.
+            if addr < searchAddr { searchAddr = addr }
+            chunk.pointee.free(first, npages)
+            update(addr, npages, contig: true, alloc: false)
+            freeBytes &+= npages << pageShift
+        }
+        chunk.pointee.scavenged.setRange(first, npages)
+        scavengedBytes &+= npages << pageShift
+        releasedBytes &+= npages << pageShift
+    }
+
+    /// Marks the free page at `addr` scavenged if it is not: its memory was released while
+    /// it belonged to a span (its OS pages read as zero) and it has just been freed.
+    /// Not counted in releasedBytes (the scavenger counted that release when it made it).
+    ///
+    /// Must hold the heap lock; the page must be free.
+    mutating func markScavenged(_ addr: UInt) {
+        let chunk = chunkOf(chunkIndex(addr))
+        let index = chunkPageIndex(addr)
+        if chunk.pointee.alloc.bits.get(index) { fatalInternal("markScavenged: the page is allocated") }
+        if chunk.pointee.scavenged.popcntRange(index, 1) == 0 {
+            chunk.pointee.scavenged.setRange(index, 1)
+            scavengedBytes &+= pageSize
+        }
+    }
+
     // MARK: - Inspection
 
     /// Whether `address` lies in the heap and its page is free. Must hold the heap lock.

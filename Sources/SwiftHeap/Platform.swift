@@ -76,16 +76,22 @@ func osRelease(_ address: UInt, _ bytes: UInt) {
 /// A futex mutex (Drepper's "Futexes are tricky", mutex 2): 0 unlocked, 1 locked,
 /// 2 locked with waiters. The zero value is unlocked, so a Mutex in zeroed memory
 /// needs no initialisation. Always used through a pointer into stable memory.
+///
+/// `rank` places the lock in the one lock order (LockRanks.swift); the `swift test`
+/// build checks on every lock() that it is taken in that order. 0: not ranked.
 struct Mutex {
     var state: UInt32 = 0
+    var rank: UInt32 = 0
+
+    init() {}
+    init(rank: LockRank) { self.rank = rank.rawValue }
 }
 
 extension UnsafeMutablePointer where Pointee == Mutex {
-    @inline(__always) private var word: UnsafeMutablePointer<UInt32> {
-        UnsafeMutableRawPointer(self).assumingMemoryBound(to: UInt32.self)
-    }
+    @inline(__always) private var word: UnsafeMutablePointer<UInt32> { pointer(to: \.state)! }
 
     @inline(__always) func lock() {
+        checkLockOrder(pointee.rank)
         if sh_cas32(word, 0, 1) != 0 { return }
         lockSlow()
     }
@@ -105,15 +111,25 @@ extension UnsafeMutablePointer where Pointee == Mutex {
         }
     }
 
-    func tryLock() -> Bool { sh_cas32(word, 0, 1) != 0 }
+    /// Takes the lock if it is free (no order check: a try cannot deadlock).
+    func tryLock() -> Bool {
+        if sh_cas32(word, 0, 1) == 0 { return false }
+        noteLockTaken(pointee.rank)
+        return true
+    }
 
     @inline(__always) func unlock() {
+        noteLockReleased(pointee.rank)
         if sh_xchg32(word, 0) == 2 { sh_futex_wake(word, 1) }
     }
 
-    /// Makes the mutex unlocked without waking anyone: for the child after fork,
-    /// where the thread that held it no longer exists.
-    func reinitialize() { sh_store32(word, 0) }
+    /// Makes the mutex unlocked without waking anyone: for the child after fork, where
+    /// the thread that held it no longer exists (or, with `heldByCaller`, is the caller,
+    /// which took it in fork's prepare handler).
+    func reinitialize(heldByCaller: Bool = false) {
+        if heldByCaller { noteLockReleased(pointee.rank) }
+        sh_store32(word, 0)
+    }
 }
 
 // MARK: - Diagnostics

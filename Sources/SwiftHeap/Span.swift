@@ -30,7 +30,6 @@ let spanBitmapWords = 8
 
 struct Span {
     /// Free objects, one bit each, 1 = free. Guarded by the class's central lock.
-    /// First in the record so that freeWords needs no offset computation.
     var freeBits: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     /// First byte of the span (page-aligned).
     var base: UInt = 0
@@ -70,7 +69,7 @@ struct Span {
 extension UnsafeMutablePointer where Pointee == Span {
     /// The free bitmap as words.
     @inline(__always) var freeWords: UnsafeMutablePointer<UInt64> {
-        UnsafeMutableRawPointer(self).assumingMemoryBound(to: UInt64.self)
+        (UnsafeMutableRawPointer(self) + MemoryLayout<Span>.offset(of: \.freeBits)!).assumingMemoryBound(to: UInt64.self)
     }
 
     /// Index of the object containing `address`.
@@ -183,6 +182,18 @@ struct SpanMap {
             slot &+= 1
         }
         return true
+    }
+
+    /// Unmaps the slot table and every slot's table (a page heap being destroyed; tests).
+    func destroy() {
+        var slot = 0
+        while slot < Int(spanMapSlotCount) {
+            if let table = slots[slot] {
+                osUnmap(UInt(bitPattern: table), spanMapSlotPages &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride))
+            }
+            slot &+= 1
+        }
+        osUnmap(UInt(bitPattern: slots), spanMapSlotCount &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride))
     }
 
     /// Points every page of [base, base + pages·pageSize) at `span` (nil to clear).

@@ -1,6 +1,6 @@
 // Statistics: malloc_stats(), mallinfo2() and the SWIFTHEAP_STATS=1 summary at exit.
 // Everything is written with write(2) (stdio allocates). Counters are read under the
-// heap lock where they are guarded by it; per-class counts are read racily, as
+// page heap's lock where they are guarded by it; per-class counts are read racily, as
 // estimates.
 
 import CShim
@@ -24,26 +24,29 @@ struct HeapSnapshot {
     var metadataBytes: UInt = 0
     var threadCaches: UInt = 0
 
-    /// Takes the heap lock; must not hold it.
+    /// Takes the page heap's lock; must not hold it.
     static func take() -> HeapSnapshot {
         var snapshot = HeapSnapshot()
         if !heapIsReady() { return snapshot }
         let root = heap
-        heapLock.lock()
-        snapshot.mappedBytes = root.pointee.stats.mappedBytes
-        snapshot.spanBytes = root.pointee.stats.spanBytes
-        snapshot.largeBytes = root.pointee.stats.largeBytes
-        snapshot.largeCount = root.pointee.stats.largeCount
-        snapshot.directBytes = root.pointee.stats.directBytes
-        snapshot.directCount = root.pointee.stats.directCount
-        snapshot.releasedBytes = root.pointee.pages.pointee.releasedBytes
-        snapshot.scavengedFreeBytes = root.pointee.pages.pointee.scavengedBytes
-        snapshot.retainedBytes = retainedBytesLocked()
-        snapshot.generation = root.pointee.pages.pointee.scav.gen
-        heapLock.unlock()
-        snapshot.inSpanReleasedBytes = UInt(sh_load64_relaxed(withUnsafeMutablePointer(to: &root.pointee.scavenger.inSpanReleasedBytes) { $0 }))
-        snapshot.scavengerCPUNanos = UInt(sh_load64_relaxed(withUnsafeMutablePointer(to: &root.pointee.scavenger.cpuNanos) { $0 }))
-        snapshot.liveBytes = liveBytesEstimate()
+        let pageHeap = processPageHeap
+        let scavenger = processScavenger
+        pageHeap.lockPointer.lock()
+        let stats = pageHeap.pointee.stats
+        snapshot.mappedBytes = stats.mappedBytes
+        snapshot.spanBytes = stats.spanBytes
+        snapshot.largeBytes = stats.largeBytes
+        snapshot.largeCount = stats.largeCount
+        snapshot.directBytes = stats.directBytes
+        snapshot.directCount = stats.directCount
+        snapshot.releasedBytes = pageHeap.pointee.pages.pointee.releasedBytes
+        snapshot.scavengedFreeBytes = pageHeap.pointee.pages.pointee.scavengedBytes
+        snapshot.retainedBytes = scavenger.retainedBytesLocked()
+        snapshot.generation = pageHeap.pointee.pages.pointee.scav.gen
+        pageHeap.lockPointer.unlock()
+        snapshot.inSpanReleasedBytes = root.pointer(to: \.events)!.inSpanReleasedBytes
+        snapshot.scavengerCPUNanos = UInt(scavenger.cpuNanos)
+        snapshot.liveBytes = scavenger.liveBytesEstimate()
         snapshot.metadataBytes = metadataState.pointee.bytesMapped
         snapshot.threadCaches = root.pointee.caches.liveCount
         return snapshot

@@ -375,8 +375,9 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
 }
 
 @Test func pageAllocDestroyAndReinit() {
-    // Many allocators in a row: destroy unmaps exactly what initialize and grow mapped,
-    // and the address space is gone (msync on an unmapped range fails with ENOMEM).
+    // Many allocators in a row: destroy unmaps exactly what initialize and grow mapped
+    // (by its count: whether the range is still mapped afterwards cannot be asked, since
+    // other suites map memory meanwhile and may be given the same addresses).
     for _ in 0..<20 {
         let t = makePageAlloc([BaseChunkIdx: [], BaseChunkIdx + 0x100000: []])
         check(t.locked { $0.pointee.alloc(npages: 1).base } == chunkBase(BaseChunkIdx))
@@ -387,8 +388,6 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
         #expect(msync(UnsafeMutableRawPointer(bitPattern: leafBlock), Int(osPageSize), MS_ASYNC) == 0)
         let unmapped = t.p.pointee.destroy()
         #expect(unmapped == mapped)
-        #expect(msync(UnsafeMutableRawPointer(bitPattern: leafBlock), Int(osPageSize), MS_ASYNC) == -1 && errno == ENOMEM)
-        #expect(msync(UnsafeMutableRawPointer(bitPattern: leafTable), Int(osPageSize), MS_ASYNC) == -1 && errno == ENOMEM)
         let reinitialized = t.p.pointee.initialize(heapLock: t.lock, test: true)
         #expect(reinitialized)
     }
