@@ -38,7 +38,7 @@
 //   - metadataBytes = bytes this allocator mapped for its own tables; never more than
 //     metadataLimit (grow fails instead).
 //
-// Locking: the owner holds `heapLock` around every call; only the scavenger (Scavenge.swift)
+// Locking: the owner holds `heapLock` around every call; only the scavenger (PageAllocScavenge.swift)
 // drops it, when told it may, and then only reads chunk bitmaps racily (relaxed atomics,
 // L2 pointers published with release stores), re-checking under the lock.
 //
