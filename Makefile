@@ -7,6 +7,9 @@
 #   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
 #   make rss        RSS over time after bursts and scattered frees (table and PNG)
 #   make stress     multithreaded random stress with pattern checks, forks, real programs
+#   make install    install the library, swiftheap.pc, the swiftheap command, its man page and the
+#                   knobs table under PREFIX (default /usr/local), into DESTDIR if set; make uninstall
+#   make deb        a Debian package of the same, installing under /usr (out/swiftheap_VERSION_ARCH.deb)
 
 SWIFT        ?= swift
 EMBEDDED_DIR := .build-embedded
@@ -14,11 +17,27 @@ LIB          := $(CURDIR)/$(EMBEDDED_DIR)/x86_64-unknown-linux-gnu/release/libsw
 SOURCES      := $(wildcard Sources/SwiftHeap/*.swift) $(wildcard Shim/CShim/*.c Shim/CShim/include/*.h Shim/CExports/*.c) Shim/exports.map Package.swift
 OUT          := $(CURDIR)/out
 
+# The version lives in Package.swift (`let version = "MAJOR.MINOR.PATCH"`), which also
+# gives the library its SONAME, libswiftheap.so.MAJOR.
+VERSION      := $(shell sed -n 's/^let version = "\(.*\)"$$/\1/p' Package.swift)
+SONAME       := libswiftheap.so.$(firstword $(subst ., ,$(VERSION)))
+LIBFILE      := libswiftheap.so.$(VERSION)
+
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+LIBDIR       ?= $(PREFIX)/lib
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR       ?= $(PREFIX)/share/man
+DOCDIR       ?= $(PREFIX)/share/doc/swiftheap
+DESTDIR      ?=
+INSTALL      ?= install
+
 UNCHECKED_DIR := .build-embedded-unchecked
 UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
 
 .PHONY: bench-checks
 .PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
+.PHONY: install uninstall deb install-test stats-test
 
 all: lib
 
@@ -31,7 +50,7 @@ $(LIB): $(SOURCES)
 libpath:
 	@echo $(LIB)
 
-test: lib unit check-lib ctest misuse programs
+test: lib unit check-lib ctest misuse programs stats-test install-test
 
 unit:
 	$(SWIFT) test
@@ -47,6 +66,44 @@ misuse: lib
 
 programs: lib
 	scripts/test-programs $(LIB)
+
+stats-test: lib
+	scripts/test-stats $(LIB)
+
+install-test: lib
+	scripts/test-install
+
+# The swiftheap command finds the library through LIBDIR relative to BINDIR, so that a
+# tree installed under DESTDIR (or moved) works where it is.
+install: lib
+	@[ -n "$(VERSION)" ] || { echo "make install: no version in Package.swift" >&2; exit 1; }
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME).*
+	$(INSTALL) -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/$(LIBFILE)
+	ln -sf $(LIBFILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libswiftheap.so
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@SONAME@|$(SONAME)|g' \
+	    -e "s|@LIBDIR_REL@|$$(realpath -m --relative-to=$(BINDIR) $(LIBDIR))|g" scripts/swiftheap >$(DESTDIR)$(BINDIR)/swiftheap
+	chmod 0755 $(DESTDIR)$(BINDIR)/swiftheap
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    scripts/packaging/swiftheap.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/swiftheap.pc
+	sed -e 's|@VERSION@|$(VERSION)|g' docs/swiftheap.1 >$(DESTDIR)$(MANDIR)/man1/swiftheap.1
+	scripts/packaging/knobs-table README.md >$(DESTDIR)$(DOCDIR)/knobs.md
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME).* $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libswiftheap.so \
+	      $(DESTDIR)$(PKGCONFIGDIR)/swiftheap.pc $(DESTDIR)$(BINDIR)/swiftheap \
+	      $(DESTDIR)$(MANDIR)/man1/swiftheap.1 $(DESTDIR)$(DOCDIR)/knobs.md
+	@if [ -d $(DESTDIR)$(DOCDIR) ]; then rmdir $(DESTDIR)$(DOCDIR); fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+DEB_ARCH  = $(shell dpkg --print-architecture)
+MULTIARCH = $(shell gcc -print-multiarch)
+deb: lib
+	rm -rf $(OUT)/deb
+	$(MAKE) --no-print-directory install DESTDIR=$(OUT)/deb PREFIX=/usr LIBDIR=/usr/lib/$(MULTIARCH)
+	scripts/packaging/make-deb $(OUT)/deb $(VERSION) $(DEB_ARCH) $(OUT)/swiftheap_$(VERSION)_$(DEB_ARCH).deb
 
 bench: lib
 	scripts/bench $(LIB)
