@@ -15,17 +15,13 @@
 
 import CShim
 
-/// The form of the summary at exit (SWIFTHEAP_STATS).
-enum StatsFormat {
-    case text
-    case json
-}
-
 struct Config {
     var scavengerEnabled: Bool = true
     var scavengeTrace: Bool = false
     var printStats: Bool = false
-    var statsFormat: StatsFormat = .text
+    /// The summary at exit as JSON rather than text. (A Bool, not an enum: an enum's
+    /// automatic Hashable conformance brings Hasher, and its swift_once, into the library.)
+    var statsJSON: Bool = false
     /// SWIFTHEAP_STATS_FILE, NUL-terminated in metadata memory; nil: stderr.
     var statsPath: UnsafePointer<CChar>? = nil
     /// Without a stats file, a copy of stderr taken at start (-1 if stderr was closed):
@@ -46,7 +42,7 @@ struct Config {
         if let stats = string("SWIFTHEAP_STATS") {
             if equals(stats, "json") {
                 config.printStats = true
-                config.statsFormat = .json
+                config.statsJSON = true
             } else if equals(stats, "text") {
                 config.printStats = true
             } else {

@@ -103,8 +103,9 @@ struct HeapReport {
     var freeObjects: UInt = 0
     var freeObjectBytes: UInt = 0
 
-    /// Bytes of report memory the class figures take; the text buffer follows.
-    static let figuresBytes = (maxSizeClasses * MemoryLayout<ClassFigures>.stride + 63) & ~63
+    /// Bytes of report memory the class figures take; the text buffer follows. (Computed:
+    /// a stored static would be initialised lazily, through swift_once.)
+    static var figuresBytes: Int { (maxSizeClasses * MemoryLayout<ClassFigures>.stride + 63) & ~63 }
 
     /// Takes the figures into `memory` (report memory, at least figuresBytes).
     ///
@@ -305,7 +306,7 @@ func printStatsAtExit() {
     let savedErrno = sh_errno_get()
     defer { sh_errno_set(savedErrno) }
     let config = heap.pointee.config
-    let format: (HeapReport, inout ReportWriter) -> Void = config.statsFormat == .json ? formatJSONStats : formatTextStats
+    let format: (HeapReport, inout ReportWriter) -> Void = config.statsJSON ? formatJSONStats : formatTextStats
     var descriptor: Int32 = config.statsDescriptor >= 0 ? config.statsDescriptor : 2
     if let template = config.statsPath {
         descriptor = openStatsFile(template)
