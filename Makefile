@@ -1,7 +1,7 @@
 # SwiftHeap — build, test, benchmark.
 #
 #   make            build libswiftheap.so (Embedded Swift, release)
-#   make libpath    print the library's absolute path
+#   make libpath    print the library's absolute path (make debpath: the Debian package's)
 #   make test       unit tests (swift test), library checks, C tests, misuse tests and real programs under LD_PRELOAD
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc
 #   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
@@ -37,7 +37,7 @@ UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/lib
 
 .PHONY: bench-checks
 .PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
-.PHONY: install uninstall deb install-test stats-test
+.PHONY: install uninstall deb debpath install-test stats-test
 
 all: lib
 
@@ -49,6 +49,9 @@ $(LIB): $(SOURCES)
 
 libpath:
 	@echo $(LIB)
+
+debpath:
+	@echo $(DEB)
 
 test: lib unit check-lib ctest misuse programs stats-test install-test
 
@@ -100,10 +103,11 @@ uninstall:
 
 DEB_ARCH  = $(shell dpkg --print-architecture)
 MULTIARCH = $(shell gcc -print-multiarch)
+DEB       = $(OUT)/swiftheap_$(VERSION)_$(DEB_ARCH).deb
 deb: lib
 	rm -rf $(OUT)/deb
 	$(MAKE) --no-print-directory install DESTDIR=$(OUT)/deb PREFIX=/usr LIBDIR=/usr/lib/$(MULTIARCH)
-	scripts/packaging/make-deb $(OUT)/deb $(VERSION) $(DEB_ARCH) $(OUT)/swiftheap_$(VERSION)_$(DEB_ARCH).deb
+	scripts/packaging/make-deb $(OUT)/deb $(VERSION) $(DEB_ARCH) $(DEB)
 
 bench: lib
 	scripts/bench $(LIB)
