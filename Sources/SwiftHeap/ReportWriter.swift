@@ -98,21 +98,90 @@ struct ReportWriter {
         }
     }
 
-    /// ` name="value"`: an XML attribute.
-    mutating func attribute(_ name: StaticString, _ value: UInt) {
+    // MARK: Fields
+    //
+    // A report's figures are fields: JSON members (`"name":value`, comma-separated in an
+    // object or array) when `json`, else XML attributes (` name="value"`, the name's
+    // underscores written as hyphens). One list of fields serves both forms.
+
+    /// Whether field() writes JSON members rather than XML attributes.
+    var json = false
+    /// JSON: whether the current object or array has an entry already (the next one
+    /// needs a comma).
+    private var needsSeparator = false
+
+    /// Writes a field's name: `,"name":` or ` name="`.
+    private mutating func fieldName(_ name: StaticString) {
+        if json {
+            put(needsSeparator ? ",\"" : "\"")
+            put(name)
+            put("\":")
+            needsSeparator = true
+            return
+        }
         put(" ")
-        put(name)
+        var index = 0
+        while index < name.utf8CodeUnitCount {
+            let byte = name.utf8Start[index]
+            put(byte: byte == 95 ? 45 : byte)  // _ -> -
+            index &+= 1
+        }
         put("=\"")
+    }
+
+    mutating func field(_ name: StaticString, _ value: UInt) {
+        fieldName(name)
         put(number: value)
+        if !json { put("\"") }
+    }
+
+    /// A string field; `text` is SwiftHeap's own (no escaping).
+    mutating func field(_ name: StaticString, string text: UnsafePointer<CChar>) {
+        fieldName(name)
+        if json { put("\"") }
+        put(cString: text)
         put("\"")
     }
 
-    /// `,"name":value` (without the comma if `first`): a JSON member.
-    mutating func member(_ name: StaticString, _ value: UInt, first: Bool = false) {
-        put(first ? "\"" : ",\"")
-        put(name)
-        put("\":")
-        put(number: value)
+    mutating func field(_ name: StaticString, text: StaticString) {
+        fieldName(name)
+        if json { put("\"") }
+        put(text)
+        put("\"")
+    }
+
+    /// JSON true/false, XML 1/0.
+    mutating func field(_ name: StaticString, flag: Bool) {
+        if json {
+            fieldName(name)
+            put(flag ? "true" : "false")
+        } else {
+            field(name, flag ? 1 : 0)
+        }
+    }
+
+    /// JSON: opens an object, as the member `name` or (nil) as an array element.
+    mutating func openObject(_ name: StaticString? = nil) {
+        if let name { fieldName(name) } else if needsSeparator { put(",") }
+        put("{")
+        needsSeparator = false
+    }
+
+    mutating func closeObject() {
+        put("}")
+        needsSeparator = true
+    }
+
+    /// JSON: opens the array member `name`.
+    mutating func openArray(_ name: StaticString) {
+        fieldName(name)
+        put("[")
+        needsSeparator = false
+    }
+
+    mutating func closeArray() {
+        put("]")
+        needsSeparator = true
     }
 
     /// Drains the buffer to the sink. Must hold no allocator lock (fwrite may call malloc).

@@ -217,54 +217,59 @@ func formatTextStats(_ r: HeapReport, _ out: inout ReportWriter) {
     }
 }
 
+/// A size class's figures as fields (the JSON summary's and malloc_info's).
+func putClassFields(_ out: inout ReportWriter, _ cls: Int, _ f: ClassFigures) {
+    out.field("class", UInt(cls))
+    out.field("size", f.size)
+    out.field("pages", f.pages)
+    out.field("objects_per_span", f.objectsPerSpan)
+    out.field("spans", f.spans)
+    out.field("allocated", f.allocated)
+    out.field("cached", f.cached)
+    out.field("free", f.freeInSpans)
+}
+
 /// The JSON summary (SWIFTHEAP_STATS=json): one object on one line.
 func formatJSONStats(_ r: HeapReport, _ out: inout ReportWriter) {
     let s = r.snapshot
-    out.put("{\"allocator\":\"swiftheap\",\"version\":\"")
-    out.put(cString: sh_version())
-    out.put("\"")
-    out.member("pid", UInt(bitPattern: Int(getpid())))
-    out.member("mapped_bytes", s.mappedBytes)
-    out.member("span_bytes", s.spanBytes)
-    out.member("in_use_bytes", s.inUseBytes)
-    out.member("free_bytes", s.freeBytes)
-    out.member("free_page_bytes", s.freePageBytes)
-    out.member("retained_bytes", s.retainedBytes)
-    out.member("releasable_bytes", s.releasableBytes)
-    out.member("released_free_page_bytes", s.scavengedFreeBytes)
-    out.member("released_in_span_bytes", s.inSpanReleasedBytes)
-    out.member("small_spans", r.smallSpans)
-    out.member("large_objects", s.largeCount)
-    out.member("large_bytes", s.largeBytes)
-    out.member("metadata_bytes", s.metadataBytes)
-    out.member("thread_caches", s.threadCaches)
-    out.member("cached_objects", r.cachedObjects)
-    out.member("cached_bytes", r.cachedBytes)
-    out.member("free_objects", r.freeObjects)
-    out.member("free_object_bytes", r.freeObjectBytes)
-    out.put(",\"scavenger\":{\"enabled\":")
-    out.put(heapIsReady() && !heap.pointee.config.scavengerEnabled ? "false" : "true")
-    out.member("generations", UInt(s.generation))
-    out.member("released_bytes", s.releasedBytes)
-    out.member("cpu_ns", s.scavengerCPUNanos)
-    out.put("},\"classes\":[")
-    var first = true
-    for cls in 1..<max(r.classCount, 1) {
-        let f = r.classes[cls]
-        if f.isEmpty { continue }
-        out.put(first ? "{" : ",{")
-        first = false
-        out.member("class", UInt(cls), first: true)
-        out.member("size", f.size)
-        out.member("pages", f.pages)
-        out.member("objects_per_span", f.objectsPerSpan)
-        out.member("spans", f.spans)
-        out.member("allocated", f.allocated)
-        out.member("cached", f.cached)
-        out.member("free", f.freeInSpans)
-        out.put("}")
+    out.json = true
+    out.openObject()
+    out.field("allocator", text: "swiftheap")
+    out.field("version", string: sh_version())
+    out.field("pid", UInt(bitPattern: Int(getpid())))
+    out.field("mapped_bytes", s.mappedBytes)
+    out.field("span_bytes", s.spanBytes)
+    out.field("in_use_bytes", s.inUseBytes)
+    out.field("free_bytes", s.freeBytes)
+    out.field("free_page_bytes", s.freePageBytes)
+    out.field("retained_bytes", s.retainedBytes)
+    out.field("releasable_bytes", s.releasableBytes)
+    out.field("released_free_page_bytes", s.scavengedFreeBytes)
+    out.field("released_in_span_bytes", s.inSpanReleasedBytes)
+    out.field("small_spans", r.smallSpans)
+    out.field("large_objects", s.largeCount)
+    out.field("large_bytes", s.largeBytes)
+    out.field("metadata_bytes", s.metadataBytes)
+    out.field("thread_caches", s.threadCaches)
+    out.field("cached_objects", r.cachedObjects)
+    out.field("cached_bytes", r.cachedBytes)
+    out.field("free_objects", r.freeObjects)
+    out.field("free_object_bytes", r.freeObjectBytes)
+    out.openObject("scavenger")
+    out.field("enabled", flag: !heapIsReady() || heap.pointee.config.scavengerEnabled)
+    out.field("generations", UInt(s.generation))
+    out.field("released_bytes", s.releasedBytes)
+    out.field("cpu_ns", s.scavengerCPUNanos)
+    out.closeObject()
+    out.openArray("classes")
+    for cls in 1..<max(r.classCount, 1) where !r.classes[cls].isEmpty {
+        out.openObject()
+        putClassFields(&out, cls, r.classes[cls])
+        out.closeObject()
     }
-    out.put("]}\n")
+    out.closeArray()
+    out.closeObject()
+    out.put("\n")
 }
 
 /// Writes the text summary to stderr. Must hold no allocator lock.
