@@ -23,6 +23,7 @@
 #include <string.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <stdio.h>
 
 // ---- thread-local slot ---------------------------------------------------------
 // One pointer, initial-exec (glibc's manual asks this of a malloc replacement, and a
@@ -93,6 +94,17 @@ static inline int64_t sh_thread_cpu_nanos(void) {
 static inline long sh_gettid(void) { return syscall(SYS_gettid); }
 static inline int sh_open_readonly(const char *path) { return open(path, O_RDONLY | O_CLOEXEC); }
 static inline long sh_getdents64(int fd, void *buffer, size_t bytes) { return syscall(SYS_getdents64, fd, buffer, bytes); }
+// For the stats file (SWIFTHEAP_STATS_FILE): reports are appended, one write each.
+static inline int sh_open_append(const char *path) { return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644); }
+// A close-on-exec copy of fd, numbered at least `lowest` (fcntl is variadic: Swift cannot call it).
+static inline int sh_dup_cloexec(int fd, int lowest) { return fcntl(fd, F_DUPFD_CLOEXEC, lowest); }
+// malloc_info's FILE *, passed through as an opaque pointer. Called with no allocator lock held
+// (stdio may call malloc).
+static inline size_t sh_fwrite(const void *bytes, size_t count, void *stream) { return fwrite(bytes, 1, count, (FILE *)stream); }
+
+// ---- version ------------------------------------------------------------------------
+// SwiftHeap's version ("MAJOR.MINOR.PATCH", from Package.swift), defined in shim.c.
+__attribute__((visibility("hidden"))) const char *sh_version(void);
 
 
 
