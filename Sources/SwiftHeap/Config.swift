@@ -3,7 +3,7 @@
 // the defaults apply). getenv does not allocate. The one string kept (the stats file's
 // name) is copied into metadata memory: the program may change its environment later.
 //
-//   SWIFTHEAP_SCAVENGER=0            no background scavenger thread (malloc_trim still works)
+//   SWIFTHEAP_SCAVENGER=0            no scavenger, thread or inline (malloc_trim still works)
 //   SWIFTHEAP_SCAVTRACE=1            a `scav ...` line on stderr per scavenge generation
 //   SWIFTHEAP_STATS=1                a summary on stderr at exit (`text` too); `json`: the same figures as one JSON line
 //   SWIFTHEAP_STATS_FILE=PATH        the summary is appended to PATH instead (%p: the process id, %%: a %)
