@@ -83,7 +83,8 @@ struct PageHeap {
     var pages: UnsafeMutablePointer<PageAlloc>
     /// Read without the lock by the free paths; written under it.
     var spanMap: SpanMap
-    var spanRecords: FixAlloc
+    /// Span records: their memory goes back to the OS after a burst (SlabPool.swift).
+    var spanRecords: SlabPool
     var stats = HeapStats()
     var freedDirect = FreedDirectRing()
     /// Where this page heap publishes what happened (Events.swift).
@@ -101,7 +102,7 @@ struct PageHeap {
         // Whole cache lines per span record: the records of spans used by different
         // threads must not share a line (refills write a span's counters).
         p.initialize(to: PageHeap(pages: pages, spanMap: spanMap,
-                                  spanRecords: FixAlloc(recordBytes: alignUp(UInt(MemoryLayout<Span>.stride), 64)),
+                                  spanRecords: SlabPool(recordBytes: UInt(MemoryLayout<Span>.stride)),
                                   events: events, placementHint: heapPlacementHint(salt: UInt(bitPattern: p))))
         return pages.pointee.initialize(heapLock: p.lockPointer, test: false)
     }
@@ -159,7 +160,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             if headPages > 0 { pages.pointee.free(base: run.base, npages: headPages) }
             if tailPages > 0 { pages.pointee.free(base: base &+ pageCount &<< pageShift, npages: tailPages) }
         }
-        guard let record = pointer(to: \.spanRecords)!.pointee.alloc() else {
+        guard let record = pointer(to: \.spanRecords)!.alloc() else {
             pages.pointee.free(base: base, npages: pageCount)
             return nil
         }
@@ -201,7 +202,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.spanBytes &-= pageCount &<< pageShift
         pointee.events.noteFreedLocked(pageCount &<< pageShift)
         span.pointee.state = .free
-        pointer(to: \.spanRecords)!.pointee.free(UnsafeMutableRawPointer(span))
+        pointer(to: \.spanRecords)!.free(UnsafeMutableRawPointer(span))
     }
 
     /// Extends a large span in place by `extraPages` if the pages after it are free.
@@ -395,7 +396,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         if base == 0 { return nil }
         lockPointer.lock()
         guard pointee.spanMap.ensureSlots(base: base, bytes: pageSize),
-              let record = pointer(to: \.spanRecords)!.pointee.alloc() else {
+              let record = pointer(to: \.spanRecords)!.alloc() else {
             lockPointer.unlock()
             osUnmap(base, bytes)
             return nil
@@ -424,7 +425,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.directCount &-= 1
         pointer(to: \.freedDirect)!.pointee.record(memory.base)
         span.pointee.state = .free
-        pointer(to: \.spanRecords)!.pointee.free(UnsafeMutableRawPointer(span))
+        pointer(to: \.spanRecords)!.free(UnsafeMutableRawPointer(span))
         return memory
     }
 
