@@ -6,7 +6,8 @@
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc and the anchors
 #                   (mimalloc 3, snmalloc from $(ANCHORS), default ../shared/anchors; skipped where absent)
 #   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
-#   make rss        RSS over time after bursts and scattered frees (table and PNG)
+#   make rss        RSS over time after a burst, scattered frees and repeated phases (tables and PNGs),
+#                   then the footprint of tiny programs (scripts/footprint)
 #   make footprint  VmSize, VmRSS and peak RSS of tiny programs against glibc
 #   make stress     multithreaded random stress with pattern checks, forks, real programs
 #   make profile    instructions and D1/LL misses per malloc/free pair under cachegrind, every allocator
@@ -131,6 +132,7 @@ bench-checks: lib
 
 rss: lib
 	scripts/rss $(LIB)
+	scripts/footprint $(LIB) --extra mimalloc3=$(ANCHORS)/mimalloc3/libmimalloc.so --extra snmalloc=$(ANCHORS)/snmalloc/libsnmallocshim.so
 
 stress: lib
 	scripts/stress $(LIB)

@@ -12,8 +12,13 @@
 //   shrinkThreshold  netFreedSinceEpoch that makes an epoch due too (the scavenger sets it
 //                    when it ends an epoch, from the live bytes then: a heap that lost a
 //                    share of its live bytes gets a new goal at once; heap lock)
-//   epochDue         raised (atomic) when freedSinceEpoch reaches the threshold: an
-//                    epoch's worth of work; the scavenger clears it
+//   epochDue         raised (atomic) when freedSinceEpoch reaches its threshold (bit
+//                    epochDueByFrees) or netFreedSinceEpoch its own (epochDueByShrinking):
+//                    an epoch's worth of work; the scavenger clears it
+//   peakSpanBytes    the most bytes in spans since the epoch ended (the page heap raises
+//                    it, the scavenger resets it to what is in spans when it ends an
+//                    epoch; heap lock), and when it was reached (peakSpanNanos): what the
+//                    program needed at its peak, for the goal
 //   retainedGoal     the bytes the scavenger works retained memory down to (it sets it
 //                    when it ends an epoch; 0 before the first): a page heap that grows
 //                    above it releases as much as it grew (PageHeap.scavengeOnGrowthLocked;
@@ -29,12 +34,18 @@
 
 import CShim
 
+/// epochDue's bits: an epoch's worth of pages freed; the heap shrank by the threshold.
+let epochDueByFrees: UInt32 = 1
+let epochDueByShrinking: UInt32 = 2
+
 struct HeapEvents {
     var freedSinceEpoch: UInt = 0
     var epochThreshold: UInt = 1 << 20
     var netFreedSinceEpoch: Int = 0
     var shrinkThreshold: UInt = 1 << 20
     var retainedGoal: UInt = 0
+    var peakSpanBytes: UInt = 0
+    var peakSpanNanos: Int64 = 0
     var epochDue: UInt32 = 0
     var pagesMoved: UInt32 = 0
     var inSpanReleased: UInt64 = 0
@@ -54,17 +65,21 @@ extension UnsafeMutablePointer where Pointee == HeapEvents {
     func noteFreedLocked(_ bytes: UInt) {
         pointee.freedSinceEpoch &+= bytes
         pointee.netFreedSinceEpoch &+= Int(bitPattern: bytes)
-        if (pointee.freedSinceEpoch >= pointee.epochThreshold
-                || pointee.netFreedSinceEpoch >= Int(bitPattern: pointee.shrinkThreshold))
-            && sh_load32_relaxed(epochDueWord) == 0 {
-            sh_store32(epochDueWord, 1)
-        }
+        var due = sh_load32_relaxed(epochDueWord)
+        if pointee.freedSinceEpoch >= pointee.epochThreshold { due |= epochDueByFrees }
+        if pointee.netFreedSinceEpoch >= Int(bitPattern: pointee.shrinkThreshold) { due |= epochDueByShrinking }
+        if due != sh_load32_relaxed(epochDueWord) { sh_store32(epochDueWord, due) }
         notePagesMoved()
     }
 
-    /// `bytes` of pages were taken from the page heap. Must hold the page heap's lock.
-    func noteTakenLocked(_ bytes: UInt) {
+    /// `bytes` of pages were taken from the page heap, which now has `spanBytes` in spans.
+    /// Must hold the page heap's lock.
+    func noteTakenLocked(_ bytes: UInt, spanBytes: UInt) {
         pointee.netFreedSinceEpoch &-= Int(bitPattern: bytes)
+        if spanBytes > pointee.peakSpanBytes {
+            pointee.peakSpanBytes = spanBytes
+            pointee.peakSpanNanos = sh_monotonic_nanos()
+        }
         notePagesMoved()
     }
 

@@ -171,7 +171,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         span.pointee.state = state
         pointee.spanMap.set(base: base, pages: state == .small ? pageCount : 1, to: span)
         stats.pointee.spanBytes &+= pageCount &<< pageShift
-        pointee.events.noteTakenLocked(pageCount &<< pageShift)
+        pointee.events.noteTakenLocked(pageCount &<< pageShift, spanBytes: stats.pointee.spanBytes)
         return (span, scavengedBytes)
     }
 
@@ -213,7 +213,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         if !pointee.pages.pointee.allocRangeIfFree(base: span.pointee.limit, npages: extraPages).ok { return false }
         span.pointee.pages &+= extraPages
         stats.pointee.spanBytes &+= extraPages &<< pageShift
-        pointee.events.noteTakenLocked(extraPages &<< pageShift)
+        pointee.events.noteTakenLocked(extraPages &<< pageShift, spanBytes: stats.pointee.spanBytes)
         return true
     }
 

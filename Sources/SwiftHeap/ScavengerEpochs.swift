@@ -9,14 +9,15 @@
 // Sweep epochs. Pages return to the page heap as spans empty (Central.release, large
 // frees), and the page heap counts them (events.freedSinceEpoch); when the pages freed
 // since the last epoch reach epochPercent of the heap, or the heap shrank (pages freed
-// less pages taken) by retainPercent of the live bytes at the last epoch, it raises
+// less pages taken) by a quarter of the live bytes at the last epoch, it raises
 // events.epochDue — it never wakes the scavenger (waking may block). The second rule lets
 // the goal follow a heap that drops a phase: each epoch's goal is lower, and the last
 // one comes close to the end of the frees, not a tenth of the heap before it. The next
 // tick sees it and ends the epoch: scavengeStartGen clones inUse into the generation's ranges, and the
 // retained-memory goal is reset to the live bytes now plus retainPercent. An epoch also
 // ends when a tick finds pages were freed but no epoch ended for a second (the heap went
-// idle), and on malloc_trim.
+// idle), and on malloc_trim. The goal's basis is the live bytes plus what the heap gave
+// back since its peak in the epoch (events.peakSpanBytes): what the program needed lately.
 //
 // Work. While retained memory (mapped, less free pages already released, less pages
 // released inside spans) is above the goal, the scavenger reserves address ranges from
@@ -69,6 +70,13 @@ struct Scavenger {
     var inSpanReleasedThisGen: UInt = 0
     /// Bytes of the current generation's work already reported by a trace line.
     var tracedBytes: UInt = 0
+    /// The most bytes the heap held in spans in the last peakLifetimeNanos (as the epochs
+    /// saw it: events.peakSpanBytes), and when: a goal far below it means the program
+    /// dropped a phase (ScavengerPacing.swift's credit).
+    var recentPeakSpanBytes: UInt = 0
+    var recentPeakNanos: Int64 = 0
+    /// When the budget was last credited for a dropped phase (ScavengerPacing.swift).
+    var lastCreditNanos: Int64 = 0
 
     /// The runners' own (ScavengerRunner.swift), guarded by the runner lock.
     var runner = RunnerState()
@@ -82,8 +90,18 @@ struct Scavenger {
     }
 }
 
+/// A peak of the bytes in spans this recent counts in the next goal's basis.
+let recentPeakNanos: Int64 = 1_000_000
+
+/// How long a peak of the bytes in spans stays the recent peak (unless a higher one comes).
+let peakLifetimeNanos: Int64 = 5_000_000_000
+
 /// The smallest freedSinceEpoch that ends an epoch.
 let minimumEpochBytes: UInt = 1 << 20
+/// An epoch is due when the heap shrank by the live bytes at the last epoch / this: a
+/// quarter, more than a churning heap's swing between frees and the allocations that
+/// replace them, and a handful of epochs down to the end of a program's phase.
+let shrinkEpochDivisor: UInt = 4
 
 extension UnsafeMutablePointer where Pointee == Scavenger {
     @inline(__always) var goalPendingWord: UnsafeMutablePointer<UInt32> { pointer(to: \.goalPendingFlag)! }
@@ -138,11 +156,26 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         _ = pages.pointee.scavengeStartGen()
         let live = liveBytesEstimate()
         let config = pointee.config
-        pointee.goalBytes = live &+ live / 100 &* config.retainPercent
-        let threshold = pointee.pageHeap.pointee.stats.mappedBytes / 100 &* config.epochPercent
+        // The goal's basis is what the program held at its peak since the last epoch, if
+        // that peak is a moment ago, not the live bytes at this instant: an epoch ends
+        // right after a free crosses a threshold, when the object a churning program is
+        // about to replace is missing from the live bytes. An older peak is not counted:
+        // the heap dropped a phase, and its goal should follow it down at once.
         let events = pointee.events
+        let inSpans = pointee.pageHeap.pointee.stats.spanBytes
+        let peakSpans = max(events.pointee.peakSpanBytes, inSpans)
+        let recent = now &- events.pointee.peakSpanNanos < recentPeakNanos
+        let basis = live &+ (recent ? peakSpans &- inSpans : 0)
+        events.pointee.peakSpanBytes = inSpans
+        if peakSpans >= pointee.recentPeakSpanBytes || now &- pointee.recentPeakNanos > peakLifetimeNanos {
+            pointee.recentPeakSpanBytes = peakSpans
+            pointee.recentPeakNanos = now
+        }
+        pointee.goalBytes = basis &+ basis / 100 &* config.retainPercent
+
+        let threshold = pointee.pageHeap.pointee.stats.mappedBytes / 100 &* config.epochPercent
         events.pointee.epochThreshold = max(threshold, minimumEpochBytes)
-        events.pointee.shrinkThreshold = max(live / 100 &* config.retainPercent, minimumEpochBytes)
+        events.pointee.shrinkThreshold = max(live / shrinkEpochDivisor, minimumEpochBytes)
         events.pointee.freedSinceEpoch = 0
         events.pointee.netFreedSinceEpoch = 0
         events.pointee.retainedGoal = max(pointee.goalBytes, 1)

@@ -2,10 +2,9 @@
 //
 // Pacing. CPU time spent scavenging is charged to a token bucket filled at
 // scavengeCPUPercent of one core (default 1%), holding at most scavengeBurstMillis
-// (default 200 ms): over any long run the scavenger uses at most its share, yet the
-// first second after a large free can release hundreds of MiB at once. A heap that
-// shrinks earns more: when an epoch ends with a lower goal than the last, the drop is
-// credited at shrinkCreditNanosPerMiB (up to shrinkCreditCapNanos in the bucket), so a
+// (default 200 ms), starting empty: over any long run the scavenger uses at most its share. A heap that
+// shrinks earns more: when an epoch ends with a goal below a quarter of the highest goal
+// of the last 5 s, the drop from that peak is credited, once, at shrinkCreditNanosPerMiB (up to shrinkCreditCapNanos in the bucket), so a
 // program that drops a phase again and again gets its memory back each time, paid for
 // by what it let go of; a heap that churns at one size earns nothing, and stays at 1%.
 //
@@ -69,6 +68,8 @@ let threadStepBytes: UInt = 4 << 20
 let shrinkCreditNanosPerMiB: Int64 = 500_000
 /// A shrink credit fills the budget up to this, at most (beyond the time-filled bucket).
 let shrinkCreditCapNanos: Int64 = 1_000_000_000
+/// At most one shrink credit per this long.
+let creditIntervalNanos: Int64 = 500_000_000
 
 extension UnsafeMutablePointer where Pointee == Scavenger {
     /// Releases up to `bytes` of free pages for decay: continues this generation, and if
@@ -105,8 +106,10 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let bucket = Int64(config.scavengeBurstMillis) &* 1_000_000
         let decayTicks = config.decayMillis == 0 ? 0 : Int(min(max(config.decayMillis / 100, 1), UInt(decaySampleSlots)))
         if !state.pointee.started {
+            // The bucket starts empty: a program's first epochs (it is still building its
+            // heap) earn no release; time fills it, and a phase dropped earns its credit.
             state.pointee.started = true
-            state.pointee.tokensNanos = bucket
+            state.pointee.tokensNanos = 0
             state.pointee.lastRefillNanos = now
             state.pointee.lastTickNanos = now &- scavengerTickNanos
         }
@@ -124,13 +127,20 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let events = pointee.events
         let freed = events.pointee.freedSinceEpoch
         let idle = freed > 0 && now &- pointee.lastEpochNanos > idleEpochNanos
-        let epochEnded = sh_load32(events.epochDueWord) != 0 || idle
+        // (At most one epoch per inlineFlaggedTickNanos, however often ticks come.)
+        let epochEnded = (sh_load32(events.epochDueWord) != 0 && now &- pointee.lastEpochNanos >= inlineFlaggedTickNanos) || idle
         if epochEnded {
-            let previousGoal = pointee.goalBytes
             endedTrace = endEpochLocked(now: now)
-            // The heap shrank: releasing what it let go of is paid for by the shrinking.
-            if pointee.goalBytes < previousGoal {
-                let credit = Int64((previousGoal &- pointee.goalBytes) >> 20) &* shrinkCreditNanosPerMiB
+            // The program dropped a phase (its goal fell below a quarter of the most it held
+            // in spans in the last seconds): releasing what it let go of is paid for by the
+            // shrinking, a credit for the whole peak (the frees may go on), at most once per
+            // creditIntervalNanos. A heap that churns big objects swings by less, and
+            // earns nothing: releasing its free pages would only have them faulted in
+            // again at the next allocation.
+            let peak = pointee.recentPeakSpanBytes, goal = pointee.goalBytes
+            if goal < peak / 4 && now &- pointee.lastCreditNanos >= creditIntervalNanos {
+                pointee.lastCreditNanos = now
+                let credit = Int64(peak >> 20) &* shrinkCreditNanosPerMiB
                 state.pointee.tokensNanos = min(state.pointee.tokensNanos &+ credit, max(state.pointee.tokensNanos, shrinkCreditCapNanos))
             }
         }
@@ -159,7 +169,10 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         if let endedTrace, config.scavengeTrace { printTrace(endedTrace) }
         if state.pointee.tokensNanos <= 0 { return (0, busy) }
 
-        let slice = inline ? min(state.pointee.tokensNanos, inlineSliceNanos) : state.pointee.tokensNanos
+        // Inline, a slice at a time; a longer one for a while after a shrink credit (a
+        // phase is being dropped: its release should keep up with its frees).
+        let inlineSlice = now &- pointee.lastCreditNanos < creditIntervalNanos ? inlineCreditSliceNanos : inlineSliceNanos
+        let slice = inline ? min(state.pointee.tokensNanos, inlineSlice) : state.pointee.tokensNanos
         let cpuBefore = sh_thread_cpu_nanos()
         if goalPending {
             let (released, finished) = scavengeTowardGoal(goal, budgetNanos: slice,

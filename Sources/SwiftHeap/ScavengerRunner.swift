@@ -9,10 +9,12 @@
 //
 //   * inline: the C ABI's slow paths end with poke() when pages moved between spans and
 //     the page heap (events.pagesMoved: a span made or given back, a large object
-//     allocated or freed), holding no lock. It runs a tick when work is flagged (an
-//     epoch due, a generation's goal not yet met) or a tick period (100 ms) has passed
-//     since the last one, with at most inlineSliceNanos of CPU and inlineStepBytes per
-//     release step: no call of malloc or free stalls for long, and a burst of frees
+//     allocated or freed), holding no lock. It runs a tick when work is flagged (an epoch
+//     due, a generation's goal not yet met) and a millisecond has passed since the last
+//     tick — at every such call for half a second after a phase dropped (a shrink credit)
+//     — or when a tick period (100 ms) has, with at most inlineSliceNanos of CPU
+//     (inlineCreditSliceNanos for half a second after a phase being dropped credited the
+//     budget) and inlineStepBytes per release step: no call of malloc or free stalls for long, and a burst of frees
 //     releases its memory as it goes. Between ticks the free, resident bytes of the page
 //     heap change only at such events, so decay's samples for the ticks that had no call
 //     repeat the last value.
@@ -53,8 +55,12 @@ struct RunnerState {
     var programHasThreads: Bool = false
 }
 
-/// CPU time one inline tick may spend.
+/// Inline ticks with work flagged come at most this often (a heap that frees big objects
+/// fast would otherwise end an epoch at nearly every free).
+let inlineFlaggedTickNanos: Int64 = 1_000_000
+/// CPU time one inline tick may spend; while a shrink credit lasts (ScavengerPacing.swift).
 let inlineSliceNanos: Int64 = 500_000
+let inlineCreditSliceNanos: Int64 = 2_000_000
 /// Bytes one inline release step asks for (the slice is checked between steps).
 let inlineStepBytes: UInt = 1 << 20
 /// Thread ticks with nothing to do before the thread exits (5 s).
@@ -99,9 +105,14 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
 
     @inline(never) private func pokeSlow(allocating: Bool) {
         if sh_load32(startAllowedWord) == 0 || !pointee.config.scavengerEnabled { return }
-        let flagged = sh_load32_relaxed(pointee.events.epochDueWord) != 0 || sh_load32_relaxed(goalPendingWord) != 0
+        let due = sh_load32_relaxed(pointee.events.epochDueWord)
+        let flagged = due != 0 || sh_load32_relaxed(goalPendingWord) != 0
         let now = sh_monotonic_nanos()
-        if !flagged && now &- pointee.runner.lastTickNanos < scavengerTickNanos { return }
+        // A heap dropping a phase (credited lately) is followed at every call; other
+        // flagged work at most every inlineFlaggedTickNanos; the rest at the tick period.
+        let urgent = flagged && now &- pointee.lastCreditNanos < creditIntervalNanos
+        let interval = urgent ? 0 : flagged ? inlineFlaggedTickNanos : scavengerTickNanos
+        if now &- pointee.runner.lastTickNanos < interval { return }
         if !runnerLock.tryLock() { return }
         if allocating && flagged && programRunsThreads(now) {
             runnerLock.unlock()

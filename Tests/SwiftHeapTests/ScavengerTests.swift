@@ -142,7 +142,9 @@ import Testing
         #expect(h.pageHeap.pointee.stats.mappedBytes == 16 << 20)
         let s = h.scavenger
         _ = h.locked { s.endEpochLocked(now: 0) }
-        #expect(s.pointee.goalBytes == 0 && !s.pointee.goalReached && s.pointee.goalPendingFlag == 1)
+        // The goal's basis: nothing live, plus the 16 MiB given back since the peak.
+        let basis: UInt = 16 << 20
+        #expect(s.pointee.goalBytes == basis + basis / 100 * 10 && !s.pointee.goalReached && s.pointee.goalPendingFlag == 1)
         #expect(h.locked { s.retainedBytesLocked() } == 16 << 20)
         let goal: UInt = 14 << 20
         let (released, finished) = s.scavengeTowardGoal(goal, budgetNanos: -1, stepBytes: 4 << 20)
@@ -201,6 +203,12 @@ import Testing
         let s = h.scavenger
         try makeDirtyFreePages(h, 2048)  // 16 MiB freed: an epoch is due (threshold 1 MiB)
         #expect(h.events.pointee.epochDue == 1)
+        // A budget to spend (the bucket starts empty), and a goal of nothing: forget the
+        // peak, as if the free were long ago.
+        s.pointee.runner.started = true
+        s.pointee.runner.tokensNanos = 200_000_000
+        s.pointee.runner.lastRefillNanos = 1_000_000_000
+        h.events.pointee.peakSpanBytes = 0
         let runner = s.pointer(to: \.runner.lock)!
         var ticks = 0
         var now: Int64 = 1_000_000_000
@@ -221,29 +229,45 @@ import Testing
 }
 
 extension ScavengerTests {
-    /// An epoch that ends with a lower goal than the last credits the CPU budget with the
-    /// drop (the shrinking pays for its release), beyond the time-filled bucket; and sets
-    /// the shrink threshold and the goal the page heap grows against.
-    @Test func aShrinkingHeapEarnsItsReleaseBudget() throws {
+    /// The budget starts empty; an epoch whose goal falls below a quarter of the most the
+    /// heap held in spans lately (a phase dropped) credits the whole peak's release, at
+    /// most once per creditIntervalNanos; a swing that does not fall that far earns nothing.
+    @Test func aPhaseDroppedEarnsItsReleaseBudget() throws {
         let h = PrivateHeap()
         let s = h.scavenger
         let runner = s.pointer(to: \.runner.lock)!
-        runner.lock()
-        _ = s.tick(now: 1_000_000_000, inline: true)  // starts the bucket full: 200 ms
-        runner.unlock()
-        let full = s.pointee.runner.tokensNanos
-        #expect(full > Int64(s.pointee.config.scavengeBurstMillis) * 1_000_000 - inlineSliceNanos)
-        // The last epoch's goal was 400 MiB; nothing is live now.
+        func tick(_ now: Int64) {
+            runner.lock()
+            _ = s.tick(now: now, inline: true)
+            runner.unlock()
+        }
+        tick(1_000_000_000)
+        #expect(s.pointee.runner.tokensNanos == 0, "the bucket starts empty")
+        // A recent peak of 400 MiB in spans; a swing down to 150 MiB earns nothing.
+        s.pointee.recentPeakSpanBytes = 400 << 20
+        s.pointee.recentPeakNanos = 1_000_000_000
         s.pointee.goalBytes = 400 << 20
+        let makeLive = { (bytes: UInt) in  // a large span of `bytes` counts as live
+            h.locked { h.pageHeap.stats.pointee.largeBytes = bytes }
+        }
+        makeLive(150 << 20)
         h.events.pointee.epochDue = 1
-        runner.lock()
-        _ = s.tick(now: 1_000_000_001, inline: true)
-        runner.unlock()
-        #expect(s.pointee.goalBytes == 0)
-        let credit = Int64(400) * shrinkCreditNanosPerMiB
-        #expect(s.pointee.runner.tokensNanos >= min(full + credit, shrinkCreditCapNanos) - inlineSliceNanos * 2)
-        #expect(s.pointee.runner.tokensNanos > full)
-        #expect(h.events.pointee.shrinkThreshold == minimumEpochBytes && h.events.pointee.retainedGoal == 1)
+        tick(1_001_000_000)
+        let swing: UInt = 150 << 20
+        #expect(s.pointee.goalBytes == swing + swing / 100 * 10 && s.pointee.runner.tokensNanos < 1_000_000)
+        // Down to 10 MiB (below a quarter of the peak): the peak's release is credited.
+        makeLive(10 << 20)
+        h.events.pointee.epochDue = 1
+        tick(1_002_000_000)
+        let low: UInt = 10 << 20
+        #expect(s.pointee.goalBytes == low + low / 100 * 10)
+        #expect(s.pointee.runner.tokensNanos > 400 * shrinkCreditNanosPerMiB - 4 * inlineCreditSliceNanos)
+        // Again within creditIntervalNanos: nothing more.
+        let tokens = s.pointee.runner.tokensNanos
+        h.events.pointee.epochDue = 1
+        tick(1_003_000_000)
+        #expect(s.pointee.runner.tokensNanos <= tokens + 1_000_000)
+        makeLive(0)
     }
 }
 
