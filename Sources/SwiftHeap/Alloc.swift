@@ -7,26 +7,45 @@
 // or overflow trap.
 //
 // Large objects (above maxSmallSize) are spans of their own, taken from the page heap
-// under the heap lock. Their memory is known to be zero when every page of the span
+// under the heap lock. So are the allocations the heap profiler samples, whatever
+// their size (Profile.swift): their free then takes the slow path, which drops the
+// sample, without a test on the free fast path. Their memory is known to be zero when every page of the span
 // was fresh from mmap or released with MADV_DONTNEED, and calloc then skips the memset.
 
 import CShim
 
 /// malloc without the C conventions: nil on failure with errno set.
+///
+/// The size limit is maxSmallSize, read from the shim (sh_small_limit) instead of an
+/// immediate: the same one compare. With heap profiling on it is 0, and every malloc
+/// takes the slow path, which counts its bytes toward the next sample (Profile.swift).
 @inline(__always) func allocate(_ size: UInt) -> UnsafeMutableRawPointer? {
-    if size <= maxSmallSize, let cache = sh_tls_get() {
+    if size <= sh_small_limit(), let cache = sh_tls_get() {
         let bin = cacheBin(cache, heap.pointee.classes.sizeClass(of: size))
-        let count = bin.pointee.count
-        if count != 0 {
-            let top = count &- 1
-            bin.pointee.count = top
-            return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(top)])
-        }
+        if bin.pointee.count != 0 { return popBin(bin) }
     }
     return allocateSlow(size)
 }
 
+/// The object on top of a bin that is not empty.
+@inline(__always) func popBin(_ bin: UnsafeMutablePointer<CacheBin>) -> UnsafeMutableRawPointer? {
+    let top = bin.pointee.count &- 1
+    bin.pointee.count = top
+    return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(top)])
+}
+
 @inline(never) func allocateSlow(_ size: UInt) -> UnsafeMutableRawPointer? {
+    // ---- heap profiler hook (Profile.swift): with profiling on, every malloc is here.
+    if profilingOn {
+        if profileShouldSample(size), let sampled = allocateSampled(size, alignment: minAlignment, zeroed: false) {
+            return sampled
+        }
+        if size <= maxSmallSize, let cache = sh_tls_get() {
+            let bin = cacheBin(cache, heap.pointee.classes.sizeClass(of: size))
+            if bin.pointee.count != 0 { return popBin(bin) }
+        }
+    }
+    // ---- end of hook
     if size > maxSmallSize { return allocateLarge(size, alignment: pageSize, zeroed: false) }
     if !ensureHeapInitialized() {
         sh_errno_set(ENOMEM)
@@ -52,19 +71,17 @@ import CShim
 /// the heap is out of memory.
 @inline(__always) func allocateSmall(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int) -> UnsafeMutableRawPointer? {
     let bin = cacheBin(cache, sizeClass)
-    let count = bin.pointee.count
-    if count != 0 {
-        bin.pointee.count = count &- 1
-        return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(count &- 1)])
-    }
+    if bin.pointee.count != 0 { return popBin(bin) }
     return UnsafeMutableRawPointer(bitPattern: refillBin(cache, sizeClass))
 }
 
 /// A large object of at least `size` bytes aligned to `alignment`; nil with ENOMEM
-/// if the size is impossible or memory is exhausted.
+/// if the size is impossible or memory is exhausted. `profiled` marks the span as a
+/// heap-profile sample (its free goes through the profiler).
 ///
 /// Takes the heap lock.
-@inline(never) func allocateLarge(_ size: UInt, alignment: UInt, zeroed mustBeZero: Bool) -> UnsafeMutableRawPointer? {
+@inline(never) func allocateLarge(_ size: UInt, alignment: UInt, zeroed mustBeZero: Bool,
+                                  profiled: Bool = false) -> UnsafeMutableRawPointer? {
     let savedErrno = sh_errno_get()
     let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
     if overflow || !ensureHeapInitialized() {
@@ -79,6 +96,7 @@ import CShim
         return nil
     }
     span.pointee.state = .large
+    span.pointee.profiled = profiled
     heap.pointee.stats.largeBytes &+= pageCount &<< pageShift
     heap.pointee.stats.largeCount &+= 1
     heapLock.unlock()
@@ -91,6 +109,11 @@ import CShim
 /// An object of at least `size` bytes aligned to `alignment` (a power of two).
 @inline(never) func allocateAligned(_ size: UInt, alignment: UInt) -> UnsafeMutableRawPointer? {
     if alignment <= minAlignment { return allocate(size) }
+    // ---- heap profiler hook (Profile.swift)
+    if profilingOn && profileShouldSample(size), let sampled = allocateSampled(size, alignment: alignment, zeroed: false) {
+        return sampled
+    }
+    // ---- end of hook
     if size <= maxSmallSize && alignment <= pageSize {
         // A class whose size is a multiple of the alignment has every object aligned,
         // because spans start on a page boundary.
@@ -113,7 +136,14 @@ func allocateZeroed(count: UInt, size: UInt) -> UnsafeMutableRawPointer? {
         sh_errno_set(ENOMEM)
         return nil
     }
-    if total > maxSmallSize { return allocateLarge(total, alignment: pageSize, zeroed: true) }
+    if total > maxSmallSize {
+        // ---- heap profiler hook (Profile.swift); small sizes are counted in allocate.
+        if profilingOn && profileShouldSample(total), let sampled = allocateSampled(total, alignment: pageSize, zeroed: true) {
+            return sampled
+        }
+        // ---- end of hook
+        return allocateLarge(total, alignment: pageSize, zeroed: true)
+    }
     guard let memory = allocate(total) else { return nil }
     memset(memory, 0, Int(bitPattern: total))
     return memory

@@ -10,6 +10,9 @@
 //   SWIFTHEAP_SCAVENGE_BURST_MS=200  CPU time the scavenger may spend at once after a large free (its budget's bucket)
 //   SWIFTHEAP_EPOCH_PERCENT=10       a sweep epoch ends when pages freed since the last one reach this percentage of the heap
 //   SWIFTHEAP_DECAY_MS=200           once the goal is met, free pages that stayed free this long are released too (0: never)
+//   SWIFTHEAP_PROFILE=PATH           sample the heap and write a heap profile to PATH at exit (%p: the process id)
+//   SWIFTHEAP_PROFILE_RATE=524288    mean bytes allocated between two samples (0: no profiling)
+//   SWIFTHEAP_PROFILE_INTERVAL=0     also write PATH.1, PATH.2, ... every this many seconds (0: never)
 
 import CShim
 
@@ -22,6 +25,10 @@ struct Config {
     var scavengeBurstMillis: UInt = 200
     var epochPercent: UInt = 10
     var decayMillis: UInt = 200
+    /// SWIFTHEAP_PROFILE, as getenv returned it (the profiler copies it), or nil.
+    var profilePath: UnsafePointer<CChar>? = nil
+    var profileRate: UInt = 512 << 10
+    var profileIntervalSeconds: UInt = 0
 
     /// Reads the environment. Must hold no allocator lock.
     static func fromEnvironment() -> Config {
@@ -34,12 +41,20 @@ struct Config {
         config.scavengeBurstMillis = number("SWIFTHEAP_SCAVENGE_BURST_MS", default: config.scavengeBurstMillis)
         config.epochPercent = max(number("SWIFTHEAP_EPOCH_PERCENT", default: config.epochPercent), 1)
         config.decayMillis = number("SWIFTHEAP_DECAY_MS", default: config.decayMillis)
+        config.profilePath = string("SWIFTHEAP_PROFILE")
+        config.profileRate = number("SWIFTHEAP_PROFILE_RATE", default: config.profileRate)
+        config.profileIntervalSeconds = number("SWIFTHEAP_PROFILE_INTERVAL", default: config.profileIntervalSeconds)
         return config
+    }
+
+    /// An environment variable's value, or nil if unset.
+    private static func string(_ name: StaticString) -> UnsafePointer<CChar>? {
+        UnsafePointer(getenv(UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self)))
     }
 
     /// The decimal value of an environment variable, or `fallback` if unset or not a number.
     private static func number(_ name: StaticString, default fallback: UInt) -> UInt {
-        guard let text = getenv(UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self)) else { return fallback }
+        guard let text = string(name) else { return fallback }
         var value: UInt = 0
         var index = 0
         while true {

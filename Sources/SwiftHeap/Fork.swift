@@ -1,6 +1,8 @@
 // fork() safety. The prepare handler takes every allocator lock, in the lock order,
 // so that no lock is held by a thread that will not exist in the child; the parent
-// releases them, the child resets them (their holder is gone). The child keeps the
+// releases them, the child resets them (their holder is gone). The heap profiler's
+// lock comes first: it is taken holding no other allocator lock, and the metadata
+// lock is taken under it. The child keeps the
 // heap as it was; the caches of threads that do not exist in the child are simply
 // never used again.
 
@@ -15,6 +17,7 @@ private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) ->
         heapLock)
     let metadataLock = UnsafeMutableRawPointer(metadataState).assumingMemoryBound(to: Mutex.self)
     if !reverse {
+        body(profileLock)
         body(locks.0)
         body(locks.1)
         for cls in 0..<classCount { body((root.pointee.centrals + cls).lockPointer) }
@@ -30,6 +33,7 @@ private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) ->
         }
         body(locks.1)
         body(locks.0)
+        body(profileLock)
     }
 }
 

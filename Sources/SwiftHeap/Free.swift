@@ -19,6 +19,9 @@
 // when the two copies reach the span and the second finds its bit already set; if the
 // object is handed out meanwhile, two owners share it until then.
 //
+// A heap-profile sample is a large span of its own, flagged in its record: its free
+// takes the slow path anyway, which drops the sample (Profile.swift).
+//
 // free preserves errno (glibc's manual asks it of a replacement): the slow paths may
 // make system calls (a contended lock's futex), so they save and restore it.
 
@@ -77,6 +80,7 @@ import CShim
     }
     if span.pointee.state == .large {
         if address != span.pointee.base { fatalMisuse(call, "invalid pointer", address: address) }
+        if span.pointee.profiled { profileRecordFree(address) }  // heap profiler hook (Profile.swift)
         freeLarge(span, address: address, call: call)
         return
     }
@@ -157,7 +161,10 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         if size <= oldUsable && (size > oldUsable / 2 || oldUsable <= 16) { return pointer }
     } else {
         oldUsable = span.pointee.pages &<< pageShift
-        if size > maxSmallSize, let resized = resizeLargeInPlace(span, size) { return resized }
+        if size > maxSmallSize, let resized = resizeLargeInPlace(span, size) {
+            if profilingOn { profileReallocatedInPlace(span, address: address, size: size) }  // heap profiler hook
+            return resized
+        }
     }
     guard let moved = allocate(size) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))

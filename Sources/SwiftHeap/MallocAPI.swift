@@ -114,7 +114,7 @@ public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutabl
 }
 
 /// Runs from the shared object's constructor: the parts of initialisation that need a
-/// working C runtime (the thread-exit key, the fork handlers).
+/// working C runtime (the thread-exit key, the fork handlers, the heap profiler).
 @_cdecl("swiftheap_library_init")
 public func swiftheap_library_init() {
     if !ensureHeapInitialized() { return }
@@ -123,5 +123,6 @@ public func swiftheap_library_init() {
         installForkHandlers()
         allowScavengerThread()
         if heap.pointee.config.printStats { _ = atexit(printStatsAtExit) }
+        startProfilingIfConfigured(heap.pointee.config)
     }
 }

@@ -52,6 +52,8 @@ struct CacheHeader {
     /// cache. Tests use them to see that the fast path takes no slow path.
     var refills: UInt
     var flushes: UInt
+    /// The heap profiler's sampling state of this thread (ProfileSampler.swift).
+    var profile: ProfileThreadState
 }
 
 /// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
