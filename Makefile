@@ -2,7 +2,8 @@
 #
 #   make            build libswiftheap.so (Embedded Swift, release)
 #   make libpath    print the library's absolute path
-#   make test       unit tests (swift test), library checks, C tests, misuse tests and real programs under LD_PRELOAD
+#   make test       unit tests (swift test), library checks, C tests, misuse tests, real programs and heap profiles under LD_PRELOAD
+#   make profile-demo  profile a small program and show how to read it (text, and a graph in out/)
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc
 #   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
 #   make rss        RSS over time after bursts and scattered frees (table and PNG)
@@ -18,7 +19,7 @@ UNCHECKED_DIR := .build-embedded-unchecked
 UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/libswiftheap.so
 
 .PHONY: bench-checks
-.PHONY: all lib libpath test unit check-lib ctest misuse programs bench rss stress clean
+.PHONY: all lib libpath test unit check-lib ctest misuse programs profile profile-demo bench rss stress clean
 
 all: lib
 
@@ -31,7 +32,7 @@ $(LIB): $(SOURCES)
 libpath:
 	@echo $(LIB)
 
-test: lib unit check-lib ctest misuse programs
+test: lib unit check-lib ctest misuse programs profile
 
 unit:
 	$(SWIFT) test
@@ -47,6 +48,12 @@ misuse: lib
 
 programs: lib
 	scripts/test-programs $(LIB)
+
+profile: lib
+	scripts/test-profile $(LIB)
+
+profile-demo: lib
+	scripts/profile-demo $(LIB)
 
 bench: lib
 	scripts/bench $(LIB)

@@ -35,17 +35,36 @@ import CShim
 }
 
 @inline(never) func allocateSlow(_ size: UInt) -> UnsafeMutableRawPointer? {
-    // ---- heap profiler hook (Profile.swift): with profiling on, every malloc is here.
-    if profilingOn {
-        if profileShouldSample(size), let sampled = allocateSampled(size, alignment: minAlignment, zeroed: false) {
-            return sampled
-        }
-        if size <= maxSmallSize, let cache = sh_tls_get() {
+    if profilingOn { return allocateProfiled(size) }  // heap profiler hook (Profile.swift)
+    return allocateUnprofiled(size)
+}
+
+/// malloc with heap profiling on: counts the bytes toward this thread's next sample,
+/// then pops the thread's cache as the fast path would. Everything else is a tail
+/// call, so that this common case needs no saved register.
+@inline(never) func allocateProfiled(_ size: UInt) -> UnsafeMutableRawPointer? {
+    var counted = false
+    if let cache = sh_tls_get() {
+        counted = profileThreadState(cache).pointee.countIfShort(size)
+        if counted && size <= maxSmallSize {
             let bin = cacheBin(cache, heap.pointee.classes.sizeClass(of: size))
             if bin.pointee.count != 0 { return popBin(bin) }
         }
     }
-    // ---- end of hook
+    return allocateProfiledSlow(size, counted: counted)
+}
+
+/// allocateProfiled's other cases: `counted` tells whether the bytes were counted
+/// already (short of the sample point); if not, this allocation may be sampled.
+@inline(never) func allocateProfiledSlow(_ size: UInt, counted: Bool) -> UnsafeMutableRawPointer? {
+    if !counted && profileCrossedSlow(size), let sampled = allocateSampled(size, alignment: minAlignment, zeroed: false) {
+        return sampled
+    }
+    return allocateUnprofiled(size)
+}
+
+/// The slow path of malloc proper (below the profiler's hook).
+@inline(never) func allocateUnprofiled(_ size: UInt) -> UnsafeMutableRawPointer? {
     if size > maxSmallSize { return allocateLarge(size, alignment: pageSize, zeroed: false) }
     if !ensureHeapInitialized() {
         sh_errno_set(ENOMEM)

@@ -162,7 +162,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     } else {
         oldUsable = span.pointee.pages &<< pageShift
         if size > maxSmallSize, let resized = resizeLargeInPlace(span, size) {
-            if profilingOn { profileReallocatedInPlace(span, address: address, size: size) }  // heap profiler hook
+            if profilingOn { profileReallocatedInPlace(span, address: address, oldBytes: oldUsable, size: size) }  // heap profiler hook
             return resized
         }
     }

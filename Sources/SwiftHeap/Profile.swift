@@ -14,9 +14,11 @@
 // slow path because its span has no size class, and there drops the sample: nothing
 // on the free fast path. A sampled 16-byte object costs a page, once per RATE bytes
 // allocated on average. The sample records the program's call stack (ProfileStack.swift)
-// and the requested size in the profile table (ProfileTable.swift); a realloc that
-// resizes a large object in place counts as a free and a new allocation, as in
-// jemalloc. Allocations made while a thread records a sample are not sampled.
+// and the requested size in the profile table (ProfileTable.swift). A realloc that
+// resizes a large object in place counts the bytes it adds toward the next sample,
+// and a sampled object resized in place is recorded again at its new size (see
+// profileReallocatedInPlace). Allocations made while a thread records a sample are
+// not sampled.
 //
 // Memory. Everything the profiler keeps comes from SwiftHeap's metadata or from mmap
 // (ProfileTable.swift), never from malloc.
@@ -118,6 +120,14 @@ func startProfilingIfConfigured(_ config: Config) {
     return profileCrossed(cache)
 }
 
+/// profileShouldSample for a thread that has no cache yet or whose countdown
+/// `size` reached (allocateProfiled checked the common case inline).
+@inline(never) func profileCrossedSlow(_ size: UInt) -> Bool {
+    guard let cache = sh_tls_get() ?? currentCacheSlow() else { return false }
+    if profileThreadState(cache).pointee.countIfShort(size) { return false }
+    return profileCrossed(cache)
+}
+
 /// This thread reached its sample point. The shared no-cache record (threads past
 /// their last destructor round) is never written: its threads are not sampled.
 @inline(never) private func profileCrossed(_ cache: UnsafeMutableRawPointer) -> Bool {
@@ -166,24 +176,28 @@ private func recordSample(address: UInt, size: UInt) {
     maybeDumpOnInterval()
 }
 
-/// realloc resized the large object at `address` in place to `size` bytes: for the
-/// profile, the old allocation is freed and a new one made, sampled as any other.
+/// realloc resized the large object at `address` in place to `size` bytes; its span
+/// held `oldBytes` before. The bytes it gained count toward this thread's next sample
+/// (so an object grown in place to s bytes has been sampled with probability
+/// 1 - exp(-s / rate), as if allocated at that size); a sampled object is recorded
+/// again at its new size, with the stack it was sampled at (no unwinding).
 ///
 /// Takes the profile lock; must hold no allocator lock.
-@inline(never) func profileReallocatedInPlace(_ span: UnsafeMutablePointer<Span>, address: UInt, size: UInt) {
+@inline(never) func profileReallocatedInPlace(_ span: UnsafeMutablePointer<Span>, address: UInt, oldBytes: UInt, size: UInt) {
     if span.pointee.profiled {
         profileLock.lock()
-        _ = profile.pointee.table.recordFree(address: address)
+        _ = profile.pointee.table.recordResize(address: address, size: size)
         profileLock.unlock()
-        span.pointee.profiled = false
+        return
     }
-    if profileShouldSample(size), let cache = sh_tls_get() {
-        let state = profileThreadState(cache)
-        state.pointee.busy = true
-        recordSample(address: address, size: size)
-        span.pointee.profiled = true
-        state.pointee.busy = false
-    }
+    let newBytes = span.pointee.pages &<< pageShift
+    if newBytes <= oldBytes || !profileShouldSample(newBytes &- oldBytes) { return }
+    guard let cache = sh_tls_get() else { return }
+    let state = profileThreadState(cache)
+    state.pointee.busy = true
+    recordSample(address: address, size: size)
+    span.pointee.profiled = true
+    state.pointee.busy = false
 }
 
 /// Room for maxProfileFrames return addresses, on the stack.

@@ -5,7 +5,10 @@
 // swiftheap_profile_dump(NULL) write PATH.1, PATH.2, ...; "%p" in PATH is replaced by
 // the process id. A forked child inherits the profile (its heap is a copy of its
 // parent's) but writes its own files only if PATH holds %p: otherwise it would
-// replace its parent's profile with one made mostly of the parent's samples.
+// replace its parent's profile with one made mostly of the parent's samples. A program
+// started by exec inherits SWIFTHEAP_PROFILE too and writes PATH like any other: to
+// profile a tree of processes, name the files with %p. At exit, a process that took no
+// sample at all leaves PATH alone (shells and wrappers that ran the program).
 //
 // A file is written whole under a temporary name beside it (PATH.tmp.<tid>), then
 // renamed over PATH, so that a reader never sees half a profile and two dumps at once
@@ -181,15 +184,34 @@ private func nextProfileSequence() -> UInt64 {
     let due = sh_load64_relaxed(dueWord)
     let now = UInt64(sh_monotonic_nanos())
     if now < due || sh_cas64(dueWord, due, now &+ interval) == 0 { return }
-    if !ownsProfilePath() { return }
+    if !ownsProfilePath() || !anySampleTaken() { return }
     _ = writeNamedProfile(sequence: nextProfileSequence(), announce: true)
 }
 
-/// atexit handler: the profile at exit, to PATH.
+/// Whether any allocation was sampled.
+///
+/// Takes the profile lock; must hold no allocator lock.
+private func anySampleTaken() -> Bool {
+    profileLock.lock()
+    let taken = profile.pointee.table.firstBucket != nil
+    profileLock.unlock()
+    return taken
+}
+
+/// atexit handler: the profile at exit, to PATH. A process that never took a sample
+/// (a shell, a wrapper such as timeout or env, started with the same environment)
+/// leaves PATH alone and says so on stderr: its empty profile would replace the one of
+/// the program it ran.
 func profileDumpAtExit() {
     if !profilingOn || !ownsProfilePath() { return }
     let savedErrno = sh_errno_get()
-    _ = writeNamedProfile(sequence: 0, announce: true)
+    if anySampleTaken() {
+        _ = writeNamedProfile(sequence: 0, announce: true)
+    } else {
+        writeDiagnostic("swiftheap: heap profile not written: no allocation was sampled (SWIFTHEAP_PROFILE_RATE=")
+        writeDiagnostic(number: profile.pointee.rate)
+        writeDiagnostic(")\n")
+    }
     sh_errno_set(savedErrno)
 }
 

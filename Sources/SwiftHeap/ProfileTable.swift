@@ -162,13 +162,7 @@ struct ProfileTable {
     /// memory is exhausted (the sample is then not recorded).
     mutating func recordAllocation(address: UInt, size: UInt, frames: UnsafePointer<UInt>, depth: Int) -> Bool {
         let depth = min(max(depth, 0), maxProfileFrames)
-        let key = ProfileTable.stackKey(size: size, frames: frames, depth: depth)
-        var bucket = buckets.find(key) { ProfileTable.bucketMatches($0, size: size, frames: frames, depth: depth) }
-            .map { $0.assumingMemoryBound(to: ProfileBucket.self) }
-        if bucket == nil {
-            bucket = makeBucket(key: key, size: size, frames: frames, depth: depth)
-        }
-        guard let bucket, let record = liveRecords.alloc() else { return false }
+        guard let bucket = bucket(size: size, frames: frames, depth: depth), let record = liveRecords.alloc() else { return false }
         let sample = record.bindMemory(to: LiveSample.self, capacity: 1)
         sample.initialize(to: LiveSample(link: ChainLink(next: nil, key: address), bucket: bucket))
         if !live.insert(record) {
@@ -189,9 +183,37 @@ struct ProfileTable {
         return true
     }
 
+    /// Records that the sampled object at `address` now has `size` requested bytes: it
+    /// moves, with its one allocation, to the bucket of its stack and new size (so a
+    /// buffer grown a thousand times in place is still one allocation, at its last
+    /// size). Returns false if no live sample is at that address or metadata is
+    /// exhausted.
+    mutating func recordResize(address: UInt, size: UInt) -> Bool {
+        guard let record = live.find(address, where: { _ in true }) else { return false }
+        let sample = record.assumingMemoryBound(to: LiveSample.self)
+        let old = sample.pointee.bucket
+        if old.pointee.size == size { return true }
+        guard let bucket = bucket(size: size, frames: UnsafePointer(ProfileBucket.frames(old)), depth: Int(bitPattern: old.pointee.depth))
+        else { return false }
+        old.pointee.allocations &-= 1  // it was live there: allocations > frees
+        bucket.pointee.allocations &+= 1
+        sample.pointee.bucket = bucket
+        return true
+    }
+
     /// Whether a live sample is recorded at `address`.
     func isLive(_ address: UInt) -> Bool {
         live.find(address) { _ in true } != nil
+    }
+
+    /// The bucket of `size` and the stack `frames[0..<depth]`, made if new; nil if
+    /// metadata memory is exhausted.
+    private mutating func bucket(size: UInt, frames: UnsafePointer<UInt>, depth: Int) -> UnsafeMutablePointer<ProfileBucket>? {
+        let key = ProfileTable.stackKey(size: size, frames: frames, depth: depth)
+        if let found = buckets.find(key, where: { ProfileTable.bucketMatches($0, size: size, frames: frames, depth: depth) }) {
+            return found.assumingMemoryBound(to: ProfileBucket.self)
+        }
+        return makeBucket(key: key, size: size, frames: frames, depth: depth)
     }
 
     private mutating func makeBucket(key: UInt, size: UInt, frames: UnsafePointer<UInt>, depth: Int) -> UnsafeMutablePointer<ProfileBucket>? {

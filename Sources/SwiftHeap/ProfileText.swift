@@ -110,6 +110,10 @@ extension ProfileTable {
         text.append("\n")
         var bucket = firstBucket
         while let current = bucket {
+            if current.pointee.allocations == 0 {  // its one object was resized into another bucket
+                bucket = current.pointee.nextBucket
+                continue
+            }
             let liveCount = current.pointee.allocations &- current.pointee.frees
             let size = current.pointee.size
             appendCounts(&text, liveCount, liveCount &* size, current.pointee.allocations, current.pointee.allocations &* size)
