@@ -161,6 +161,12 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         if size <= oldUsable && (size > oldUsable / 2 || oldUsable <= 16) { return pointer }
     } else {
         oldUsable = span.pointee.pages &<< pageShift
+        // A sampled small object has a page of its own: it stays there while it fits,
+        // as it would in its class (heap profiler hook).
+        if span.pointee.profiled && size <= oldUsable && (oldUsable == pageSize || size > oldUsable / 2) {
+            profileReallocatedInPlace(span, address: address, oldBytes: oldUsable, size: size)
+            return pointer
+        }
         if size > maxSmallSize, let resized = resizeLargeInPlace(span, size) {
             if profilingOn { profileReallocatedInPlace(span, address: address, oldBytes: oldUsable, size: size) }  // heap profiler hook
             return resized

@@ -140,6 +140,15 @@ struct LiveSample {
     var bucket: UnsafeMutablePointer<ProfileBucket>
 }
 
+/// The size a sampled object resized in place is recorded at: rounded up to a step of
+/// 1/64 of its power of two (at most 1.6% more), exact below 128 bytes.
+func resizedSizeGrid(_ size: UInt) -> UInt {
+    if size < 128 { return size }
+    let step = UInt(1) << UInt(UInt.bitWidth &- 1 &- size.leadingZeroBitCount &- 6)
+    let (rounded, overflow) = size.addingReportingOverflow(step &- 1)
+    return overflow ? size : rounded & ~(step &- 1)
+}
+
 /// Most frames recorded per stack.
 let maxProfileFrames = 64
 
@@ -186,12 +195,14 @@ struct ProfileTable {
     /// Records that the sampled object at `address` now has `size` requested bytes: it
     /// moves, with its one allocation, to the bucket of its stack and new size (so a
     /// buffer grown a thousand times in place is still one allocation, at its last
-    /// size). Returns false if no live sample is at that address or metadata is
-    /// exhausted.
-    mutating func recordResize(address: UInt, size: UInt) -> Bool {
+    /// size). The new size is recorded rounded up to resizedSizeGrid, so that a buffer
+    /// grown byte by byte makes a bounded number of buckets, not one per size. Returns
+    /// false if no live sample is at that address or metadata is exhausted.
+    mutating func recordResize(address: UInt, size requested: UInt) -> Bool {
         guard let record = live.find(address, where: { _ in true }) else { return false }
         let sample = record.assumingMemoryBound(to: LiveSample.self)
         let old = sample.pointee.bucket
+        let size = resizedSizeGrid(requested)
         if old.pointee.size == size { return true }
         guard let bucket = bucket(size: size, frames: UnsafePointer(ProfileBucket.frames(old)), depth: Int(bitPattern: old.pointee.depth))
         else { return false }

@@ -174,25 +174,41 @@ import CShim
         let stack: [UInt] = [0x4000, 0x5000]
         let recorded = stack.withUnsafeBufferPointer { table.pointee.recordAllocation(address: 0x10000, size: 1000, frames: $0.baseAddress!, depth: 2) }
         #expect(recorded)
-        for size: UInt in [2000, 3000, 50000, 3000] {
+        for size: UInt in [2000, 2999, 50000, 3000] {
             let resized = table.pointee.recordResize(address: 0x10000, size: size)
             #expect(resized)
         }
         let unknown = table.pointee.recordResize(address: 0x20000, size: 10)
         #expect(!unknown)
-        // One allocation, live, of 3000 bytes, from the same stack; the emptied buckets
-        // (1000, 2000, 50000) hold nothing.
+        // One allocation, live, of 3000 bytes (on the grid: 3008), from the same stack;
+        // the emptied buckets (1000, 2000, 50176) hold nothing, and 2999 and 3000 share
+        // one.
         let totals = table.pointee.totals()
-        #expect(totals.liveCount == 1 && totals.liveBytes == 3000 && totals.allCount == 1 && totals.allBytes == 3000)
+        #expect(totals.liveCount == 1 && totals.liveBytes == 3008 && totals.allCount == 1 && totals.allBytes == 3008)
         var bucket = table.pointee.firstBucket
+        var buckets = 0
         while let current = bucket {
-            #expect(current.pointee.allocations == (current.pointee.size == 3000 ? 1 : 0))
+            buckets += 1
+            #expect(current.pointee.allocations == (current.pointee.size == 3008 ? 1 : 0))
             #expect(Array(UnsafeBufferPointer(start: ProfileBucket.frames(current), count: Int(current.pointee.depth))) == stack)
             bucket = current.pointee.nextBucket
         }
+        #expect(buckets == 4)
         let freed = table.pointee.recordFree(address: 0x10000)
         #expect(freed)
         #expect(table.pointee.totals().liveCount == 0 && table.pointee.totals().allCount == 1)
+    }
+
+    @Test func resizedSizesAreRoundedUpToAFinerThanTwoPercentGrid() {
+        var distinct = Set<UInt>()
+        for size: UInt in 1...(1 << 20) {
+            let rounded = resizedSizeGrid(size)
+            #expect(rounded >= size && Double(rounded - size) <= Double(size) / 64)
+            distinct.insert(rounded)
+        }
+        // 127 exact sizes, then 64 per power of two from 128 to 1 MiB.
+        #expect(distinct.count <= 127 + 64 * 13 + 1)
+        #expect(resizedSizeGrid(UInt.max) == UInt.max)
     }
 
     @Test func tablesGrowAndFindEveryRecord() {
