@@ -10,6 +10,13 @@
 //     builds the same sources as ordinary Swift and runs the unit tests in process.
 import PackageDescription
 
+// SwiftHeap's version, kept here only: the SONAME below takes its major number, the
+// library reports it (malloc_info, the stats), and the Makefile reads it from this line
+// for the installed file name (libswiftheap.so.MAJOR.MINOR.PATCH), swiftheap.pc,
+// `swiftheap --version` and the Debian package.
+let version = "0.1.0"
+let soname = "libswiftheap.so." + version.split(separator: ".")[0]
+
 let embedded = Context.environment["SWIFTHEAP_EMBEDDED"] == "1"
 // SWIFTHEAP_UNCHECKED=1 builds the library without free's misuse checks, only so that
 // `make bench-checks` can measure what they cost.
@@ -18,11 +25,13 @@ let unchecked = Context.environment["SWIFTHEAP_UNCHECKED"] == "1"
 let allocatorSettings: [SwiftSetting] = embedded
     ? [.enableExperimentalFeature("Embedded"),
        .unsafeFlags(["-wmo", "-Xcc", "-fPIC", "-no-allocations"] + (unchecked ? ["-DSWIFTHEAP_UNCHECKED"] : []))]
-    : [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
+    : [.unsafeFlags(["-enforce-exclusivity=unchecked"]),
+       // The lock-order check of LockRanks.swift, in the unit tests only.
+       .define("SWIFTHEAP_LOCK_RANKS")]
 
 var targets: [Target] = [
     .target(name: "CShim", path: "Shim/CShim",
-            cSettings: [.unsafeFlags(["-O2", "-fPIC"])]),
+            cSettings: [.define("SWIFTHEAP_VERSION", to: "\"" + version + "\""), .unsafeFlags(["-O2", "-fPIC"])]),
     .target(name: "SwiftHeap", dependencies: ["CShim"], path: "Sources/SwiftHeap",
             swiftSettings: allocatorSettings),
 ]
@@ -32,12 +41,14 @@ var products: [Product] = [
 if embedded {
     // The version script keeps every symbol but the malloc API local: the Embedded
     // runtime's weak entry points (swift_retain, ...) must not interpose a Swift
-    // program's real runtime.
+    // program's real runtime. The SONAME lets programs link with -lswiftheap and
+    // record libswiftheap.so.MAJOR, as any system library.
     let exportsMap = Context.packageDirectory + "/Shim/exports.map"
     targets.append(.target(name: "CExports", dependencies: ["SwiftHeap"], path: "Shim/CExports", publicHeadersPath: ".",
                            cSettings: [.unsafeFlags(["-O2", "-fPIC", "-fomit-frame-pointer"])],
                            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=" + exportsMap,
-                                                          "-Xlinker", "-z", "-Xlinker", "nodelete"])]))
+                                                          "-Xlinker", "-z", "-Xlinker", "nodelete",
+                                                          "-Xlinker", "-soname=" + soname])]))
     products.append(.library(name: "swiftheap", type: .dynamic, targets: ["SwiftHeap", "CExports"]))
 } else {
     targets.append(.testTarget(name: "SwiftHeapTests", dependencies: ["SwiftHeap"], path: "Tests/SwiftHeapTests"))

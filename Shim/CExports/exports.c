@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <dlfcn.h>
+#include <stdio.h>
 
 void *swiftheap_malloc(size_t size);
 void swiftheap_free(void *p);
@@ -24,6 +25,8 @@ void swiftheap_library_init(void);
 void swiftheap_malloc_stats(void);
 void swiftheap_mallinfo(size_t fields[10]);
 int swiftheap_profile_write(const char *path);
+int swiftheap_malloc_info(int options, FILE *stream);
+int swiftheap_mallopt(int parameter, int value);
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -41,6 +44,8 @@ EXPORT size_t malloc_usable_size(void *p) { return swiftheap_malloc_usable_size(
 EXPORT int malloc_trim(size_t pad) { return swiftheap_malloc_trim(pad); }
 
 EXPORT void malloc_stats(void) { swiftheap_malloc_stats(); }
+EXPORT int malloc_info(int options, FILE *stream) { return swiftheap_malloc_info(options, stream); }
+EXPORT int mallopt(int parameter, int value) { return swiftheap_mallopt(parameter, value); }
 
 // glibc's struct mallinfo2 and struct mallinfo, declared here (not from <malloc.h>,
 // which would also declare the functions we define with our own prototypes).

@@ -1,5 +1,6 @@
 // The storage behind swiftheap_shim.h: the thread-local slot, the static areas of the
-// heap and of the profiler, and malloc's fast-path size limit.
+// heap and of the profiler, malloc's fast-path size limit, the profiler's unwinding
+// trampoline, the version string.
 #include "swiftheap_shim.h"
 
 __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visibility("hidden"))) = NULL;
@@ -41,3 +42,5 @@ __asm__(
     "  ret\n"
     "  .cfi_endproc\n"
     ".size sh_unwind_from, .-sh_unwind_from\n");
+// Package.swift defines SWIFTHEAP_VERSION for this target.
+__attribute__((visibility("hidden"))) const char *sh_version(void) { return SWIFTHEAP_VERSION; }

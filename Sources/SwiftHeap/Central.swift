@@ -8,32 +8,56 @@
 // free calls on the fast path. A span whose objects are all free again goes back to
 // the page heap at once, so its pages can be reused by any class or scavenged.
 //
-// Each class has its own lock; records are padded to a cache line so that classes do
-// not share lines. Lock order: the central lock, then the heap lock.
+// A Central is an instance made with its class and the page heap it takes spans from;
+// it depends on nothing above it and publishes the OS pages it releases or reclaims
+// inside spans into the page heap's HeapEvents (the scavenger reads them).
+//
+// Each class has its own lock (rank central(class)); records are padded to a cache line
+// so that classes do not share lines. A central's lock is taken before the page heap's.
 
 import CShim
 
 struct Central {
-    var lock = Mutex()
+    /// Guards the partial list, the counters, and the free bitmaps and counts of this
+    /// class's spans.
+    var lock: Mutex
     var sizeClass: UInt32
+    /// The class's object size, span pages and objects (a copy of its SizeClassInfo).
+    var info: SizeClassInfo
+    /// The page heap this central's spans come from and go back to.
+    var pageHeap: UnsafeMutablePointer<PageHeap>
     /// Spans of this class with at least one free object, most recently freed into first.
     var partial: UnsafeMutablePointer<Span>? = nil
     /// Spans of this class in use (partial or full).
     var spanCount: UInt = 0
     /// Objects handed out of this class's spans, net of those returned (for stats).
+    /// (The fields fill exactly one cache line: a test checks the stride.)
     var allocatedObjects: UInt = 0
-    /// Pads the record to a cache line (a test checks the stride).
-    var padding: (UInt, UInt, UInt, UInt) = (0, 0, 0, 0)
 
-    init(sizeClass: UInt32) {
-        self.sizeClass = sizeClass
+    init(sizeClass: Int, info: SizeClassInfo, pageHeap: UnsafeMutablePointer<PageHeap>) {
+        self.lock = Mutex(rank: .central(sizeClass))
+        self.sizeClass = UInt32(sizeClass)
+        self.info = info
+        self.pageHeap = pageHeap
+    }
+
+    /// Makes the centrals of every class of `classes` (class 0, "not small", included so
+    /// that they are indexed by class), taking spans from `pageHeap`. Nil if metadata
+    /// memory is exhausted.
+    static func makeAll(classes: SizeClassTable, pageHeap: UnsafeMutablePointer<PageHeap>) -> UnsafeMutablePointer<Central>? {
+        guard let memory = persistentAlloc(UInt(maxSizeClasses * MemoryLayout<Central>.stride), alignment: 64) else { return nil }
+        let centrals = memory.bindMemory(to: Central.self, capacity: maxSizeClasses)
+        for cls in 0..<maxSizeClasses {
+            (centrals + cls).initialize(to: Central(sizeClass: cls, info: classes.info[cls < classes.count ? cls : 0],
+                                                    pageHeap: pageHeap))
+        }
+        return centrals
     }
 }
 
 extension UnsafeMutablePointer where Pointee == Central {
-    @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> {
-        UnsafeMutableRawPointer(self).assumingMemoryBound(to: Mutex.self)
-    }
+    @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> { pointer(to: \.lock)! }
+    @inline(__always) private var events: UnsafeMutablePointer<HeapEvents> { pointee.pageHeap.pointee.events }
 
     /// Must hold this central's lock.
     private func pushPartial(_ span: UnsafeMutablePointer<Span>) {
@@ -60,7 +84,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// Moves up to `want` free objects of this class into `slots`; returns how many
     /// (0 only if the heap is out of memory).
     ///
-    /// Takes this central's lock, and the heap lock when it needs a new span.
+    /// Takes this central's lock, and the page heap's lock when it needs a new span.
     /// The spans taken from become `owner`'s: frees into them from other threads go to
     /// remote bins (see ThreadCache.swift).
     func refill(into slots: UnsafeMutablePointer<UInt>, want: Int, owner: UnsafeMutableRawPointer) -> Int {
@@ -142,7 +166,7 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
         span.pointee.releasedOSPages = released
         let reclaimed = before &- released.nonzeroBitCount
-        if reclaimed > 0 { noteInSpanReleased(-Int64(reclaimed) &* Int64(osPageSize)) }
+        if reclaimed > 0 { events.noteInSpanReleased(-Int64(reclaimed) &* Int64(osPageSize)) }
     }
 
     /// Releases the OS pages of this class's partly used spans on which every object
@@ -200,19 +224,20 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
         span.pointee.releasedOSPages |= releasable
         let bytes = UInt(releasable.nonzeroBitCount) &* osPageSize
-        noteInSpanReleased(Int64(bytes))
+        events.noteInSpanReleased(Int64(bytes))
         return bytes
     }
 
     /// A fresh span of this class with every object free, or nil if out of memory.
-    /// Must hold this central's lock; takes the heap lock.
+    /// Must hold this central's lock; takes the page heap's lock.
     private func newSpan() -> UnsafeMutablePointer<Span>? {
-        let info = heap.pointee.classes.info[Int(pointee.sizeClass)]
-        heapLock.lock()
-        let result = allocSpanLocked(pageCount: UInt(info.pages))
-        heapLock.unlock()
-        guard let (span, zeroed) = result else { return nil }
-        setUpSpan(span, zeroed: zeroed)
+        let pages = UInt(pointee.info.pages)
+        let pageHeap = pointee.pageHeap
+        pageHeap.lockPointer.lock()
+        let result = pageHeap.allocSpanLocked(pageCount: pages, state: .small)
+        pageHeap.lockPointer.unlock()
+        guard let (span, scavengedBytes) = result else { return nil }
+        setUpSpan(span, zeroed: scavengedBytes == pages &<< pageShift)
         pointee.spanCount &+= 1
         return span
     }
@@ -225,11 +250,11 @@ extension UnsafeMutablePointer where Pointee == Central {
     ///
     /// Must hold this central's lock (or own the span alone).
     func setUpSpan(_ span: UnsafeMutablePointer<Span>, zeroed: Bool) {
-        span.initializeSmall(sizeClass: pointee.sizeClass, info: heap.pointee.classes.info[Int(pointee.sizeClass)])
+        span.initializeSmall(sizeClass: pointee.sizeClass, info: pointee.info)
         if zeroed {
             let untouched = span.objectOSPages
             span.pointee.releasedOSPages = untouched
-            noteInSpanReleased(Int64(untouched.nonzeroBitCount) &* Int64(osPageSize))
+            events.noteInSpanReleased(Int64(untouched.nonzeroBitCount) &* Int64(osPageSize))
         }
     }
 
@@ -237,10 +262,11 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// allocated object goes back to the page heap. A pointer whose bit is already
     /// free was freed twice: reported as heap misuse.
     ///
-    /// Takes this central's lock, and the heap lock when a span empties.
+    /// Takes this central's lock, and the page heap's lock when a span empties.
     func release(_ objects: UnsafeMutablePointer<UInt>, count: Int) {
         lockPointer.lock()
-        let spanMap = heap.pointee.spanMap
+        let pageHeap = pointee.pageHeap
+        let spanMap = pageHeap.pointee.spanMap
         var i = 0
         while i < count {
             let address = objects[i]
@@ -257,23 +283,18 @@ extension UnsafeMutablePointer where Pointee == Central {
             if span.pointee.allocatedCount == 0 {
                 if span.pointee.onPartialList { removePartial(span) }
                 let released = span.pointee.releasedOSPages
-                let base = span.pointee.base
-                let pages = span.pointee.pages
                 if released != 0 {
-                    noteInSpanReleased(-Int64(released.nonzeroBitCount) &* Int64(osPageSize))
+                    events.noteInSpanReleased(-Int64(released.nonzeroBitCount) &* Int64(osPageSize))
                 }
                 pointee.spanCount &-= 1
-                heapLock.lock()
-                freeSpanLocked(span)
-                // Pages whose OS pages were all released stay released: free and scavenged.
-                if released != 0 { markReleasedPagesScavengedLocked(base: base, pages: pages, releasedOSPages: released) }
-                heapLock.unlock()
+                pageHeap.lockPointer.lock()
+                pageHeap.freeSpanLocked(span, releasedOSPages: released)
+                pageHeap.lockPointer.unlock()
             } else if !span.pointee.onPartialList {
                 pushPartial(span)
             }
         }
         pointee.allocatedObjects &-= UInt(count)
         lockPointer.unlock()
-        maybeStartScavenger()
     }
 }

@@ -1,56 +1,82 @@
-// fork() safety. The prepare handler takes every allocator lock, in the lock order,
-// so that no lock is held by a thread that will not exist in the child; the parent
-// releases them, the child resets them (their holder is gone). The heap profiler's
-// lock comes first: it is taken holding no other allocator lock, and the metadata
-// lock is taken under it. The child keeps the
-// heap as it was; the caches of threads that do not exist in the child are simply
-// never used again.
+// fork() safety.
+//
+// A child of fork has one thread: the one that forked. Any allocator lock another thread
+// held at the fork would be held for ever in the child, so the prepare handler takes every
+// allocator lock, in the lock order, before the fork; the parent releases them after it,
+// and the child reinitialises them (their holders do not exist there). The child keeps the
+// heap as it was; the caches of threads that do not exist in the child are never used again.
+//
+// Two traps, both found by tests (Tests/c/fork_signal.c, Tests/c/fork_stdio.c):
+//   * glibc's fork runs the atfork prepare handlers, then takes stdio's list lock, then its
+//     own malloc locks. Allocator locks taken before the list lock invert that order: the
+//     forking thread holds them and waits for the list lock, fflush(NULL) holds the list
+//     lock and waits for a FILE's lock, and a getline holding that FILE's lock waits in
+//     realloc for an allocator lock. So the prepare handler takes the list lock first
+//     (it is recursive: glibc's own fork takes it again), as glibc's malloc effectively
+//     does; the parent handler releases it last and the child handler resets it.
+//   * A single-threaded process may fork from a signal handler that interrupted this very
+//     thread inside an allocator lock; taking that lock again would wait for ever. glibc's
+//     fork takes no malloc lock in a single-threaded process, and neither do we: no other
+//     thread can hold a lock, the interrupted code carries on as it would have in both
+//     processes, and the child must not reinitialise a lock its own interrupted frame holds.
+//     "Single-threaded" is glibc's __libc_single_threaded, which turns false for good at
+//     the first pthread_create (the scavenger's included).
+//
+// The lock order is LockRanks.swift's list; forEachLock walks it.
 
 import CShim
 
+/// Whether the last prepare handler took the locks (read by the parent and child handlers
+/// of the same fork, in the forking thread). In the heap root: a Swift global would be
+/// accessed through the runtime's exclusivity checks.
+@inline(__always) private var forkTookLocks: UnsafeMutablePointer<Bool> { heap.pointer(to: \.forkTookLocks)! }
+
+/// Calls body with every allocator lock in the lock order (LockRanks.swift) that fork
+/// takes, outermost first, or in reverse.
 private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) -> Void) {
     let root = heap
     let classCount = root.pointee.classes.count
-    let locks: (UnsafeMutablePointer<Mutex>, UnsafeMutablePointer<Mutex>, UnsafeMutablePointer<Mutex>) = (
-        withUnsafeMutablePointer(to: &root.pointee.initLock) { $0 },
-        registryLock,
-        heapLock)
-    let metadataLock = UnsafeMutableRawPointer(metadataState).assumingMemoryBound(to: Mutex.self)
+    let initLock = root.pointer(to: \.initLock)!
     if !reverse {
+        body(initLock)
+        body(processCaches.lockPointer)
         body(profileLock)
-        body(locks.0)
-        body(locks.1)
         for cls in 0..<classCount { body((root.pointee.centrals + cls).lockPointer) }
-        body(locks.2)
-        body(metadataLock)
+        body(processPageHeap.lockPointer)
+        body(metadataLockPointer)
     } else {
-        body(metadataLock)
-        body(locks.2)
+        body(metadataLockPointer)
+        body(processPageHeap.lockPointer)
         var cls = classCount
         while cls > 0 {
             cls &-= 1
             body((root.pointee.centrals + cls).lockPointer)
         }
-        body(locks.1)
-        body(locks.0)
         body(profileLock)
+        body(processCaches.lockPointer)
+        body(initLock)
     }
 }
 
 private func forkPrepare() {
-    if !heapIsReady() { return }
+    forkTookLocks.pointee = heapIsReady() && sh_libc_single_threaded() == 0
+    if !forkTookLocks.pointee { return }
+    _IO_list_lock()
     forEachLock(reverse: false) { $0.lock() }
 }
 
 private func forkParent() {
-    if !heapIsReady() { return }
+    if !forkTookLocks.pointee { return }
     forEachLock(reverse: true) { $0.unlock() }
+    _IO_list_unlock()
 }
 
 private func forkChild() {
-    if !heapIsReady() { return }
-    forEachLock(reverse: true) { $0.reinitialize() }
-    resetScavengerAfterFork()
+    if forkTookLocks.pointee {
+        forEachLock(reverse: true) { $0.reinitialize(heldByCaller: true) }
+        _IO_list_resetlock()
+    }
+    if heapIsReady() { processScavenger.resetAfterFork() }
 }
 
 /// Registers the handlers (from the library constructor).

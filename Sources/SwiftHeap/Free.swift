@@ -1,4 +1,5 @@
-// Deallocation and reallocation: the free fast path, large frees, realloc in place.
+// Deallocation into the thread cache: the free fast path, its misuse checks, and the
+// slow path that caches an object in a remote bin or flushes a full bin.
 //
 // free(p) finds p's span through the page→span map (no lock), checks that p is the
 // start of an object of that span, and pushes it on the calling thread's bin for the
@@ -19,32 +20,30 @@
 // when the two copies reach the span and the second finds its bit already set; if the
 // object is handed out meanwhile, two owners share it until then.
 //
-// A heap-profile sample is a large span of its own, flagged in its record: its free
-// takes the slow path anyway, which drops the sample (Profile.swift).
-//
-// free preserves errno (glibc's manual asks it of a replacement): the slow paths may
-// make system calls (a contended lock's futex), so they save and restore it.
+// Anything the fast path does not finish (no cache yet, a full bin, a span another cache
+// draws from, a large object, a misuse to diagnose) goes to the C ABI's slow path
+// (Entry.swift), which calls cacheFree here for small objects.
 
 import CShim
 
-@inline(__always) func deallocate(_ pointer: UnsafeMutableRawPointer?) {
-    guard let pointer else { return }
-    let address = UInt(bitPattern: pointer)
-    if let cache = sh_tls_get(), let span = heap.pointee.spanMap.span(containing: address) {
-        let cls = Int(span.pointee.sizeClass)
-        let index = span.objectIndex(of: address)
-        if cls != 0 && (!misuseChecks || span.isObjectStart(address, index: index)) {
-            let bin = cacheBin(cache, cls)
-            let count = bin.pointee.count
-            if count < bin.pointee.capacity && span.pointee.owner == cache
-                && (!misuseChecks || !looksFreed(address, index: index, span: span, bin: bin)) {
-                bin.pointee.slots[Int(count)] = address
-                bin.pointee.count = count &+ 1
-                return
-            }
-        }
+/// Frees the small object at `address` into the calling thread's bin, if the fast path
+/// can (see the file comment); returns false otherwise, having changed nothing. No
+/// lock, no atomic.
+@inline(__always) func cacheFreeFast(_ address: UInt, spanMap: SpanMap) -> Bool {
+    guard let slot = sh_tls_get(), let span = spanMap.span(containing: address) else { return false }
+    let cls = Int(span.pointee.sizeClass)
+    let index = span.objectIndex(of: address)
+    if cls == 0 || (misuseChecks && !span.isObjectStart(address, index: index)) { return false }
+    let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
+    let bin = cache.bin(cls)
+    let count = bin.pointee.count
+    if count < bin.pointee.capacity && span.pointee.owner == UnsafeMutableRawPointer(cache)
+        && (!misuseChecks || !looksFreed(address, index: index, span: span, bin: bin)) {
+        bin.pointee.slots[Int(count)] = address
+        bin.pointee.count = count &+ 1
+        return true
     }
-    deallocateSlow(address, call: "free()")
+    return false
 }
 
 /// Whether object `index` of `span` (at `address`) is free already: its bit in the
@@ -53,7 +52,6 @@ import CShim
 /// in a memory-bound program every instruction here delays the program's next miss.
 @inline(__always) func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
                                   bin: UnsafeMutablePointer<CacheBin>) -> Bool {
-    let word = span.freeWords[Int(bitPattern: index >> 6)]
     let count = Int(bin.pointee.count)
     let slots = bin.pointee.slots
     var recent = false
@@ -64,137 +62,38 @@ import CShim
         var i = 0
         while i < count { recent = recent || slots[i] == address; i &+= 1 }
     }
-    return recent || word & (UInt64(1) << UInt64(index & 63)) != 0
+    return recent || span.isFree(index)
 }
 
-@inline(never) func deallocateSlow(_ address: UInt, call: StaticString) {
-    let savedErrno = sh_errno_get()
-    defer { sh_errno_set(savedErrno) }
-    guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address) else {
-        // A page-aligned address inside an arena but in no span is, almost surely, a
-        // large object freed before.
-        if heapIsReady() && address & (pageSize &- 1) == 0 && heap.pointee.spanMap.isInArena(address) {
-            fatalMisuse(call, "double free of", address: address)
-        }
-        fatalMisuse(call, "invalid pointer", address: address)
-    }
-    if span.pointee.state == .large {
-        if address != span.pointee.base { fatalMisuse(call, "invalid pointer", address: address) }
-        if span.pointee.profiled { profileRecordFree(address) }  // heap profiler hook (Profile.swift)
-        freeLarge(span, address: address, call: call)
-        return
-    }
+/// Whether object `index` of small span `span` (at `address`) looks freed already to the
+/// calling thread: free in its span, or among the last pushes of the bin it would go to
+/// in `cache` (nil: a thread with no cache yet). The slow paths' double-free check.
+func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
+                cache: UnsafeMutablePointer<ThreadCache>?) -> Bool {
+    if span.isFree(index) { return true }
+    guard let cache else { return false }
     let cls = Int(span.pointee.sizeClass)
-    if span.pointee.state != .small || !span.isObjectStart(address, index: span.objectIndex(of: address)) {
-        fatalMisuse(call, "invalid pointer", address: address)
-    }
-    guard let cache = currentCacheSlow() else {
-        // No cache can be made (out of memory): straight back to the span.
-        var single = address
-        (heap.pointee.centrals + cls).release(&single, count: 1)
+    let bin = span.pointee.owner == UnsafeMutableRawPointer(cache) ? cache.bin(cls) : cache.remoteBin(cls)
+    return looksFreed(address, index: index, span: span, bin: bin)
+}
+
+/// Caches the live small object at `address` of `span` in `cache`: in its bin (flushing
+/// the older half of a full bin first), or in the remote bin if another cache draws from
+/// the span.
+///
+/// Takes the class's central lock (and the page heap's) when a bin is flushed.
+func cacheFree(_ cache: UnsafeMutablePointer<ThreadCache>, _ span: UnsafeMutablePointer<Span>, _ address: UInt) {
+    let cls = Int(span.pointee.sizeClass)
+    if span.pointee.owner != UnsafeMutableRawPointer(cache) {
+        cache.pushRemote(cls, address)
         return
     }
-    let bin = cacheBin(cache, cls)
-    let remote = span.pointee.owner != cache
-    if misuseChecks && looksFreed(address, index: span.objectIndex(of: address), span: span,
-                                  bin: remote ? remoteBin(cache, cls) : bin) {
-        fatalMisuse(call, "double free of", address: address)
-    }
-    if remote {
-        pushRemote(cache, cls, address)
-        maybeStartScavenger()
-        return
-    }
+    let bin = cache.bin(cls)
     let count = bin.pointee.count
     if count < bin.pointee.capacity {
         bin.pointee.slots[Int(count)] = address
         bin.pointee.count = count &+ 1
     } else {
-        flushBinAndPush(cache, cls, address)
+        cache.flushBinAndPush(cls, address)
     }
-    maybeStartScavenger()
-}
-
-/// Takes the heap lock.
-private func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: StaticString) {
-    heapLock.lock()
-    // Verify under the lock: a racing double free may have freed it meanwhile.
-    guard heap.pointee.spanMap.span(containing: address) == span, span.pointee.state == .large else {
-        heapLock.unlock()
-        fatalMisuse(call, "double free of", address: address)
-    }
-    heap.pointee.stats.largeBytes &-= span.pointee.pages &<< pageShift
-    heap.pointee.stats.largeCount &-= 1
-    freeSpanLocked(span)
-    heapLock.unlock()
-    maybeStartScavenger()
-}
-
-/// The usable size of a live object; 0 for nil or a pointer SwiftHeap does not know.
-func usableSize(_ pointer: UnsafeMutableRawPointer?) -> UInt {
-    guard let pointer, heapIsReady(), let span = heap.pointee.spanMap.span(containing: UInt(bitPattern: pointer)) else { return 0 }
-    switch span.pointee.state {
-    case .small: return UInt(span.pointee.objectSize)
-    case .large: return span.pointee.pages &<< pageShift
-    case .free: return 0
-    }
-}
-
-/// realloc without the C conventions. Keeps the contents; grows and shrinks in place
-/// where the class or the following pages allow.
-func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMutableRawPointer? {
-    guard let pointer else { return allocate(size) }
-    if size == 0 {
-        deallocate(pointer)
-        return nil
-    }
-    let address = UInt(bitPattern: pointer)
-    guard heapIsReady(), let span = heap.pointee.spanMap.span(containing: address),
-          span.pointee.state != .free, address == span.pointee.base ||
-            (span.pointee.state == .small && span.isObjectStart(address, index: span.objectIndex(of: address)))
-    else { fatalMisuse("realloc()", "invalid pointer", address: address) }
-
-    let oldUsable: UInt
-    if span.pointee.state == .small {
-        oldUsable = UInt(span.pointee.objectSize)
-        // Stay in place unless the object would waste more than half its class.
-        if size <= oldUsable && (size > oldUsable / 2 || oldUsable <= 16) { return pointer }
-    } else {
-        oldUsable = span.pointee.pages &<< pageShift
-        // A sampled small object has a page of its own: it stays there while it fits,
-        // as it would in its class (heap profiler hook).
-        if span.pointee.profiled && size <= oldUsable && (oldUsable == pageSize || size > oldUsable / 2) {
-            profileReallocatedInPlace(span, address: address, oldBytes: oldUsable, size: size)
-            return pointer
-        }
-        if size > maxSmallSize, let resized = resizeLargeInPlace(span, size) {
-            if profilingOn { profileReallocatedInPlace(span, address: address, oldBytes: oldUsable, size: size) }  // heap profiler hook
-            return resized
-        }
-    }
-    guard let moved = allocate(size) else { return nil }
-    memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
-    deallocate(pointer)
-    return moved
-}
-
-/// Shrinks a large object in place, or grows it into free pages that follow it.
-/// Returns nil when it cannot.
-///
-/// Takes the heap lock.
-private func resizeLargeInPlace(_ span: UnsafeMutablePointer<Span>, _ size: UInt) -> UnsafeMutableRawPointer? {
-    let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
-    if overflow { return nil }
-    let newPages = padded >> pageShift
-    if newPages == span.pointee.pages { return UnsafeMutableRawPointer(bitPattern: span.pointee.base) }
-    heapLock.lock()
-    defer { heapLock.unlock() }
-    let oldPages = span.pointee.pages
-    if newPages <= oldPages {
-        shrinkSpanLocked(span, keepPages: newPages)
-    } else if !growSpanInPlaceLocked(span, extraPages: newPages &- oldPages).grown {
-        return nil
-    }
-    heap.pointee.stats.largeBytes = heap.pointee.stats.largeBytes &- (oldPages &<< pageShift) &+ (span.pointee.pages &<< pageShift)
-    return UnsafeMutableRawPointer(bitPattern: span.pointee.base)
 }

@@ -66,14 +66,17 @@ public func swiftheap_aligned_alloc(_ alignment: Int, _ size: Int) -> UnsafeMuta
     return allocateAligned(UInt(bitPattern: size), alignment: align)
 }
 
+/// memalign is glibc's own legacy function and keeps glibc's rules: an alignment that is
+/// not a power of two is rounded up to the next one; above 2^63 it is EINVAL.
 @_cdecl("swiftheap_memalign")
 public func swiftheap_memalign(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
-    let align = UInt(bitPattern: alignment)
+    var align = UInt(bitPattern: alignment)
     if align <= minAlignment { return allocate(UInt(bitPattern: size)) }
-    if !isPowerOfTwo(align) {
+    if align > (UInt(1) << 63) {
         sh_errno_set(EINVAL)
         return nil
     }
+    if !isPowerOfTwo(align) { align = UInt(1) << (UInt(UInt.bitWidth) &- UInt(align.leadingZeroBitCount)) }
     return allocateAligned(UInt(bitPattern: size), alignment: align)
 }
 
@@ -118,11 +121,13 @@ public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutabl
 @_cdecl("swiftheap_library_init")
 public func swiftheap_library_init() {
     if !ensureHeapInitialized() { return }
-    if createThreadExitKey() {
-        heap.pointee.config = Config.fromEnvironment()
+    if processCaches.createThreadExitKey() {
+        let config = Config.fromEnvironment()
+        heap.pointee.config = config
+        processScavenger.pointee.config = config
         installForkHandlers()
-        allowScavengerThread()
-        if heap.pointee.config.printStats { _ = atexit(printStatsAtExit) }
-        startProfilingIfConfigured(heap.pointee.config)
+        processScavenger.allowToRun()
+        if config.printStats { _ = atexit(printStatsAtExit) }
+        startProfilingIfConfigured(config)
     }
 }

@@ -69,8 +69,12 @@ func persistentAlloc(_ bytes: UInt, alignment: UInt = 16) -> UnsafeMutableRawPoi
     return UnsafeMutableRawPointer(bitPattern: base)
 }
 
-@inline(__always) private var metadataLockPointer: UnsafeMutablePointer<Mutex> {
-    UnsafeMutableRawPointer(metadataState).assumingMemoryBound(to: Mutex.self)
+/// The metadata lock (rank metadata: innermost). It lives in zeroed static memory, so its
+/// rank is set on every use, the same value by every thread.
+@inline(__always) var metadataLockPointer: UnsafeMutablePointer<Mutex> {
+    let lock = metadataState.pointer(to: \.lock)!
+    lock.pointee.rank = LockRank.metadata.rawValue
+    return lock
 }
 
 /// A pool of fixed-size records (span records, thread caches) over metadata memory.

@@ -10,14 +10,22 @@
 // Go's amd64 layout since our pages and chunks have Go's sizes: 5 levels with radix bits
 // 14, 3, 3, 3, 3. A summary (PallocSum) tells the free pages at the start, the longest
 // free run, and the free pages at the end of its region; a leaf summarises one chunk,
-// a root entry 16 GiB. Each level is one flat array, reserved PROT_NONE at initialize
-// (2^14 ... 2^26 entries of 8 bytes: ~585 MiB of address space, no memory) and committed
-// (mprotect) page by page as grow adds heap regions; only summaries of regions in
-// `inUse` (block-aligned, page-rounded) are ever committed or read.
+// a root entry 16 GiB.
+//
+// Summary storage is sparse (unlike Go's, which reserves the whole tree, ~585 MiB of
+// address space, at start: a cap on address space such as `ulimit -v` then breaks every
+// program; golang/go#38010). Level 0 (2^14 entries, 128 KiB) is one flat array mapped at
+// initialize. Levels 1-4 are split into blocks of summaryBlockEntries entries (one OS
+// page), found through a per-level directory mapped at initialize (1.2 MiB in all, touched
+// only where used); grow maps the blocks a new region's summaries need. Only summaries of
+// regions in `inUse` (widened to their radix block, which a storage block always holds
+// whole) are ever read, so every block read exists. Address space used: ~1.3 MiB, plus
+// 4 KiB per block, which covers 2 GiB of heap address space at the leaves, 16 GiB at
+// level 3, 128 GiB at level 2 and 1 TiB at level 1.
 //
 // Invariants (all under the heap lock):
 //   - inUse holds exactly the regions passed to grow (chunk-aligned, disjoint); the
-//     summaries and chunk bitmaps of every chunk in inUse are committed and current:
+//     summaries and chunk bitmaps of every chunk in inUse are mapped and current:
 //     leaf = summarize(bitmap), and each parent = merge of its 8 (root: whole) children;
 //   - searchAddr: every heap page below it is allocated; it is inside inUse or UInt.max
 //     ("no free page"), so the fast path may read the leaf summary of its chunk;
@@ -26,9 +34,11 @@
 //     not resident and read as zero;
 //   - freeBytes = bytes of free pages; scavengedBytes = bytes of free and scavenged
 //     pages. Both are exact after every public call (the scavenger takes the pages it
-//     releases as allocated while it drops the lock, so they are briefly not "free").
+//     releases as allocated while it drops the lock, so they are briefly not "free");
+//   - metadataBytes = bytes this allocator mapped for its own tables; never more than
+//     metadataLimit (grow fails instead).
 //
-// Locking: the owner holds `heapLock` around every call; only the scavenger (Scavenge.swift)
+// Locking: the owner holds `heapLock` around every call; only the scavenger (PageAllocScavenge.swift)
 // drops it, when told it may, and then only reads chunk bitmaps racily (relaxed atomics,
 // L2 pointers published with release stores), re-checking under the lock.
 //
@@ -67,11 +77,28 @@ let chunksL1Bytes: UInt = (1 << chunksL1Bits) * UInt(MemoryLayout<UInt>.stride)
 /// searchAddr when the heap has no free page.
 let maxSearchAddr: UInt = UInt.max
 
+/// log2 of the entries in one block of summary storage (levels 1-4).
+let summaryBlockShift: UInt = 9
+/// Entries in one block of summary storage: one OS page of PallocSum.
+let summaryBlockEntries: UInt = 1 << summaryBlockShift
+/// Bytes of one block of summary storage.
+let summaryBlockBytes: UInt = summaryBlockEntries * UInt(MemoryLayout<PallocSum>.stride)
+
+/// Entries of summary level l (2^14, 2^17, ..., 2^26).
+@inline(__always) func levelEntries(_ l: Int) -> UInt { UInt(1) << (heapAddressBits &- levelShift(l)) }
+
+/// Bytes of level l's storage table: level 0's summaries themselves, or the directory of
+/// blocks of a lower level (page-rounded).
+func summaryTableBytes(_ l: Int) -> UInt {
+    let bytes = l == 0 ? levelEntries(0) &* UInt(MemoryLayout<PallocSum>.stride)
+                       : (levelEntries(l) >> summaryBlockShift) &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride)
+    return alignUp(bytes, osPageSize)
+}
+
 struct PageAlloc {
-    /// Base address of each summary level's reservation (0 when not initialised).
-    var summaryBase = InlineArray<5, UInt>(repeating: 0)
-    /// Bytes reserved for each level.
-    var summaryReserved = InlineArray<5, UInt>(repeating: 0)
+    /// Per summary level, its storage table (see the file comment): level 0's summaries,
+    /// the directory of blocks of levels 1-4. 0 when not initialised.
+    var summaryTables = InlineArray<5, UInt>(repeating: 0)
     /// The L1 table of chunk bitmaps: 2^13 slots, each nil or an L2 block.
     var chunksL1: UnsafeMutablePointer<UnsafeMutablePointer<PallocData>?>? = nil
     /// Heap pages below it are all allocated (see the file comment).
@@ -93,31 +120,32 @@ struct PageAlloc {
     var scavengedBytes: UInt = 0
     /// Total bytes ever released to the OS by the scavenger (counted in test mode too).
     var releasedBytes: UInt = 0
-    /// Bytes of metadata committed or mapped (summaries, L1, L2 blocks).
+    /// Bytes of metadata mapped (summary tables and blocks, L1, L2 blocks).
     var metadataBytes: UInt = 0
+    /// grow fails rather than map metadata beyond this (no bound by default; tests set it).
+    var metadataLimit: UInt = UInt.max
 
     init() {}
 
     // MARK: - Setup
 
-    /// Reserves the summary levels and maps the chunk table. Returns false (leaving
-    /// nothing reserved) if the kernel refuses. Called once, before any other method; the
-    /// heap lock need not be held.
+    /// Maps the summary tables and the chunk table. Returns false (leaving nothing
+    /// mapped) if the kernel refuses. Called once, before any other method; the heap lock
+    /// need not be held.
     mutating func initialize(heapLock: UnsafeMutablePointer<Mutex>, test: Bool) -> Bool {
         self = PageAlloc()
         self.heapLock = heapLock
         self.test = test
         var l = 0
         while l < summaryLevels {
-            let entries = UInt(1) << (heapAddressBits &- levelShift(l))
-            let bytes = alignUp(entries &* UInt(MemoryLayout<PallocSum>.stride), osPageSize)
-            let r = osReserve(bytes)
-            if r == 0 {
+            let bytes = summaryTableBytes(l)
+            let table = osMap(bytes)
+            if table == 0 {
                 destroy()
                 return false
             }
-            summaryBase[l] = r
-            summaryReserved[l] = bytes
+            summaryTables[l] = table
+            metadataBytes &+= bytes
             l &+= 1
         }
         let l1 = osMap(chunksL1Bytes)
@@ -136,30 +164,83 @@ struct PageAlloc {
     }
 
     /// Unmaps everything initialize and grow mapped (the AddressRanges storage is
-    /// metadata memory and is not returned). The allocator is unusable afterwards until
-    /// initialize. The heap lock need not be held; no other thread may use it.
-    mutating func destroy() {
+    /// metadata memory and is not returned) and returns how many bytes that was. The
+    /// allocator is unusable afterwards until initialize. The heap lock need not be held;
+    /// no other thread may use it.
+    @discardableResult mutating func destroy() -> UInt {
+        var unmapped: UInt = 0
         var l = 0
         while l < summaryLevels {
-            if summaryBase[l] != 0 { osUnmap(summaryBase[l], summaryReserved[l]) }
+            if summaryTables[l] != 0 {
+                if l > 0 {
+                    let directory = UnsafeMutablePointer<UInt>(bitPattern: summaryTables[l]).unsafelyUnwrapped
+                    var b = 0
+                    while b < Int(levelEntries(l) >> summaryBlockShift) {
+                        if directory[b] != 0 {
+                            osUnmap(directory[b], summaryBlockBytes)
+                            unmapped &+= summaryBlockBytes
+                        }
+                        b &+= 1
+                    }
+                }
+                osUnmap(summaryTables[l], summaryTableBytes(l))
+                unmapped &+= summaryTableBytes(l)
+            }
             l &+= 1
         }
         if let l1 = chunksL1 {
             var i = 0
             while i < (1 << chunksL1Bits) {
-                if let block = l1[i] { osUnmap(UInt(bitPattern: block), chunksL2Bytes) }
+                if let block = l1[i] {
+                    osUnmap(UInt(bitPattern: block), chunksL2Bytes)
+                    unmapped &+= chunksL2Bytes
+                }
                 i &+= 1
             }
             osUnmap(UInt(bitPattern: l1), chunksL1Bytes)
+            unmapped &+= chunksL1Bytes
         }
         self = PageAlloc()
+        return unmapped
     }
 
     // MARK: - Addressing
 
-    /// The summaries of level l.
-    @inline(__always) func summary(_ l: Int) -> UnsafeMutablePointer<PallocSum> {
-        UnsafeMutablePointer(bitPattern: summaryBase[l]).unsafelyUnwrapped
+    /// Summary entry i of level l and the ones after it in its storage block (at least
+    /// its radix block: 8 entries, or the whole of level 0). i must be in a block grow
+    /// mapped, which every summary of a region in inUse is.
+    @inline(__always) func summaries(_ l: Int, from i: UInt) -> UnsafeMutablePointer<PallocSum> {
+        if l == 0 { return UnsafeMutablePointer<PallocSum>(bitPattern: summaryTables[0]).unsafelyUnwrapped + Int(i) }
+        let directory = UnsafeMutablePointer<UnsafeMutablePointer<PallocSum>?>(bitPattern: summaryTables[l]).unsafelyUnwrapped
+        return directory[Int(i >> summaryBlockShift)].unsafelyUnwrapped + Int(i & (summaryBlockEntries &- 1))
+    }
+
+    /// Summary entry i of level l (see summaries(_:from:)).
+    @inline(__always) func summary(_ l: Int, _ i: UInt) -> PallocSum { summaries(l, from: i).pointee }
+
+    /// Maps the summary blocks of levels 1-4 that a region [base, limit) needs (its radix
+    /// blocks). Returns false if the kernel or metadataLimit refuses; blocks mapped
+    /// before the failure stay (harmless: unused until a grow succeeds).
+    private mutating func mapSummaryBlocks(_ base: UInt, _ limit: UInt) -> Bool {
+        var l = 1
+        while l < summaryLevels {
+            let (lo0, hi0) = Self.addrsToSummaryRange(l, base, limit)
+            let (lo, hi) = Self.blockAlignSummaryRange(l, lo0, hi0)
+            let directory = UnsafeMutablePointer<UInt>(bitPattern: summaryTables[l]).unsafelyUnwrapped
+            var b = lo >> summaryBlockShift
+            while b <= (hi &- 1) >> summaryBlockShift {
+                if directory[Int(b)] == 0 {
+                    if metadataBytes &+ summaryBlockBytes > metadataLimit { return false }
+                    let block = osMap(summaryBlockBytes)
+                    if block == 0 { return false }
+                    metadataBytes &+= summaryBlockBytes
+                    directory[Int(b)] = block
+                }
+                b &+= 1
+            }
+            l &+= 1
+        }
+        return true
     }
 
     /// The bitmaps of chunk ci, which must be in the heap.
@@ -187,15 +268,6 @@ struct PageAlloc {
         return (alignDown(lo, e), alignUp(hi, e))
     }
 
-    /// The page-rounded addresses of the summaries of level l that a heap region needs.
-    func summaryMemory(_ l: Int, _ r: AddressRange) -> AddressRange {
-        let (lo0, hi0) = Self.addrsToSummaryRange(l, r.base, r.limit)
-        let (lo, hi) = Self.blockAlignSummaryRange(l, lo0, hi0)
-        let stride = UInt(MemoryLayout<PallocSum>.stride)
-        return AddressRange(base: summaryBase[l] &+ alignDown(lo &* stride, osPageSize),
-                            limit: summaryBase[l] &+ alignUp(hi &* stride, osPageSize))
-    }
-
     // MARK: - Growth
 
     /// Adds the fresh, chunk-aligned region [base, base+size) to the heap: its pages become
@@ -215,26 +287,14 @@ struct PageAlloc {
         if succ > 0 && inUse[succ &- 1].limit > base { return false }
         if succ < inUse.count && inUse[succ].base < limit { return false }
 
-        // Commit the summaries the new region needs, minus what its neighbours in inUse
-        // already committed (sharing pages with them). Committing twice is harmless, so
-        // a failure midway leaves nothing to undo.
-        var l = 0
-        while l < summaryLevels {
-            var need = summaryMemory(l, AddressRange(base: base, limit: limit))
-            if succ > 0 { need = need.subtract(summaryMemory(l, inUse[succ &- 1])) }
-            if succ < inUse.count { need = need.subtract(summaryMemory(l, inUse[succ])) }
-            if need.size != 0 {
-                if !osCommit(need.base, need.size) { return false }
-                metadataBytes &+= need.size
-            }
-            l &+= 1
-        }
+        if !mapSummaryBlocks(base, limit) { return false }
         // Chunk bitmap blocks.
         let sc = chunkIndex(base), ec = chunkIndex(limit)
         var c = sc
         while c < ec {
             let i1 = Int(c >> chunksL2Bits)
             if chunksL1.unsafelyUnwrapped[i1] == nil {
+                if metadataBytes &+ chunksL2Bytes > metadataLimit { return false }
                 let block = osMap(chunksL2Bytes)
                 if block == 0 { return false }
                 metadataBytes &+= chunksL2Bytes
@@ -274,24 +334,25 @@ struct PageAlloc {
     mutating func update(_ base: UInt, _ npages: UInt, contig: Bool, alloc: Bool) {
         let limit = base &+ (npages << pageShift) &- 1  // inclusive
         let sc = chunkIndex(base), ec = chunkIndex(limit)
-        let leaves = summary(summaryLevels &- 1)
+        let leaf = summaryLevels &- 1
         if sc == ec {
             let y = chunkOf(sc).pointee.alloc.summarize()
-            if leaves[Int(sc)] == y { return }
-            leaves[Int(sc)] = y
+            let entry = summaries(leaf, from: sc)
+            if entry.pointee == y { return }
+            entry.pointee = y
         } else if contig {
-            leaves[Int(sc)] = chunkOf(sc).pointee.alloc.summarize()
+            summaries(leaf, from: sc).pointee = chunkOf(sc).pointee.alloc.summarize()
             let whole = alloc ? PallocSum(raw: 0) : PallocSum.freeChunk
             var c = sc &+ 1
             while c < ec {
-                leaves[Int(c)] = whole
+                summaries(leaf, from: c).pointee = whole
                 c &+= 1
             }
-            leaves[Int(ec)] = chunkOf(ec).pointee.alloc.summarize()
+            summaries(leaf, from: ec).pointee = chunkOf(ec).pointee.alloc.summarize()
         } else {
             var c = sc
             while c <= ec {
-                leaves[Int(c)] = chunkOf(c).pointee.alloc.summarize()
+                summaries(leaf, from: c).pointee = chunkOf(c).pointee.alloc.summarize()
                 c &+= 1
             }
         }
@@ -303,15 +364,14 @@ struct PageAlloc {
             let childBits = levelBits(l &+ 1)
             let childLogPages = levelLogPages(l &+ 1)
             let (lo, hi) = Self.addrsToSummaryRange(l, base, limit &+ 1)
-            let parents = summary(l)
-            let children = summary(l &+ 1)
             var i = lo
             while i < hi {
-                let sum = mergeSummaries(children + Int(i << childBits), count: 1 << Int(childBits),
+                let sum = mergeSummaries(summaries(l &+ 1, from: i << childBits), count: 1 << Int(childBits),
                                          logMaxPagesPerSum: childLogPages)
-                if parents[Int(i)] != sum {
+                let parent = summaries(l, from: i)
+                if parent.pointee != sum {
                     changed = true
-                    parents[Int(i)] = sum
+                    parent.pointee = sum
                 }
                 i &+= 1
             }
@@ -369,7 +429,7 @@ struct PageAlloc {
             let entriesPerBlock = UInt(1) << levelBits(l)
             let logMaxPages = levelLogPages(l)
             i <<= levelBits(l)
-            let entries = summary(l) + Int(i)
+            let entries = summaries(l, from: i)
 
             // Start at searchAddr's entry if it lies in this block.
             var j0: UInt = 0
@@ -473,7 +533,7 @@ struct PageAlloc {
         var found = false
         if chunkPages &- chunkPageIndex(searchAddr) >= npages {
             let i = chunkIndex(searchAddr)
-            if summary(summaryLevels &- 1)[Int(i)].max >= npages {
+            if summary(summaryLevels &- 1, i).max >= npages {
                 let (j, searchIdx) = chunkOf(i).pointee.alloc.find(npages, chunkPageIndex(searchAddr))
                 if j == UInt.max {
                     fatalInternal("page allocator: chunk summary promised free pages that are not there")
@@ -521,10 +581,9 @@ struct PageAlloc {
             if !chunkOf(sc).pointee.isFree(si, ei &+ 1 &- si) { return (false, 0) }
         } else {
             // Cheap rejection by summaries first: inner chunks must be entirely free.
-            let leaves = summary(summaryLevels &- 1)
             var c = sc &+ 1
             while c < ec {
-                if leaves[Int(c)].max != chunkPages { return (false, 0) }
+                if summary(summaryLevels &- 1, c).max != chunkPages { return (false, 0) }
                 c &+= 1
             }
             if !chunkOf(sc).pointee.isFree(si, chunkPages &- si) { return (false, 0) }
@@ -585,7 +644,62 @@ struct PageAlloc {
         freeBytes &+= npages << pageShift
     }
 
+    // MARK: - Releasing pages (for the scavenger: PageAllocScavenge.swift, and the page heap)
+
+    /// Takes the free, unscavenged run [addr, addr + npages pages), inside one chunk, as
+    /// allocated while its memory is released without the heap lock, so that nobody is
+    /// handed it meanwhile. finishRelease(held: true) gives it back.
+    ///
+    /// Must hold the heap lock.
+    mutating func holdForRelease(_ addr: UInt, _ npages: UInt) {
+        chunkOf(chunkIndex(addr)).pointee.allocRange(chunkPageIndex(addr), npages)
+        update(addr, npages, contig: true, alloc: true)
+        freeBytes &-= npages << pageShift
+    }
+
+    /// The run [addr, addr + npages pages), inside one chunk, free (or held by
+    /// holdForRelease, if `held`), has been released to the OS: marks it free and
+    /// scavenged and counts it.
+    ///
+    /// Must hold the heap lock.
+    mutating func finishRelease(_ addr: UInt, _ npages: UInt, held: Bool) {
+        let chunk = chunkOf(chunkIndex(addr))
+        let first = chunkPageIndex(addr)
+        if held {
+            // Allocations while the lock was dropped may have moved searchAddr above it.
+            if addr < searchAddr { searchAddr = addr }
+            chunk.pointee.free(first, npages)
+            update(addr, npages, contig: true, alloc: false)
+            freeBytes &+= npages << pageShift
+        }
+        chunk.pointee.scavenged.setRange(first, npages)
+        scavengedBytes &+= npages << pageShift
+        releasedBytes &+= npages << pageShift
+    }
+
+    /// Marks the free page at `addr` scavenged if it is not: its memory was released while
+    /// it belonged to a span (its OS pages read as zero) and it has just been freed.
+    /// Not counted in releasedBytes (the scavenger counted that release when it made it).
+    ///
+    /// Must hold the heap lock; the page must be free.
+    mutating func markScavenged(_ addr: UInt) {
+        let chunk = chunkOf(chunkIndex(addr))
+        let index = chunkPageIndex(addr)
+        if chunk.pointee.alloc.bits.get(index) { fatalInternal("markScavenged: the page is allocated") }
+        if chunk.pointee.scavenged.popcntRange(index, 1) == 0 {
+            chunk.pointee.scavenged.setRange(index, 1)
+            scavengedBytes &+= pageSize
+        }
+    }
+
     // MARK: - Inspection
+
+    /// Whether `address` lies in the heap and its page is free. Must hold the heap lock.
+    func isFreePage(_ address: UInt) -> Bool {
+        let i = inUse.findSucc(address)
+        if i == 0 || !inUse[i &- 1].contains(address) { return false }
+        return !chunkOf(chunkIndex(address)).pointee.alloc.bits.get(chunkPageIndex(address))
+    }
 
     /// Recounts free and free+scavenged bytes from the bitmaps of every chunk in the heap
     /// (O(heap); for tests and consistency checks). Must hold the heap lock.

@@ -106,9 +106,6 @@ struct PageBits: Equatable {
         (words[Int(i / 64)] >> UInt64(i % 64)) & 1 != 0
     }
 
-    /// The 64-bit word holding bit i.
-    @inline(__always) func block64(_ i: UInt) -> UInt64 { words[Int(i / 64)] }
-
     @inline(__always) mutating func set(_ i: UInt) {
         words[Int(i / 64)] |= 1 << UInt64(i % 64)
     }
@@ -379,8 +376,6 @@ struct PallocBits: Equatable {
     @inline(__always) mutating func free1(_ i: UInt) { bits.clear(i) }
     @inline(__always) mutating func free(_ i: UInt, _ n: UInt) { bits.clearRange(i, n) }
     @inline(__always) mutating func freeAll() { bits.clearAll() }
-    /// The word of allocation bits holding page i.
-    @inline(__always) func pages64(_ i: UInt) -> UInt64 { bits.block64(i) }
 }
 
 /// fillAligned returns x with every m-aligned group of m bits that has any bit set made

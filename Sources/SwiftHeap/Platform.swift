@@ -9,25 +9,41 @@ import CShim
 
 // MARK: - Memory from the kernel
 
-/// Reserves `bytes` of address space with no access (counted in RLIMIT_AS, not in
-/// RSS or the commit charge). Returns 0 on failure.
-func osReserve(_ bytes: UInt) -> UInt {
-    guard let p = sh_mmap(nil, Int(bitPattern: bytes), PROT_NONE, MAP_NORESERVE) else { return 0 }
-    return UInt(bitPattern: p)
-}
-
-/// Maps `bytes` of zeroed read-write memory. Returns 0 on failure.
+/// Maps `bytes` of zeroed read-write memory for the allocator's own tables. MAP_NORESERVE:
+/// tables are mostly untouched, and must not count against the commit limit. Returns 0
+/// on failure.
 func osMap(_ bytes: UInt) -> UInt {
     guard let p = sh_mmap(nil, Int(bitPattern: bytes), PROT_READ | PROT_WRITE, MAP_NORESERVE) else { return 0 }
     return UInt(bitPattern: p)
 }
 
-/// Maps `bytes` of zeroed read-write memory aligned to `alignment` (a power of two
-/// at least the OS page), by over-mapping and trimming. Returns 0 on failure.
-func osMapAligned(_ bytes: UInt, alignment: UInt) -> UInt {
-    let (padded, overflow) = bytes.addingReportingOverflow(alignment)
+/// Maps `bytes` of zeroed read-write memory for objects: the heap's regions and objects
+/// mapped on their own. Accounted as glibc's mappings are (no MAP_NORESERVE), so that the
+/// kernel's overcommit policy refuses absurd sizes at once, as it does glibc's. With a
+/// `hint`, only exactly there (MAP_FIXED_NOREPLACE: never over an existing mapping; a
+/// kernel that does not know the flag treats the hint as advisory, and a mapping that
+/// lands elsewhere is undone). Returns 0 on failure.
+func osMapMemory(_ bytes: UInt, at hint: UInt = 0) -> UInt {
+    if hint == 0 {
+        guard let p = sh_mmap(nil, Int(bitPattern: bytes), PROT_READ | PROT_WRITE, 0) else { return 0 }
+        return UInt(bitPattern: p)
+    }
+    guard let p = sh_mmap(UnsafeMutableRawPointer(bitPattern: hint), Int(bitPattern: bytes),
+                          PROT_READ | PROT_WRITE, MAP_FIXED_NOREPLACE) else { return 0 }
+    let address = UInt(bitPattern: p)
+    if address != hint {
+        osUnmap(address, bytes)
+        return 0
+    }
+    return address
+}
+
+/// Maps `bytes` of object memory (osMapMemory) aligned to `alignment` (a power of two at
+/// least the OS page), by over-mapping and trimming. Returns 0 on failure.
+func osMapMemoryAligned(_ bytes: UInt, alignment: UInt) -> UInt {
+    let (padded, overflow) = bytes.addingReportingOverflow(alignment &- osPageSize)
     if overflow { return 0 }
-    let raw = osMap(padded)
+    let raw = osMapMemory(padded)
     if raw == 0 { return 0 }
     let base = alignUp(raw, alignment)
     if base > raw { osUnmap(raw, base &- raw) }
@@ -37,9 +53,12 @@ func osMapAligned(_ bytes: UInt, alignment: UInt) -> UInt {
     return base
 }
 
-/// Makes reserved address space readable and writable. Returns false on failure.
-func osCommit(_ address: UInt, _ bytes: UInt) -> Bool {
-    mprotect(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: bytes), PROT_READ | PROT_WRITE) == 0
+/// Resizes the mapping [address, address+oldBytes) to newBytes, moving it if it must.
+/// Returns its new address, or 0 (the old mapping unchanged) on failure.
+func osRemap(_ address: UInt, _ oldBytes: UInt, _ newBytes: UInt) -> UInt {
+    guard let p = sh_mremap(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: oldBytes),
+                            Int(bitPattern: newBytes)) else { return 0 }
+    return UInt(bitPattern: p)
 }
 
 func osUnmap(_ address: UInt, _ bytes: UInt) {
@@ -57,16 +76,22 @@ func osRelease(_ address: UInt, _ bytes: UInt) {
 /// A futex mutex (Drepper's "Futexes are tricky", mutex 2): 0 unlocked, 1 locked,
 /// 2 locked with waiters. The zero value is unlocked, so a Mutex in zeroed memory
 /// needs no initialisation. Always used through a pointer into stable memory.
+///
+/// `rank` places the lock in the one lock order (LockRanks.swift); the `swift test`
+/// build checks on every lock() that it is taken in that order. 0: not ranked.
 struct Mutex {
     var state: UInt32 = 0
+    var rank: UInt32 = 0
+
+    init() {}
+    init(rank: LockRank) { self.rank = rank.rawValue }
 }
 
 extension UnsafeMutablePointer where Pointee == Mutex {
-    @inline(__always) private var word: UnsafeMutablePointer<UInt32> {
-        UnsafeMutableRawPointer(self).assumingMemoryBound(to: UInt32.self)
-    }
+    @inline(__always) private var word: UnsafeMutablePointer<UInt32> { pointer(to: \.state)! }
 
     @inline(__always) func lock() {
+        checkLockOrder(pointee.rank)
         if sh_cas32(word, 0, 1) != 0 { return }
         lockSlow()
     }
@@ -86,15 +111,25 @@ extension UnsafeMutablePointer where Pointee == Mutex {
         }
     }
 
-    func tryLock() -> Bool { sh_cas32(word, 0, 1) != 0 }
+    /// Takes the lock if it is free (no order check: a try cannot deadlock).
+    func tryLock() -> Bool {
+        if sh_cas32(word, 0, 1) == 0 { return false }
+        noteLockTaken(pointee.rank)
+        return true
+    }
 
     @inline(__always) func unlock() {
+        noteLockReleased(pointee.rank)
         if sh_xchg32(word, 0) == 2 { sh_futex_wake(word, 1) }
     }
 
-    /// Makes the mutex unlocked without waking anyone: for the child after fork,
-    /// where the thread that held it no longer exists.
-    func reinitialize() { sh_store32(word, 0) }
+    /// Makes the mutex unlocked without waking anyone: for the child after fork, where
+    /// the thread that held it no longer exists (or, with `heldByCaller`, is the caller,
+    /// which took it in fork's prepare handler).
+    func reinitialize(heldByCaller: Bool = false) {
+        if heldByCaller { noteLockReleased(pointee.rank) }
+        sh_store32(word, 0)
+    }
 }
 
 // MARK: - Diagnostics

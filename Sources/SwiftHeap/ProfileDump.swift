@@ -3,7 +3,7 @@
 //
 // Names. SWIFTHEAP_PROFILE=PATH names the exit profile; interval dumps and
 // swiftheap_profile_dump(NULL) write PATH.1, PATH.2, ...; "%p" in PATH is replaced by
-// the process id. A forked child inherits the profile (its heap is a copy of its
+// the process id, "%%" by "%". A forked child inherits the profile (its heap is a copy of its
 // parent's) but writes its own files only if PATH holds %p: otherwise it would
 // replace its parent's profile with one made mostly of the parent's samples. A program
 // started by exec inherits SWIFTHEAP_PROFILE too and writes PATH like any other: to
@@ -12,10 +12,10 @@
 //
 // A file is written whole under a temporary name beside it (PATH.tmp.<tid>), then
 // renamed over PATH, so that a reader never sees half a profile and two dumps at once
-// do not mix. The text is formatted into memory mapped for the dump, under the profile
-// lock; the file is written after the lock is released (PATH may be slow, or a pipe),
-// then /proc/self/maps is copied after it. Only open, read, write, rename and mmap:
-// no stdio, no malloc.
+// do not mix. The text is formatted (ReportWriter.swift) into memory mapped for the
+// dump, under the profile lock; the file is written after the lock is released (PATH
+// may be slow, or a pipe), then /proc/self/maps is copied after it. Only open, read,
+// write, rename and mmap: no stdio, no malloc.
 //
 // Interval dumps run on the allocation and free slow paths that take or drop a
 // sample: a thread that reaches one after the interval expired claims the dump with a
@@ -25,91 +25,72 @@
 
 import CShim
 
-/// Bytes mapped for a file name (with %p expanded and the temporary suffix).
-private let profilePathBytes = 16 << 10
-
 /// Writes the profile to `path` (NUL-terminated). Returns 0, or an errno value.
 ///
 /// Takes the profile lock; must hold no allocator lock.
 func writeProfile(to path: UnsafePointer<CChar>) -> Int32 {
-    let pathLength = strlen(path)
-    if pathLength &+ 32 > profilePathBytes { return ENAMETOOLONG }
     let savedErrno = sh_errno_get()
     defer { sh_errno_set(savedErrno) }
+    // Report memory: PATH.tmp.<tid> in its first half, the copy of the maps in the other.
+    let half = Int(reportMemoryBytes / 2)
+    if strlen(path) &+ 32 > half { return ENAMETOOLONG }
+    let result: Int32? = withReportMemory { memory in
+        var name = ReportWriter(buffer: memory, capacity: half, descriptor: -1)
+        name.put(cString: path)
+        name.put(".tmp.")
+        name.put(number: UInt(bitPattern: sh_gettid()))
+        name.put(byte: 0)
+        let temporary = UnsafeRawPointer(memory).assumingMemoryBound(to: CChar.self)
+        let fd = sh_open_create(temporary)
+        if fd < 0 { return sh_errno_get() }
+        var error = writeProfileText(to: fd, scratch: (memory + half).assumingMemoryBound(to: UInt8.self), scratchBytes: half)
+        if close(fd) != 0 && error == 0 { error = sh_errno_get() }
+        if error == 0 && rename(temporary, path) != 0 { error = sh_errno_get() }
+        if error != 0 { _ = unlink(temporary) }
+        return error
+    }
+    return result ?? ENOMEM
+}
 
-    // Format under the lock into a mapping big enough for any line the table holds.
+/// Writes the profile's text, then /proc/self/maps (read through `scratch`), to `fd`.
+/// Returns 0 or errno.
+///
+/// Takes the profile lock; must hold no allocator lock. The text is formatted under the
+/// lock into memory mapped to hold all of it, and written to `fd` after the lock is
+/// released (the file may be slow, or a pipe).
+private func writeProfileText(to fd: Int32, scratch: UnsafeMutablePointer<UInt8>, scratchBytes: Int) -> Int32 {
     profileLock.lock()
-    let textCapacity = max(profile.pointee.table.textBound, 64 << 10)
-    let mappedBytes = UInt(textCapacity &+ profilePathBytes)
-    let mapped = osMap(mappedBytes)
+    let capacity = UInt(max(profile.pointee.table.textBound, 64 << 10))
+    let mapped = osMap(capacity)
     if mapped == 0 {
         profileLock.unlock()
         return ENOMEM
     }
-    let memory = UnsafeMutablePointer<UInt8>(bitPattern: mapped)!
-    defer { osUnmap(mapped, mappedBytes) }
-    var text = TextBuffer(base: memory + profilePathBytes, capacity: textCapacity)
-    profile.pointee.table.format(into: &text)
+    defer { osUnmap(mapped, capacity) }
+    var out = ReportWriter(buffer: UnsafeMutableRawPointer(bitPattern: mapped)!, capacity: Int(capacity), descriptor: fd)
+    profile.pointee.table.format(into: &out)
     profileLock.unlock()
-    if text.overflowed { return ENOMEM }
-
-    // PATH.tmp.<tid>
-    var temporary = TextBuffer(base: memory, capacity: profilePathBytes)
-    temporary.append(cString: path)
-    temporary.append(".tmp.")
-    temporary.append(decimal: UInt(bitPattern: sh_gettid()))
-    temporary.append(byte: 0)
-    let temporaryPath = UnsafeRawPointer(memory).assumingMemoryBound(to: CChar.self)
-
-    let fd = sh_open_create(temporaryPath)
-    if fd < 0 { return sh_errno_get() }
-    var error = writeAll(fd, text.base, text.length)
-    if error == 0 {
-        // The mapped text is written: reuse its memory to copy /proc/self/maps.
-        error = copyMaps(to: fd, buffer: text.base, capacity: textCapacity)
-    }
-    if close(fd) != 0 && error == 0 { error = sh_errno_get() }
-    if error == 0 && sh_rename(temporaryPath, path) != 0 { error = sh_errno_get() }
-    if error != 0 { _ = unlink(temporaryPath) }
-    return error
-}
-
-/// Writes all `count` bytes, retrying short writes and EINTR. Returns 0 or errno.
-private func writeAll(_ fd: Int32, _ bytes: UnsafePointer<UInt8>, _ count: Int) -> Int32 {
-    var offset = 0
-    while offset < count {
-        let written = write(fd, bytes + offset, count &- offset)
-        if written < 0 {
-            if sh_errno_get() == EINTR { continue }
-            return sh_errno_get()
-        }
-        offset &+= written
-    }
-    return 0
-}
-
-/// Appends the contents of /proc/self/maps to `fd`. Returns 0 or errno.
-private func copyMaps(to fd: Int32, buffer: UnsafeMutablePointer<UInt8>, capacity: Int) -> Int32 {
-    let maps = sh_open_readonly(staticCString("/proc/self/maps"))
+    let maps = sh_open_readonly(cString("/proc/self/maps"))
     if maps < 0 { return sh_errno_get() }
     defer { close(maps) }
     while true {
-        let count = read(maps, buffer, capacity)
+        let count = read(maps, scratch, scratchBytes)
         if count < 0 {
             if sh_errno_get() == EINTR { continue }
             return sh_errno_get()
         }
-        if count == 0 { return 0 }
-        let error = writeAll(fd, buffer, count)
-        if error != 0 { return error }
+        if count == 0 { break }
+        out.put(bytes: scratch, count: count)
     }
+    out.flush()
+    return out.failed ? (sh_errno_get() != 0 ? sh_errno_get() : EIO) : 0
 }
 
 /// Whether this process writes the profiles PATH names (see the file comment).
 private func ownsProfilePath() -> Bool {
     if getpid() == profile.pointee.ownerPid { return true }
     guard let template = profile.pointee.pathTemplate else { return false }
-    return strstr(template, staticCString("%p")) != nil
+    return strstr(template, cString("%p")) != nil
 }
 
 /// Writes the profile to PATH (sequence 0) or PATH.<sequence>. Returns 0 or errno.
@@ -118,30 +99,22 @@ private func ownsProfilePath() -> Bool {
 /// Takes the profile lock; must hold no allocator lock.
 private func writeNamedProfile(sequence: UInt64, announce: Bool) -> Int32 {
     guard let template = profile.pointee.pathTemplate else { return EOPNOTSUPP }
-    let mapped = osMap(UInt(profilePathBytes))
-    if mapped == 0 { return ENOMEM }
-    defer { osUnmap(mapped, UInt(profilePathBytes)) }
-    var name = TextBuffer(base: UnsafeMutablePointer<UInt8>(bitPattern: mapped)!, capacity: profilePathBytes &- 40)
-    var i = 0
-    while template[i] != 0 {
-        if template[i] == 37 && template[i &+ 1] == 112 {  // "%p"
-            name.append(decimal: UInt(getpid()))
-            i &+= 2
-        } else {
-            name.append(byte: UInt8(bitPattern: template[i]))
-            i &+= 1
+    // The template is shorter than 4096 bytes (Config) and %p grows 2 bytes to at most
+    // 20: the name fits report memory, so the writer never drains (it has no sink).
+    let result: Int32? = withReportMemory { memory in
+        var name = ReportWriter(buffer: memory, capacity: Int(reportMemoryBytes), descriptor: -1)
+        name.put(expanding: template)
+        if sequence != 0 {
+            name.put(".")
+            name.put(number: UInt(sequence))
         }
+        name.put(byte: 0)
+        let path = UnsafeRawPointer(memory).assumingMemoryBound(to: CChar.self)
+        let error = writeProfile(to: path)
+        if announce { announceProfile(path, error: error) }
+        return error
     }
-    if sequence != 0 {
-        name.append(".")
-        name.append(decimal: UInt(sequence))
-    }
-    if name.overflowed { return ENAMETOOLONG }
-    name.append(byte: 0)
-    let path = UnsafeRawPointer(name.base).assumingMemoryBound(to: CChar.self)
-    let error = writeProfile(to: path)
-    if announce { announceProfile(path, error: error) }
-    return error
+    return result ?? ENOMEM
 }
 
 /// `swiftheap: heap profile PATH: N samples live, about X KiB in use` on stderr.

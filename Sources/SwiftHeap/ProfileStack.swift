@@ -43,10 +43,10 @@ struct Unwinder {
     ///
     /// Calls dlopen: must hold no allocator lock, and not run on an allocation path.
     static func load() -> Unwinder? {
-        guard let handle = dlopen(staticCString("libgcc_s.so.1"), RTLD_NOW),
-              let backtrace = dlsym(handle, staticCString("_Unwind_Backtrace")),
-              let getIP = dlsym(handle, staticCString("_Unwind_GetIP")),
-              let findFDE = dlsym(handle, staticCString("_Unwind_Find_FDE"))
+        guard let handle = dlopen(cString("libgcc_s.so.1"), RTLD_NOW),
+              let backtrace = dlsym(handle, cString("_Unwind_Backtrace")),
+              let getIP = dlsym(handle, cString("_Unwind_GetIP")),
+              let findFDE = dlsym(handle, cString("_Unwind_Find_FDE"))
         else { return nil }
         var unwinder = Unwinder()
         unwinder.backtrace = unsafeBitCast(backtrace, to: sh_unwind_backtrace_fn.self)
@@ -111,9 +111,4 @@ private struct UnwindWalk {
     var getIP: sh_unwind_get_ip_fn
     var ownStart: UInt
     var ownEnd: UInt
-}
-
-/// A static string's bytes as a C string (static strings are NUL-terminated).
-@inline(__always) func staticCString(_ text: StaticString) -> UnsafePointer<CChar> {
-    UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)
 }

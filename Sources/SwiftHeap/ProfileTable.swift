@@ -6,7 +6,15 @@
 // the reader's scaling (1 / (1 - exp(-size / rate)), from the line's average size) is
 // exact for it. Buckets are never freed (a site that allocated once stays in the
 // --alloc_space view); a bucket is one record from metadata memory, its frames right
-// after it. Live samples are small pool records, freed when their object is.
+// after it, or, for a bucket made by a resize, those of the bucket its sample came
+// from (a stack is stored once however often its samples are resized). Live samples
+// are small pool records, freed when their object is.
+//
+// Resizes. A sampled object that realloc resizes in place moves, with its one
+// allocation, to the bucket of its stack and new size, rounded up to a grid of 1/64 of
+// a power of two (resizedSizeGrid: at most 1.6% high): a buffer grown a byte at a time
+// makes at most 64 buckets per doubling, not one per size, and most of its resizes
+// leave it in the bucket it is in (no lookup, no record).
 //
 // Both tables are hash tables chained through the records' first two words
 // (ChainLink); their head arrays are mapped from the OS and doubled when the records
@@ -113,7 +121,7 @@ struct ChainedTable {
 }
 
 /// The samples of one call stack and allocation size. Its frames (return addresses,
-/// innermost first) follow the record.
+/// innermost first) follow the record, or are another bucket's (see the file comment).
 struct ProfileBucket {
     /// Chain link; the key is the hash of the frames and the size.
     var link: ChainLink
@@ -127,9 +135,11 @@ struct ProfileBucket {
     var frees: UInt
     /// How many allocations one of these samples stands for (sampleWeight).
     var weight: Double
+    /// depth return addresses, innermost first.
+    var frames: UnsafePointer<UInt>
 
-    @inline(__always) static func frames(_ bucket: UnsafeMutablePointer<ProfileBucket>) -> UnsafeMutablePointer<UInt> {
-        UnsafeMutableRawPointer(bucket + 1).assumingMemoryBound(to: UInt.self)
+    @inline(__always) static func frames(_ bucket: UnsafeMutablePointer<ProfileBucket>) -> UnsafePointer<UInt> {
+        bucket.pointee.frames
     }
 }
 
@@ -192,20 +202,26 @@ struct ProfileTable {
         return true
     }
 
-    /// Records that the sampled object at `address` now has `size` requested bytes: it
-    /// moves, with its one allocation, to the bucket of its stack and new size (so a
-    /// buffer grown a thousand times in place is still one allocation, at its last
-    /// size). The new size is recorded rounded up to resizedSizeGrid, so that a buffer
-    /// grown byte by byte makes a bounded number of buckets, not one per size. Returns
-    /// false if no live sample is at that address or metadata is exhausted.
-    mutating func recordResize(address: UInt, size requested: UInt) -> Bool {
-        guard let record = live.find(address, where: { _ in true }) else { return false }
+    /// Records that the sampled object at `address` is now at `newAddress` (realloc of
+    /// an object mapped on its own may move it) with `size` requested bytes: it moves,
+    /// with its one allocation, to the bucket of its stack and new size on the grid (see
+    /// the file comment), so that a buffer grown a thousand times in place is still one
+    /// allocation, at its last size. Returns false if no live sample is at `address`; if
+    /// metadata is exhausted, the sample stays in its bucket.
+    mutating func recordResize(address: UInt, to newAddress: UInt, size requested: UInt) -> Bool {
+        guard var record = live.find(address, where: { _ in true }) else { return false }
+        if newAddress != address {
+            record = live.remove(address, where: { _ in true }).unsafelyUnwrapped
+            ChainedTable.link(record).pointee.key = newAddress
+            _ = live.insert(record)  // (its head array exists: it held the record)
+        }
         let sample = record.assumingMemoryBound(to: LiveSample.self)
         let old = sample.pointee.bucket
         let size = resizedSizeGrid(requested)
         if old.pointee.size == size { return true }
-        guard let bucket = bucket(size: size, frames: UnsafePointer(ProfileBucket.frames(old)), depth: Int(bitPattern: old.pointee.depth))
-        else { return false }
+        guard let bucket = bucket(size: size, frames: ProfileBucket.frames(old), depth: Int(bitPattern: old.pointee.depth),
+                                  sharing: true)
+        else { return true }
         old.pointee.allocations &-= 1  // it was live there: allocations > frees
         bucket.pointee.allocations &+= 1
         sample.pointee.bucket = bucket
@@ -218,23 +234,31 @@ struct ProfileTable {
     }
 
     /// The bucket of `size` and the stack `frames[0..<depth]`, made if new; nil if
-    /// metadata memory is exhausted.
-    private mutating func bucket(size: UInt, frames: UnsafePointer<UInt>, depth: Int) -> UnsafeMutablePointer<ProfileBucket>? {
+    /// metadata memory is exhausted. `sharing`: `frames` belong to a bucket (which is
+    /// never freed), and a new bucket uses them instead of a copy.
+    private mutating func bucket(size: UInt, frames: UnsafePointer<UInt>, depth: Int,
+                                 sharing: Bool = false) -> UnsafeMutablePointer<ProfileBucket>? {
         let key = ProfileTable.stackKey(size: size, frames: frames, depth: depth)
         if let found = buckets.find(key, where: { ProfileTable.bucketMatches($0, size: size, frames: frames, depth: depth) }) {
             return found.assumingMemoryBound(to: ProfileBucket.self)
         }
-        return makeBucket(key: key, size: size, frames: frames, depth: depth)
+        return makeBucket(key: key, size: size, frames: frames, depth: depth, sharing: sharing)
     }
 
-    private mutating func makeBucket(key: UInt, size: UInt, frames: UnsafePointer<UInt>, depth: Int) -> UnsafeMutablePointer<ProfileBucket>? {
-        let bytes = UInt(MemoryLayout<ProfileBucket>.stride &+ depth &* MemoryLayout<UInt>.stride)
-        guard let memory = persistentAlloc(bytes) else { return nil }
+    private mutating func makeBucket(key: UInt, size: UInt, frames: UnsafePointer<UInt>, depth: Int,
+                                     sharing: Bool) -> UnsafeMutablePointer<ProfileBucket>? {
+        let frameBytes = sharing ? 0 : depth &* MemoryLayout<UInt>.stride
+        guard let memory = persistentAlloc(UInt(MemoryLayout<ProfileBucket>.stride &+ frameBytes)) else { return nil }
         let bucket = memory.bindMemory(to: ProfileBucket.self, capacity: 1)
+        var stored = frames
+        if !sharing {
+            let copy = (memory + MemoryLayout<ProfileBucket>.stride).bindMemory(to: UInt.self, capacity: depth)
+            copy.update(from: frames, count: depth)
+            stored = UnsafePointer(copy)
+        }
         bucket.initialize(to: ProfileBucket(link: ChainLink(next: nil, key: key), nextBucket: firstBucket, size: size,
                                             depth: UInt(depth), allocations: 0, frees: 0,
-                                            weight: sampleWeight(size: size, rate: rate)))
-        ProfileBucket.frames(bucket).update(from: frames, count: depth)
+                                            weight: sampleWeight(size: size, rate: rate), frames: stored))
         if !buckets.insert(memory) { return nil }  // (its memory stays with the metadata)
         firstBucket = bucket
         frameCount &+= UInt(depth)

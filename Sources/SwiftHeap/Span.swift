@@ -8,11 +8,14 @@
 // allocator, a double free is visible as an already-set bit, and the scavenger can
 // tell which OS pages of a partly used span hold only free objects.
 //
-// The page→span map is per arena (64 MiB): arenaTable[address >> arenaShift] points
-// to an ArenaInfo whose spans[] has one entry per page. Every page of an in-use span
-// maps to it; pages not in a span map to nil. Both tables only ever gain entries, so
-// a lookup takes no lock: the entry for a pointer the caller owns was written before
-// the pointer was handed out.
+// The page→span map: slots[address >> spanMapSlotShift] (one per GiB of address space) is
+// nil or a table with one entry per page of that GiB. Every page of a small span maps to
+// it (a free finds the span of any object in it); a large span maps its first page only
+// (a large object is freed by its base address, and its metadata must not grow with its
+// size); other pages map to nil. Slot tables are created (never freed) where the heap
+// maps memory, and a lookup takes no lock: the entry for a pointer the caller owns was
+// written before the pointer was handed out, and tables are published with a release
+// store.
 
 import CShim
 
@@ -27,7 +30,6 @@ let spanBitmapWords = 8
 
 struct Span {
     /// Free objects, one bit each, 1 = free. Guarded by the class's central lock.
-    /// First in the record so that freeWords needs no offset computation.
     var freeBits: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     /// First byte of the span (page-aligned).
     var base: UInt = 0
@@ -43,6 +45,8 @@ struct Span {
     var objectSize: UInt32 = 0
     /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
     var reciprocal: UInt32 = 0
+    /// A large object mapped on its own (Heap.swift: allocDirectSpan), not from the page heap.
+    var direct: Bool = false
     /// The thread cache that last refilled from this span (compared, never followed,
     /// by the free path; guarded by the central lock for writes).
     var owner: UnsafeMutableRawPointer? = nil
@@ -68,7 +72,7 @@ struct Span {
 extension UnsafeMutablePointer where Pointee == Span {
     /// The free bitmap as words.
     @inline(__always) var freeWords: UnsafeMutablePointer<UInt64> {
-        UnsafeMutableRawPointer(self).assumingMemoryBound(to: UInt64.self)
+        (UnsafeMutableRawPointer(self) + MemoryLayout<Span>.offset(of: \.freeBits)!).assumingMemoryBound(to: UInt64.self)
     }
 
     /// Index of the object containing `address`.
@@ -79,6 +83,12 @@ extension UnsafeMutablePointer where Pointee == Span {
     /// Whether `address` is the start of object `index` (its objectIndex) of this span.
     @inline(__always) func isObjectStart(_ address: UInt, index: UInt) -> Bool {
         pointee.base &+ index &* UInt(pointee.objectSize) == address
+    }
+
+    /// Whether object `index` is free in the span's bitmap (read without the central lock
+    /// by free's misuse checks: see Free.swift).
+    @inline(__always) func isFree(_ index: UInt) -> Bool {
+        freeWords[Int(bitPattern: index >> 6)] & (UInt64(1) << UInt64(index & 63)) != 0
     }
 
     /// Whether objects first...last (inclusive) are all free.
@@ -134,64 +144,69 @@ extension UnsafeMutablePointer where Pointee == Span {
     }
 }
 
-/// Page→span entries for one 64 MiB arena slot.
-struct ArenaInfo {
-    var spans: UnsafeMutablePointer<UnsafeMutablePointer<Span>?>
-}
-
-/// The flat table of arena slots, reserved for the whole address space (32 MiB of
-/// address space, touched only where arenas exist).
+/// The page→span map (see the file comment).
 struct SpanMap {
-    var arenas: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<Span>?>?>
+    /// spanMapSlotCount slots, each nil or a table of spanMapSlotPages span pointers.
+    var slots: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<Span>?>?>
 
-    /// Reserves the table. Returns nil if the kernel refuses the address space.
+    /// Maps the slot table (2 MiB of address space, touched only where the heap is).
+    /// Returns nil if the kernel refuses.
     static func make() -> SpanMap? {
-        let bytes = arenaSlotCount &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride)
+        let bytes = spanMapSlotCount &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride)
         let table = osMap(bytes)
         if table == 0 { return nil }
-        return SpanMap(arenas: UnsafeMutablePointer(bitPattern: table)!)
+        return SpanMap(slots: UnsafeMutablePointer(bitPattern: table)!)
     }
 
-    /// The span containing `address`, or nil if the address is not in any span.
-    /// Takes no lock (see the file comment).
+    /// The span `address` maps to, or nil (see the file comment: for a large span only
+    /// its base maps to it). Takes no lock.
     @inline(__always) func span(containing address: UInt) -> UnsafeMutablePointer<Span>? {
-        let slot = address >> arenaShift
-        if slot >= arenaSlotCount { return nil }
-        guard let pages = arenas[Int(bitPattern: slot)] else { return nil }
-        return pages[Int(bitPattern: (address >> pageShift) & (arenaPages &- 1))]
+        let slot = address >> spanMapSlotShift
+        if slot >= spanMapSlotCount { return nil }
+        guard let pages = slots[Int(bitPattern: slot)] else { return nil }
+        return pages[Int(bitPattern: (address >> pageShift) & (spanMapSlotPages &- 1))]
     }
 
-    /// Whether `address` lies in memory SwiftHeap mapped for its heap.
-    func isInArena(_ address: UInt) -> Bool {
-        let slot = address >> arenaShift
-        return slot < arenaSlotCount && arenas[Int(bitPattern: slot)] != nil
-    }
-
-    /// Makes sure every arena slot of [base, base+bytes) has its page table.
-    /// Must hold the heap lock. Returns false if metadata memory is exhausted.
-    func addArena(base: UInt, bytes: UInt) -> Bool {
-        var slot = base >> arenaShift
-        let end = (base &+ bytes &- 1) >> arenaShift
+    /// Makes sure every slot of [base, base+bytes) has its table. Returns false if the
+    /// kernel refuses the memory.
+    ///
+    /// Must hold the heap lock.
+    func ensureSlots(base: UInt, bytes: UInt) -> Bool {
+        var slot = base >> spanMapSlotShift
+        let end = (base &+ bytes &- 1) >> spanMapSlotShift
         while slot <= end {
-            if arenas[Int(bitPattern: slot)] == nil {
-                let tableBytes = arenaPages &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride)
-                guard let table = persistentAlloc(tableBytes, alignment: 64) else { return false }
-                sh_store_ptr(UnsafeMutableRawPointer(arenas + Int(bitPattern: slot))
-                                .assumingMemoryBound(to: UnsafeMutableRawPointer?.self), table)
+            if slots[Int(bitPattern: slot)] == nil {
+                let table = osMap(spanMapSlotPages &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride))
+                if table == 0 { return false }
+                sh_store_ptr(UnsafeMutableRawPointer(slots + Int(bitPattern: slot))
+                                .assumingMemoryBound(to: UnsafeMutableRawPointer?.self),
+                             UnsafeMutableRawPointer(bitPattern: table))
             }
             slot &+= 1
         }
         return true
     }
 
+    /// Unmaps the slot table and every slot's table (a page heap being destroyed; tests).
+    func destroy() {
+        var slot = 0
+        while slot < Int(spanMapSlotCount) {
+            if let table = slots[slot] {
+                osUnmap(UInt(bitPattern: table), spanMapSlotPages &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride))
+            }
+            slot &+= 1
+        }
+        osUnmap(UInt(bitPattern: slots), spanMapSlotCount &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride))
+    }
+
     /// Points every page of [base, base + pages·pageSize) at `span` (nil to clear).
-    /// Must hold the heap lock; the arena slots must exist.
+    /// Must hold the heap lock; the slots must have their tables (ensureSlots).
     func set(base: UInt, pages: UInt, to span: UnsafeMutablePointer<Span>?) {
         var address = base
         let limit = base &+ pages &<< pageShift
         while address < limit {
-            let table = arenas[Int(bitPattern: address >> arenaShift)]!
-            table[Int(bitPattern: (address >> pageShift) & (arenaPages &- 1))] = span
+            let table = slots[Int(bitPattern: address >> spanMapSlotShift)].unsafelyUnwrapped
+            table[Int(bitPattern: (address >> pageShift) & (spanMapSlotPages &- 1))] = span
             address &+= pageSize
         }
     }

@@ -25,6 +25,15 @@
 // record, whose bins all have capacity 0, so every malloc and free of that thread
 // takes the locked path straight to the central lists — without a test on the fast
 // path. Records of exited threads are reused.
+//
+// The record (ThreadCache) is typed: its bins come first, so that the fast path finds a
+// class's bin at a constant offset from the record's address; the slot arrays follow the
+// record in the same allocation. The registry (CacheRegistry) is an instance made with
+// the size classes and the central lists it moves objects to and from; each record
+// points back at its registry, so that the thread-exit destructor needs nothing global.
+//
+// Locking: the registry's lock (rank cacheRegistry) guards the record pool and the live
+// list; a record's bins belong to its thread alone (the destructor runs on that thread).
 
 import CShim
 
@@ -34,16 +43,13 @@ struct CacheBin {
     var slots: UnsafeMutablePointer<UInt>
 }
 
-/// Offset of the remote bins after the bins in a cache record.
-let remoteBinsOffset = maxSizeClasses * MemoryLayout<CacheBin>.stride
-/// Offset of the header after the remote bins.
-let cacheHeaderOffset = 2 * maxSizeClasses * MemoryLayout<CacheBin>.stride
-
 /// Per-thread fields that follow the bins.
 struct CacheHeader {
-    /// Link in the registry's list of live caches.
-    var next: UnsafeMutableRawPointer?
-    var previous: UnsafeMutableRawPointer?
+    /// The registry this cache belongs to.
+    var registry: UnsafeMutablePointer<CacheRegistry>
+    /// Links in the registry's list of live caches (registry lock).
+    var next: UnsafeMutablePointer<ThreadCache>?
+    var previous: UnsafeMutablePointer<ThreadCache>?
     /// Key destructor rounds this cache has been through.
     var destructorRounds: UInt32
     /// True for the shared no-cache record.
@@ -52,8 +58,17 @@ struct CacheHeader {
     /// cache. Tests use them to see that the fast path takes no slow path.
     var refills: UInt
     var flushes: UInt
-    /// The heap profiler's sampling state of this thread (ProfileSampler.swift).
+    /// This thread's countdown to its next heap-profile sample (ProfileSampler.swift);
+    /// its thread alone reads and writes it, and never in the no-cache record.
     var profile: ProfileThreadState
+}
+
+/// A thread's cache record (see the file comment). Never constructed as a value: it is
+/// laid out in memory from the registry's pool and its fields initialised in place.
+struct ThreadCache {
+    var bins: InlineArray<80, CacheBin>
+    var remoteBins: InlineArray<80, CacheBin>
+    var header: CacheHeader
 }
 
 /// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
@@ -70,236 +85,262 @@ func remoteCapacity(objectSize: UInt) -> UInt32 {
     max(2, cacheCapacity(objectSize: objectSize) / 2)
 }
 
+/// glibc's PTHREAD_DESTRUCTOR_ITERATIONS (a macro Swift does not import).
+let pthreadDestructorIterations: UInt32 = 4
+
+extension UnsafeMutablePointer where Pointee == ThreadCache {
+    /// The record the thread-local slot holds.
+    @inline(__always) init(slot: UnsafeMutableRawPointer) { self = slot.assumingMemoryBound(to: ThreadCache.self) }
+
+    /// The bin of class `sizeClass`.
+    @inline(__always) func bin(_ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
+        UnsafeMutableRawPointer(self).assumingMemoryBound(to: CacheBin.self) + sizeClass
+    }
+
+    /// The remote bin of class `sizeClass`.
+    @inline(__always) func remoteBin(_ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
+        (UnsafeMutableRawPointer(self) + MemoryLayout<ThreadCache>.offset(of: \.remoteBins)!)
+            .assumingMemoryBound(to: CacheBin.self) + sizeClass
+    }
+
+    @inline(__always) var header: UnsafeMutablePointer<CacheHeader> { pointer(to: \.header)! }
+
+    /// The central list of class `sizeClass` of this cache's registry.
+    @inline(__always) func central(_ sizeClass: Int) -> UnsafeMutablePointer<Central> {
+        header.pointee.registry.pointee.centrals + sizeClass
+    }
+}
+
 /// All thread caches: the record pool, the live list, the no-cache record and the
 /// thread-exit key.
 struct CacheRegistry {
-    var lock = Mutex()
+    /// Guards the pool and the live list.
+    var lock = Mutex(rank: .cacheRegistry)
     var pool: FixAlloc
-    var live: UnsafeMutableRawPointer? = nil
+    var live: UnsafeMutablePointer<ThreadCache>? = nil
     var liveCount: UInt = 0
-    var noCache: UnsafeMutableRawPointer
+    var noCache: UnsafeMutablePointer<ThreadCache>
     var key: pthread_key_t = 0
     var keyCreated: Bool = false
-    /// Bytes of a record: bins, header, slot arrays.
-    var recordBytes: UInt
+    /// The size classes and their central lists.
+    var classes: SizeClassTable
+    var centrals: UnsafeMutablePointer<Central>
 
-    /// Must be called once, during heap initialisation.
-    static func make(classes: SizeClassTable) -> CacheRegistry? {
+    /// Makes the registry at `p` (stable memory) for `classes`, moving objects to and
+    /// from `centrals`. Returns false if metadata memory is exhausted.
+    static func initialize(_ p: UnsafeMutablePointer<CacheRegistry>, classes: SizeClassTable,
+                           centrals: UnsafeMutablePointer<Central>) -> Bool {
         var slotCount: UInt = 0
         for cls in 1..<classes.count {
             let size = UInt(classes.info[cls].size)
             slotCount &+= UInt(cacheCapacity(objectSize: size)) &+ UInt(remoteCapacity(objectSize: size))
         }
-        let recordBytes = UInt(cacheHeaderOffset + MemoryLayout<CacheHeader>.stride) &+ slotCount &* 8
-        guard let noCache = persistentAlloc(UInt(cacheHeaderOffset + MemoryLayout<CacheHeader>.stride), alignment: 64) else { return nil }
-        // Zeroed memory: every bin has count 0 and capacity 0.
-        noCache.advanced(by: cacheHeaderOffset).assumingMemoryBound(to: CacheHeader.self).pointee.isNoCache = true
-        return CacheRegistry(pool: FixAlloc(recordBytes: recordBytes), noCache: noCache, recordBytes: recordBytes)
+        let recordBytes = UInt(MemoryLayout<ThreadCache>.stride) &+ slotCount &* 8
+        // The no-cache record: every bin has count and capacity 0, and a slot array of
+        // one word that is never written (capacity 0 sends every push to the slow path).
+        guard let noCacheMemory = persistentAlloc(UInt(MemoryLayout<ThreadCache>.stride) &+ 8, alignment: 64) else { return false }
+        let noCache = noCacheMemory.bindMemory(to: ThreadCache.self, capacity: 1)
+        let dummySlot = (noCacheMemory + MemoryLayout<ThreadCache>.stride).assumingMemoryBound(to: UInt.self)
+        for cls in 0..<maxSizeClasses {
+            noCache.bin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: dummySlot))
+            noCache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: dummySlot))
+        }
+        noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
+                                                  isNoCache: true, refills: 0, flushes: 0, profile: ProfileThreadState()))
+        p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes), noCache: noCache,
+                                       classes: classes, centrals: centrals))
+        return true
     }
 }
 
-/// glibc's PTHREAD_DESTRUCTOR_ITERATIONS (a macro Swift does not import).
-let pthreadDestructorIterations: UInt32 = 4
+extension UnsafeMutablePointer where Pointee == CacheRegistry {
+    @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> { pointer(to: \.lock)! }
 
-@inline(__always) func cacheBin(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
-    (cache + sizeClass &* MemoryLayout<CacheBin>.stride).assumingMemoryBound(to: CacheBin.self)
-}
-
-@inline(__always) func remoteBin(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
-    (cache + remoteBinsOffset + sizeClass &* MemoryLayout<CacheBin>.stride).assumingMemoryBound(to: CacheBin.self)
-}
-
-@inline(__always) func cacheHeader(_ cache: UnsafeMutableRawPointer) -> UnsafeMutablePointer<CacheHeader> {
-    (cache + cacheHeaderOffset).assumingMemoryBound(to: CacheHeader.self)
-}
-
-@inline(__always) var registryLock: UnsafeMutablePointer<Mutex> {
-    withUnsafeMutablePointer(to: &heap.pointee.caches.lock) { $0 }
-}
-
-/// The calling thread's cache, creating it if the thread has none yet. Returns nil
-/// if the heap cannot be initialised (out of memory).
-///
-/// Takes the init lock and the registry lock; must not hold any allocator lock.
-@inline(never) func currentCacheSlow() -> UnsafeMutableRawPointer? {
-    if let cache = sh_tls_get() { return cache }
-    if !ensureHeapInitialized() { return nil }
-    let registry = withUnsafeMutablePointer(to: &heap.pointee.caches) { $0 }
-    registryLock.lock()
-    let record = registry.pointee.pool.alloc()
-    guard let cache = record else {
-        registryLock.unlock()
-        return nil
+    /// The calling thread's cache, creating it if the thread has none yet. Returns nil
+    /// if metadata memory is exhausted.
+    ///
+    /// Takes the registry lock; must not hold any allocator lock.
+    @inline(never) func currentCache() -> UnsafeMutablePointer<ThreadCache>? {
+        if let slot = sh_tls_get() { return UnsafeMutablePointer<ThreadCache>(slot: slot) }
+        lockPointer.lock()
+        guard let record = pointer(to: \.pool)!.pointee.alloc() else {
+            lockPointer.unlock()
+            return nil
+        }
+        let cache = record.bindMemory(to: ThreadCache.self, capacity: 1)
+        // Lay out the bins' slot arrays after the record.
+        let classes = pointee.classes
+        var slots = (record + MemoryLayout<ThreadCache>.stride).assumingMemoryBound(to: UInt.self)
+        for cls in 0..<maxSizeClasses {
+            if cls == 0 || cls >= classes.count {
+                cache.bin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: slots))
+                cache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: slots))
+                continue
+            }
+            let size = UInt(classes.info[cls].size)
+            let capacity = cacheCapacity(objectSize: size)
+            cache.bin(cls).initialize(to: CacheBin(count: 0, capacity: capacity, slots: slots))
+            slots += Int(capacity)
+            let remote = remoteCapacity(objectSize: size)
+            cache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: remote, slots: slots))
+            slots += Int(remote)
+        }
+        cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
+                                                isNoCache: false, refills: 0, flushes: 0,
+                                                profile: ProfileThreadState()))
+        if let first = pointee.live { first.header.pointee.previous = cache }
+        pointee.live = cache
+        pointee.liveCount &+= 1
+        let keyCreated = pointee.keyCreated
+        let key = pointee.key
+        lockPointer.unlock()
+        // Publish before pthread_setspecific, which may itself call calloc.
+        sh_tls_set(UnsafeMutableRawPointer(cache))
+        if keyCreated { _ = pthread_setspecific(key, UnsafeMutableRawPointer(cache)) }
+        return cache
     }
-    // Lay out the bins' slot arrays after the header.
-    let classes = heap.pointee.classes
-    var slots = (cache + cacheHeaderOffset + MemoryLayout<CacheHeader>.stride).assumingMemoryBound(to: UInt.self)
-    for cls in 1..<classes.count {
-        let size = UInt(classes.info[cls].size)
-        let capacity = cacheCapacity(objectSize: size)
-        cacheBin(cache, cls).initialize(to: CacheBin(count: 0, capacity: capacity, slots: slots))
-        slots += Int(capacity)
-        let remote = remoteCapacity(objectSize: size)
-        remoteBin(cache, cls).initialize(to: CacheBin(count: 0, capacity: remote, slots: slots))
-        slots += Int(remote)
-    }
-    let header = cacheHeader(cache)
-    header.pointee.next = registry.pointee.live
-    if let first = registry.pointee.live { cacheHeader(first).pointee.previous = cache }
-    registry.pointee.live = cache
-    registry.pointee.liveCount &+= 1
-    let keyCreated = registry.pointee.keyCreated
-    let key = registry.pointee.key
-    registryLock.unlock()
-    // Publish before pthread_setspecific, which may itself call calloc.
-    sh_tls_set(cache)
-    if keyCreated { _ = pthread_setspecific(key, cache) }
-    return cache
-}
 
-/// Creates the thread-exit key (from the library constructor, once the C runtime is
-/// up: pthread_key_create must not run on the first malloc's path) and registers the
-/// calling thread's cache with it.
-///
-/// Returns false if the key already existed or cannot be created.
-///
-/// Takes the registry lock.
-@discardableResult func createThreadExitKey() -> Bool {
-    let registry = withUnsafeMutablePointer(to: &heap.pointee.caches) { $0 }
-    if registry.pointee.keyCreated { return false }
-    var key: pthread_key_t = 0
-    if pthread_key_create(&key, threadCacheDestructor) != 0 { return false }
-    registryLock.lock()
-    registry.pointee.key = key
-    registry.pointee.keyCreated = true
-    registryLock.unlock()
-    if let cache = sh_tls_get(), !cacheHeader(cache).pointee.isNoCache {
-        _ = pthread_setspecific(key, cache)
+    /// Creates the thread-exit key (from the library constructor, once the C runtime is
+    /// up: pthread_key_create must not run on the first malloc's path) and registers the
+    /// calling thread's cache with it. Returns false if the key already existed or
+    /// cannot be created.
+    ///
+    /// Takes the registry lock.
+    @discardableResult func createThreadExitKey() -> Bool {
+        if pointee.keyCreated { return false }
+        var key: pthread_key_t = 0
+        if pthread_key_create(&key, threadCacheDestructor) != 0 { return false }
+        lockPointer.lock()
+        pointee.key = key
+        pointee.keyCreated = true
+        lockPointer.unlock()
+        if let slot = sh_tls_get(), !UnsafeMutablePointer<ThreadCache>(slot: slot).header.pointee.isNoCache {
+            _ = pthread_setspecific(key, slot)
+        }
+        return true
     }
-    return true
+
+    /// Unlinks an (already flushed) cache from the live list and returns it to the pool.
+    ///
+    /// Takes the registry lock.
+    fileprivate func retire(_ cache: UnsafeMutablePointer<ThreadCache>) {
+        lockPointer.lock()
+        let header = cache.header
+        if let previous = header.pointee.previous {
+            previous.header.pointee.next = header.pointee.next
+        } else {
+            pointee.live = header.pointee.next
+        }
+        if let next = header.pointee.next { next.header.pointee.previous = header.pointee.previous }
+        pointee.liveCount &-= 1
+        pointer(to: \.pool)!.pointee.free(UnsafeMutableRawPointer(cache))
+        lockPointer.unlock()
+    }
 }
 
 /// The pthread key destructor: flushes the exiting thread's cache. Re-arms itself
 /// until the last destructor round so that frees from later destructors are cached
 /// and flushed again; after it, the thread uses the no-cache record.
 private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
-    guard let cache = argument else { return }
+    guard let argument else { return }
+    let cache = UnsafeMutablePointer<ThreadCache>(slot: argument)
     let savedErrno = sh_errno_get()
-    flushCache(cache)
-    let header = cacheHeader(cache)
-    let registry = withUnsafeMutablePointer(to: &heap.pointee.caches) { $0 }
-    if header.pointee.destructorRounds &+ 1 < pthreadDestructorIterations {
-        header.pointee.destructorRounds &+= 1
-        _ = pthread_setspecific(registry.pointee.key, cache)
+    cache.flush()
+    let registry = cache.header.pointee.registry
+    if cache.header.pointee.destructorRounds &+ 1 < pthreadDestructorIterations {
+        cache.header.pointee.destructorRounds &+= 1
+        _ = pthread_setspecific(registry.pointee.key, argument)
     } else {
-        sh_tls_set(registry.pointee.noCache)
-        retireCache(cache)
+        sh_tls_set(UnsafeMutableRawPointer(registry.pointee.noCache))
+        registry.retire(cache)
     }
     sh_errno_set(savedErrno)
 }
 
-/// Returns every cached object to the central lists.
-///
-/// Takes central locks; must not hold any allocator lock.
-func flushCache(_ cache: UnsafeMutableRawPointer) {
-    let classCount = heap.pointee.classes.count
-    for cls in 1..<classCount {
-        releaseAll(cacheBin(cache, cls), sizeClass: cls)
-        releaseAll(remoteBin(cache, cls), sizeClass: cls)
-    }
-}
-
-/// Returns every object of a bin to the class's central list.
-///
-/// Takes the class's central lock.
-private func releaseAll(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) {
-    let count = Int(bin.pointee.count)
-    if count > 0 {
-        (heap.pointee.centrals + sizeClass).release(bin.pointee.slots, count: count)
-        bin.pointee.count = 0
-    }
-}
-
-/// Unlinks an (already flushed) cache from the live list and returns it to the pool.
-///
-/// Takes the registry lock.
-private func retireCache(_ cache: UnsafeMutableRawPointer) {
-    let registry = withUnsafeMutablePointer(to: &heap.pointee.caches) { $0 }
-    registryLock.lock()
-    let header = cacheHeader(cache)
-    if let previous = header.pointee.previous {
-        cacheHeader(previous).pointee.next = header.pointee.next
-    } else {
-        registry.pointee.live = header.pointee.next
-    }
-    if let next = header.pointee.next { cacheHeader(next).pointee.previous = header.pointee.previous }
-    registry.pointee.liveCount &-= 1
-    registry.pointee.pool.free(cache)
-    registryLock.unlock()
-}
-
 // MARK: - Slow paths of the thread cache
 
-/// Refills an empty bin and returns one object, or 0 if out of memory. The no-cache
-/// record (capacity 0) gets a single object straight from the central list.
-///
-/// Takes the class's central lock.
-@inline(never) func refillBin(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int) -> UInt {
-    let bin = cacheBin(cache, sizeClass)
-    let central = heap.pointee.centrals + sizeClass
-    let capacity = Int(bin.pointee.capacity)
-    if capacity == 0 {
-        var object: UInt = 0
-        return central.refill(into: &object, want: 1, owner: cache) == 1 ? object : 0
+extension UnsafeMutablePointer where Pointee == ThreadCache {
+    /// Returns every cached object to the central lists.
+    ///
+    /// Takes central locks; must not hold any allocator lock.
+    func flush() {
+        let classCount = header.pointee.registry.pointee.classes.count
+        for cls in 1..<classCount {
+            releaseAll(bin(cls), sizeClass: cls)
+            releaseAll(remoteBin(cls), sizeClass: cls)
+        }
     }
-    cacheHeader(cache).pointee.refills &+= 1
-    let got = central.refill(into: bin.pointee.slots, want: capacity / 2, owner: cache)
-    if got == 0 { return 0 }
-    bin.pointee.count = UInt32(got &- 1)
-    return bin.pointee.slots[got &- 1]
-}
 
-/// Makes room in a full bin by moving its older half to the central list, then
-/// caches `object`. The no-cache record returns the object straight to its span.
-///
-/// Takes the class's central lock.
-@inline(never) func flushBinAndPush(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int, _ object: UInt) {
-    let bin = cacheBin(cache, sizeClass)
-    let central = heap.pointee.centrals + sizeClass
-    let capacity = Int(bin.pointee.capacity)
-    if capacity == 0 {
-        var single = object
-        central.release(&single, count: 1)
-        return
+    /// Returns every object of a bin to the class's central list.
+    ///
+    /// Takes the class's central lock.
+    private func releaseAll(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) {
+        let count = Int(bin.pointee.count)
+        if count > 0 {
+            central(sizeClass).release(bin.pointee.slots, count: count)
+            bin.pointee.count = 0
+        }
     }
-    cacheHeader(cache).pointee.flushes &+= 1
-    let flushCount = capacity / 2
-    let slots = bin.pointee.slots
-    central.release(slots, count: flushCount)
-    let kept = Int(bin.pointee.count) &- flushCount
-    memmove(slots, slots + flushCount, kept &* MemoryLayout<UInt>.stride)
-    slots[kept] = object
-    bin.pointee.count = UInt32(kept &+ 1)
-}
 
-/// The calling thread's cache record, for tests.
-func sh_tls_get_for_tests() -> UnsafeMutableRawPointer? { sh_tls_get() }
+    /// Refills an empty bin and returns one object, or 0 if out of memory. The no-cache
+    /// record (capacity 0) gets a single object straight from the central list.
+    ///
+    /// Takes the class's central lock.
+    @inline(never) func refillBin(_ sizeClass: Int) -> UInt {
+        let bin = self.bin(sizeClass)
+        let central = self.central(sizeClass)
+        let capacity = Int(bin.pointee.capacity)
+        let owner = UnsafeMutableRawPointer(self)
+        if capacity == 0 {
+            var object: UInt = 0
+            return central.refill(into: &object, want: 1, owner: owner) == 1 ? object : 0
+        }
+        header.pointee.refills &+= 1
+        let got = central.refill(into: bin.pointee.slots, want: capacity / 2, owner: owner)
+        if got == 0 { return 0 }
+        bin.pointee.count = UInt32(got &- 1)
+        return bin.pointee.slots[got &- 1]
+    }
 
-/// Caches an object freed from a span another cache draws from, in the class's remote
-/// bin; a full remote bin goes back to the central list first. The no-cache record
-/// (capacity 0) returns the object straight to its span.
-///
-/// Takes the class's central lock when the bin is full.
-@inline(never) func pushRemote(_ cache: UnsafeMutableRawPointer, _ sizeClass: Int, _ object: UInt) {
-    let bin = remoteBin(cache, sizeClass)
-    if bin.pointee.count == bin.pointee.capacity {
-        if bin.pointee.capacity == 0 {
+    /// Makes room in a full bin by moving its older half to the central list, then
+    /// caches `object`. The no-cache record returns the object straight to its span.
+    ///
+    /// Takes the class's central lock.
+    @inline(never) func flushBinAndPush(_ sizeClass: Int, _ object: UInt) {
+        let bin = self.bin(sizeClass)
+        let central = self.central(sizeClass)
+        let capacity = Int(bin.pointee.capacity)
+        if capacity == 0 {
             var single = object
-            (heap.pointee.centrals + sizeClass).release(&single, count: 1)
+            central.release(&single, count: 1)
             return
         }
-        releaseAll(bin, sizeClass: sizeClass)
+        header.pointee.flushes &+= 1
+        let flushCount = capacity / 2
+        let slots = bin.pointee.slots
+        central.release(slots, count: flushCount)
+        let kept = Int(bin.pointee.count) &- flushCount
+        memmove(slots, slots + flushCount, kept &* MemoryLayout<UInt>.stride)
+        slots[kept] = object
+        bin.pointee.count = UInt32(kept &+ 1)
     }
-    bin.pointee.slots[Int(bin.pointee.count)] = object
-    bin.pointee.count &+= 1
+
+    /// Caches an object freed from a span another cache draws from, in the class's
+    /// remote bin; a full remote bin goes back to the central list first. The no-cache
+    /// record (capacity 0) returns the object straight to its span.
+    ///
+    /// Takes the class's central lock when the bin is full.
+    @inline(never) func pushRemote(_ sizeClass: Int, _ object: UInt) {
+        let bin = remoteBin(sizeClass)
+        if bin.pointee.count == bin.pointee.capacity {
+            if bin.pointee.capacity == 0 {
+                var single = object
+                central(sizeClass).release(&single, count: 1)
+                return
+            }
+            releaseAll(bin, sizeClass: sizeClass)
+        }
+        bin.pointee.slots[Int(bin.pointee.count)] = object
+        bin.pointee.count &+= 1
+    }
 }

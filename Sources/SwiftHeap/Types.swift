@@ -10,8 +10,12 @@
 // leaves of its summary tree. A chunk is two 2 MiB huge pages, so huge-page-aware
 // scavenging works on aligned halves of a chunk.
 //
-// Arenas are 64 MiB, 64 MiB-aligned reservations from mmap. The page→span map is
-// kept per arena, found through a flat table indexed by address >> arenaShift.
+// The heap grows by regions mapped from the OS as it needs them: chunk-aligned, from 4 MiB
+// (a small program maps little) doubling up to 64 MiB (a big one maps rarely), or the
+// request rounded up to whole chunks. Objects of directThreshold bytes or more are mapped
+// on their own and unmapped when freed (their page-allocator metadata would otherwise
+// grow with their size). The page→span map is kept per 1 GiB slot of address space,
+// found through a flat table indexed by address >> spanMapSlotShift.
 
 /// log2 of the allocator's page size.
 let pageShift: UInt = 13
@@ -34,14 +38,20 @@ let heapAddressBits: UInt = 48
 /// Number of chunk indices in the address space.
 let chunkCount: UInt = 1 << (heapAddressBits - chunkShift)
 
-/// log2 of the arena size.
-let arenaShift: UInt = 26
-/// Bytes per arena: the granule of growth from mmap, and of the page→span map.
-let arenaBytes: UInt = 1 << arenaShift
-/// Pages per arena.
-let arenaPages: UInt = arenaBytes / pageSize
-/// Number of arena slots in the address space.
-let arenaSlotCount: UInt = 1 << (heapAddressBits - arenaShift)
+/// The first growth of the heap, and the smallest.
+let heapGrowthMinBytes: UInt = chunkBytes
+/// Growths double up to this.
+let heapGrowthMaxBytes: UInt = 64 << 20
+
+/// Objects this large or larger are mapped on their own (Heap.swift, allocDirectSpan).
+let directThreshold: UInt = 64 << 20
+
+/// log2 of the address space one span-map slot covers (1 GiB).
+let spanMapSlotShift: UInt = 30
+/// Pages per span-map slot: entries of one slot's table (2^17; 1 MiB of pointers).
+let spanMapSlotPages: UInt = 1 << (spanMapSlotShift - pageShift)
+/// Span-map slots over the address space (2^18; a 2 MiB table).
+let spanMapSlotCount: UInt = 1 << (heapAddressBits - spanMapSlotShift)
 
 /// Whether free checks for misuse on its fast path (the object-start check and the
 /// double-free checks, see Free.swift). Always on in the library; a build with

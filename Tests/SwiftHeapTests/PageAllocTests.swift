@@ -83,16 +83,16 @@ func checkSummaries(_ t: TestPageAlloc, sourceLocation: SourceLocation = #_sourc
     for k in 0..<a.inUse.count {
         let r = a.inUse[k]
         for ci in chunkIndex(r.base)..<chunkIndex(r.limit) {
-            #expect(a.summary(summaryLevels - 1)[Int(ci)] == a.chunkOf(ci).pointee.alloc.summarize(),
+            #expect(a.summary(summaryLevels - 1, ci) == a.chunkOf(ci).pointee.alloc.summarize(),
                     "leaf \(ci)", sourceLocation: sourceLocation)
         }
         for l in stride(from: summaryLevels - 2, through: 0, by: -1) {
             let (lo, hi) = PageAlloc.addrsToSummaryRange(l, r.base, r.limit)
             for i in lo..<hi {
                 let bits = levelBits(l + 1)
-                let want = mergeSummaries(a.summary(l + 1) + Int(i << bits), count: 1 << Int(bits),
+                let want = mergeSummaries(a.summaries(l + 1, from: i << bits), count: 1 << Int(bits),
                                           logMaxPagesPerSum: levelLogPages(l + 1))
-                #expect(a.summary(l)[Int(i)] == want, "level \(l) entry \(i)", sourceLocation: sourceLocation)
+                #expect(a.summary(l, i) == want, "level \(l) entry \(i)", sourceLocation: sourceLocation)
             }
         }
     }
@@ -375,25 +375,45 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
 }
 
 @Test func pageAllocDestroyAndReinit() {
-    // Many allocators in a row: destroy must give back the reservations.
+    // Many allocators in a row: destroy unmaps exactly what initialize and grow mapped
+    // (by its count: whether the range is still mapped afterwards cannot be asked, since
+    // other suites map memory meanwhile and may be given the same addresses).
     for _ in 0..<20 {
         let t = makePageAlloc([BaseChunkIdx: [], BaseChunkIdx + 0x100000: []])
         check(t.locked { $0.pointee.alloc(npages: 1).base } == chunkBase(BaseChunkIdx))
+        let mapped = t.p.pointee.metadataBytes
+        let leafTable = t.p.pointee.summaryTables[summaryLevels - 1]
+        let leafBlock = UnsafeMutablePointer<UInt>(bitPattern: leafTable)![Int(BaseChunkIdx >> summaryBlockShift)]
+        #expect(leafBlock != 0)
+        #expect(msync(UnsafeMutableRawPointer(bitPattern: leafBlock), Int(osPageSize), MS_ASYNC) == 0)
+        let unmapped = t.p.pointee.destroy()
+        #expect(unmapped == mapped)
+        let reinitialized = t.p.pointee.initialize(heapLock: t.lock, test: true)
+        #expect(reinitialized)
     }
 }
 
-@Test func pageAllocGrowFailsCleanlyWhenCommitFails() {
-    // Make the leaf summary level impossible to commit: map a read-only file over its
-    // reservation (mprotect to read-write then fails with EACCES), keeping the range ours.
+@Test func pageAllocAddressSpaceIsSmall() {
+    // The summaries are sparse: an allocator maps ~1.3 MiB of tables at initialize; a first
+    // region needs one block per level below the root and one L2 block of chunk bitmaps; a
+    // region 64 GiB above it (BaseChunkIdx is at 64 GiB) needs new blocks at the levels
+    // whose block does not reach it: leaves (a block covers 2 GiB), level 3 (16 GiB) and
+    // level 2 (128 GiB), not level 1 (1 TiB); and a new L2 block (32 GiB).
     let t = TestPageAlloc()
-    let leaf = summaryLevels - 1
-    let base = t.p.pointee.summaryBase[leaf]
-    let bytes = t.p.pointee.summaryReserved[leaf]
-    let fd = open("/proc/self/exe", O_RDONLY)
-    #expect(fd >= 0)
-    let m = mmap(UnsafeMutableRawPointer(bitPattern: base), Int(bytes), PROT_NONE, MAP_SHARED | MAP_FIXED, fd, 0)
-    #expect(m == UnsafeMutableRawPointer(bitPattern: base))
-    close(fd)
+    let initial = t.p.pointee.metadataBytes
+    #expect(initial <= 1_400_000, "\(initial) bytes at initialize")
+    t.locked { p in check(p.pointee.grow(base: chunkBase(BaseChunkIdx), size: 16 * chunkBytes)) }
+    let one = t.p.pointee.metadataBytes - initial
+    #expect(one == 4 * summaryBlockBytes + chunksL2Bytes, "\(one) bytes for one region")
+    t.locked { p in check(p.pointee.grow(base: chunkBase(BaseChunkIdx + 0x4000), size: chunkBytes)) }
+    #expect(t.p.pointee.metadataBytes - initial - one == 3 * summaryBlockBytes + chunksL2Bytes)
+    checkSummaries(t)
+}
+
+@Test func pageAllocGrowFailsCleanlyWhenMetadataIsRefused() {
+    // No metadata beyond what initialize mapped: grow must fail and change nothing.
+    let t = TestPageAlloc()
+    t.p.pointee.metadataLimit = t.p.pointee.metadataBytes
     t.locked { p in
         check(!p.pointee.grow(base: chunkBase(BaseChunkIdx), size: chunkBytes))
         #expect(p.pointee.inUse.count == 0)
@@ -404,6 +424,10 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
         p.pointee.scavengeStartGen()
         #expect(p.pointee.scavenge(UInt.max, mayUnlock: false) == 0)
     }
+    // With room again, the same grow succeeds.
+    t.p.pointee.metadataLimit = UInt.max
+    t.locked { p in check(p.pointee.grow(base: chunkBase(BaseChunkIdx), size: chunkBytes)) }
+    checkSummaries(t)
 }
 
 @Test func pageAllocStateIsSmall() {

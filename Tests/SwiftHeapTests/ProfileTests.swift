@@ -1,6 +1,5 @@
 import Testing
-import Glibc
-import CShim
+import Foundation
 @testable import SwiftHeap
 
 /// The heap profiler's pieces in process: its math, the sampler's statistics, the
@@ -175,10 +174,10 @@ import CShim
         let recorded = stack.withUnsafeBufferPointer { table.pointee.recordAllocation(address: 0x10000, size: 1000, frames: $0.baseAddress!, depth: 2) }
         #expect(recorded)
         for size: UInt in [2000, 2999, 50000, 3000] {
-            let resized = table.pointee.recordResize(address: 0x10000, size: size)
+            let resized = table.pointee.recordResize(address: 0x10000, to: 0x10000, size: size)
             #expect(resized)
         }
-        let unknown = table.pointee.recordResize(address: 0x20000, size: 10)
+        let unknown = table.pointee.recordResize(address: 0x20000, to: 0x20000, size: 10)
         #expect(!unknown)
         // One allocation, live, of 3000 bytes (on the grid: 3008), from the same stack;
         // the emptied buckets (1000, 2000, 50176) hold nothing, and 2999 and 3000 share
@@ -187,16 +186,46 @@ import CShim
         #expect(totals.liveCount == 1 && totals.liveBytes == 3008 && totals.allCount == 1 && totals.allBytes == 3008)
         var bucket = table.pointee.firstBucket
         var buckets = 0
+        var framePointers = Set<UInt>()
         while let current = bucket {
             buckets += 1
             #expect(current.pointee.allocations == (current.pointee.size == 3008 ? 1 : 0))
             #expect(Array(UnsafeBufferPointer(start: ProfileBucket.frames(current), count: Int(current.pointee.depth))) == stack)
+            framePointers.insert(UInt(bitPattern: ProfileBucket.frames(current)))
             bucket = current.pointee.nextBucket
         }
         #expect(buckets == 4)
+        #expect(framePointers.count == 1)  // the stack is stored once: resized buckets share it
         let freed = table.pointee.recordFree(address: 0x10000)
         #expect(freed)
         #expect(table.pointee.totals().liveCount == 0 && table.pointee.totals().allCount == 1)
+    }
+
+    @Test func aSampleMovedByItsResizeIsFoundAtItsNewAddress() {
+        // realloc of an object mapped on its own may move it (mremap): the sample must
+        // follow, or its free would find nothing and it would stay in use for ever.
+        let table = makeTable(rate: 4096)
+        var frame: UInt = 0x4000
+        let recorded = table.pointee.recordAllocation(address: 0x10000, size: 100 << 20, frames: &frame, depth: 1)
+        #expect(recorded)
+        let moved = table.pointee.recordResize(address: 0x10000, to: 0x90000, size: 200 << 20)
+        #expect(moved)
+        #expect(!table.pointee.isLive(0x10000) && table.pointee.isLive(0x90000))
+        let freedOld = table.pointee.recordFree(address: 0x10000)
+        let freedNew = table.pointee.recordFree(address: 0x90000)
+        #expect(!freedOld && freedNew)
+        #expect(table.pointee.totals().liveCount == 0 && table.pointee.live.count == 0)
+    }
+
+    @Test func aBufferGrownByteByByteMakesABoundedNumberOfBuckets() {
+        // One sampled buffer grown in place from 1 byte to 64 KiB, a byte at a time.
+        let table = makeTable(rate: 4096)
+        var frame: UInt = 0x4000
+        _ = table.pointee.recordAllocation(address: 0x10000, size: 1, frames: &frame, depth: 1)
+        for size: UInt in 2...(64 << 10) { _ = table.pointee.recordResize(address: 0x10000, to: 0x10000, size: size) }
+        // 127 exact sizes below 128, then 64 per doubling from 128 to 64 KiB (9 doublings).
+        #expect(table.pointee.buckets.count <= 127 + 64 * 9 + 1)
+        #expect(table.pointee.totals().liveCount == 1 && table.pointee.totals().liveBytes == 64 << 10)
     }
 
     @Test func resizedSizesAreRoundedUpToAFinerThanTwoPercentGrid() {
@@ -233,13 +262,15 @@ import CShim
 }
 
 @Suite struct ProfileTextTests {
+    /// The table's text, and whether it fit textBound (a writer with no sink fails
+    /// when it must drain).
     func text(of table: UnsafeMutablePointer<ProfileTable>) -> (String, Bool) {
         let capacity = table.pointee.textBound
-        let memory = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
         defer { memory.deallocate() }
-        var buffer = TextBuffer(base: memory, capacity: capacity)
-        table.pointee.format(into: &buffer)
-        return (String(decoding: UnsafeBufferPointer(start: memory, count: buffer.length), as: UTF8.self), buffer.overflowed)
+        var writer = ReportWriter(buffer: memory, capacity: capacity, descriptor: -1)
+        table.pointee.format(into: &writer)
+        return (String(decoding: writer.text, as: UTF8.self), writer.failed)
     }
 
     @Test func theProfileIsGperftoolsHeapV2Text() {
@@ -266,20 +297,18 @@ import CShim
             """)
     }
 
-    @Test func aFullBufferDropsBytesAndSaysSo() {
-        let memory = UnsafeMutablePointer<UInt8>.allocate(capacity: 8)
+    @Test func hexNumbersAndFileNameTemplates() {
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 256, alignment: 8)
         defer { memory.deallocate() }
-        var buffer = TextBuffer(base: memory, capacity: 8)
-        buffer.append(hex: 0xDEAD)
-        #expect(!buffer.overflowed && buffer.length == 6)
-        buffer.append(decimal: 1234)
-        #expect(buffer.overflowed && buffer.length == 8)
-        #expect(String(decoding: UnsafeBufferPointer(start: memory, count: 8), as: UTF8.self) == "0xdead12")
+        var writer = ReportWriter(buffer: memory, capacity: 256, descriptor: -1)
+        writer.put(hex: 0xDEAD)
+        writer.put(" ")
+        writer.put(hex: 0)
+        writer.put(" ")
+        writer.put(hex: UInt.max)
+        writer.put(" ")
+        "/tmp/heap.%p.%%p.%q".withCString { writer.put(expanding: $0) }
+        #expect(String(decoding: writer.text, as: UTF8.self) == "0xdead 0x0 0xffffffffffffffff /tmp/heap.\(getpid()).%p.%q")
     }
 
-    @Test func theShimsSmallLimitIsMaxSmallSizeWhileProfilingIsOff() {
-        #expect(sh_small_limit() == maxSmallSize)
-        #expect(!profilingOn)
-        #expect(MemoryLayout<ProfileState>.size <= sh_profile_area_bytes())
-    }
 }

@@ -63,7 +63,7 @@ func pageAllocScavenge(mayUnlock: Bool) {
             total += got
         }
         #expect(b.p.pointee.releasedBytes == total, "\(c.name) releasedBytes")
-        #expect(b.p.pointee.scav.released == total, "\(c.name) scav.released")
+        #expect(b.p.pointee.scav.pagesReleased == total, "\(c.name) scav.pagesReleased")
         // The heap lock is free again after every call.
         #expect(b.lock.tryLock())
         b.lock.unlock()
@@ -184,7 +184,7 @@ func pageAllocScavenge(mayUnlock: Bool) {
         let (_, released) = p.pointee.scavengeStartGen()
         #expect(released == 0)
         #expect(p.pointee.scavenge(UInt.max, mayUnlock: true) == 10 * S)
-        #expect(p.pointee.scav.released == 10 * S)
+        #expect(p.pointee.scav.pagesReleased == 10 * S)
     }
     checkSummaries(t)
 }

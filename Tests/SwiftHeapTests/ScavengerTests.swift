@@ -1,31 +1,26 @@
 import Testing
 @testable import SwiftHeap
 
-/// The background scavenger's pieces: releasing OS pages inside spans whose objects
-/// are free, the accounting of never-touched pages, decay samples, and scavenging a
-/// generation down to its goal.
-///
-/// These run on the process's heap, alongside other suites: they build their own
-/// spans (not on any central list) and check those spans' state, not global counters
-/// other tests move too.
-@Suite(.serialized) struct ScavengerTests {
-    init() { #expect(ensureHeapInitialized()) }
-
+/// The scavenger's pieces on private instances: releasing OS pages inside spans whose
+/// objects are free, the accounting of never-touched pages, decay samples, scavenging a
+/// generation down to its goal, and the inline tick. Every expectation is exact: nothing
+/// else uses these heaps.
+@Suite struct ScavengerTests {
     /// Class of 3072-byte objects: 8 in a 3-page span (6 OS pages), objects straddle
     /// OS pages: page p holds objects ⌊4096p/3072⌋ ... ⌊(4096p+4095)/3072⌋.
-    private var straddlingClass: Int {
-        let cls = heap.pointee.classes.sizeClass(of: 3072)
-        let info = heap.pointee.classes.info[cls]
+    private func straddlingCentral(_ h: PrivateHeap) -> UnsafeMutablePointer<Central> {
+        let (cls, central) = h.central(forSize: 3072)
+        let info = h.classes.info[cls]
         #expect(info.size == 3072 && info.pages == 3 && info.objects == 8)
-        return cls
+        return central
     }
 
-    /// A span of class `cls` owned by the test alone, with every object handed out to
-    /// `slots` and written (so every OS page is resident).
-    private func makeFullSpan(_ cls: Int, zeroed: Bool, slots: UnsafeMutablePointer<UInt>) throws -> UnsafeMutablePointer<Span> {
-        let info = heap.pointee.classes.info[cls]
-        let central = heap.pointee.centrals + cls
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages)) })
+    /// A span of `central`'s class owned by the test alone (on no list), with every object
+    /// handed out to `slots` and written (so every OS page is resident).
+    private func makeFullSpan(_ h: PrivateHeap, _ central: UnsafeMutablePointer<Central>, zeroed: Bool,
+                              slots: UnsafeMutablePointer<UInt>) throws -> UnsafeMutablePointer<Span> {
+        let info = central.pointee.info
+        let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: UInt(info.pages), state: .small) })
         central.setUpSpan(span, zeroed: zeroed)
         let got = central.take(from: span, into: slots, already: 0, want: Int(info.objects))
         #expect(got == Int(info.objects))
@@ -51,17 +46,11 @@ import Testing
         return bytes.allSatisfy { $0 == 0 }
     }
 
-    private func dispose(_ span: UnsafeMutablePointer<Span>) {
-        let released = span.pointee.releasedOSPages
-        if released != 0 { noteInSpanReleased(-Int64(released.nonzeroBitCount) * Int64(osPageSize)) }
-        withHeapLock { freeSpanLocked(span) }
-    }
-
     @Test func releaseFreePagesReleasesExactlyThePagesWhoseObjectsAreAllFree() throws {
-        let cls = straddlingClass
-        let central = heap.pointee.centrals + cls
+        let h = PrivateHeap()
+        let central = straddlingCentral(h)
         var slots = [UInt](repeating: 0, count: 8)
-        let span = try slots.withUnsafeMutableBufferPointer { try makeFullSpan(cls, zeroed: false, slots: $0.baseAddress!) }
+        let span = try slots.withUnsafeMutableBufferPointer { try makeFullSpan(h, central, zeroed: false, slots: $0.baseAddress!) }
         central.lockPointer.lock()
         defer { central.lockPointer.unlock() }
 
@@ -72,6 +61,7 @@ import Testing
         freeObjects(span, [2, 3])
         #expect(central.releaseFreePages(of: span) == osPageSize)
         #expect(span.pointee.releasedOSPages == 0b000100)
+        #expect(h.events.pointee.inSpanReleased == UInt64(osPageSize))
         #expect(osPageIsZero(span, 2), "the page was really released")
         #expect(!osPageIsZero(span, 1) && !osPageIsZero(span, 3), "its neighbours hold live objects")
         // Again: a released page is not released twice.
@@ -80,6 +70,7 @@ import Testing
         freeObjects(span, [4, 5])
         #expect(central.releaseFreePages(of: span) == osPageSize)
         #expect(span.pointee.releasedOSPages == 0b001100)
+        #expect(h.events.pointee.inSpanReleased == UInt64(2 * osPageSize))
 
         // Taking objects back reclaims the pages they lie on, lowest object first:
         // object 2 lies on pages 1 and 2.
@@ -90,65 +81,36 @@ import Testing
         // Objects 3, 4, 5: page 3 too; nothing is left counted as released.
         #expect(taken.withUnsafeMutableBufferPointer { central.take(from: span, into: $0.baseAddress!, already: 1, want: 4) } == 4)
         #expect(span.pointee.releasedOSPages == 0)
+        #expect(h.events.pointee.inSpanReleased == 0)
         #expect(span.pointee.allocatedCount == 8)
-        dispose(span)
     }
 
     @Test func freshZeroSpansCountUntouchedPagesAsReleasedUntilHandedOut() throws {
-        let cls = straddlingClass
-        let info = heap.pointee.classes.info[cls]
-        let central = heap.pointee.centrals + cls
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages)) })
+        let h = PrivateHeap()
+        let central = straddlingCentral(h)
+        let info = central.pointee.info
+        let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: UInt(info.pages), state: .small) })
         central.lockPointer.lock()
         defer { central.lockPointer.unlock() }
         central.setUpSpan(span, zeroed: true)
         // 8 objects of 3072 bytes fill the 6 OS pages exactly.
         #expect(span.objectOSPages == 0b111111)
         #expect(span.pointee.releasedOSPages == 0b111111, "no page was touched yet")
+        #expect(h.events.pointee.inSpanReleased == UInt64(6 * osPageSize))
         // Handing out objects 0 and 1 touches pages 0 and 1 only (the high-water mark).
         var slots = [UInt](repeating: 0, count: 8)
         #expect(slots.withUnsafeMutableBufferPointer { central.take(from: span, into: $0.baseAddress!, already: 0, want: 2) } == 2)
         #expect(span.pointee.releasedOSPages == 0b111100)
+        #expect(h.events.pointee.inSpanReleased == UInt64(4 * osPageSize))
         // The in-span pass does not release (or count) untouched pages a second time.
         #expect(central.releaseFreePages(of: span) == 0)
         // A span whose objects do not reach its end: its tail is never an object's.
-        let small = heap.pointee.classes.sizeClass(of: 48)
-        let smallInfo = heap.pointee.classes.info[small]
-        let (other, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(smallInfo.pages)) })
-        other.initializeSmall(sizeClass: UInt32(small), info: smallInfo)
+        let (small, smallCentral) = h.central(forSize: 48)
+        let smallInfo = h.classes.info[small]
+        let (other, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: UInt(smallInfo.pages), state: .small) })
+        other.initializeSmall(sizeClass: UInt32(small), info: smallCentral.pointee.info)
         let objectBytes = UInt(smallInfo.objects) * UInt(smallInfo.size)
         #expect(UInt(other.objectOSPages.nonzeroBitCount) == (objectBytes + osPageSize - 1) / osPageSize)
-        withHeapLock { freeSpanLocked(other) }
-        dispose(span)
-    }
-
-    @Test func anEmptiedSpanLeavesItsReleasedPagesScavenged() throws {
-        let cls = straddlingClass
-        let info = heap.pointee.classes.info[cls]
-        let central = heap.pointee.centrals + cls
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: UInt(info.pages)) })
-        central.lockPointer.lock()
-        central.setUpSpan(span, zeroed: true)
-        var slots = [UInt](repeating: 0, count: 8)
-        // Object 0 lies on OS page 0 only: allocator page 0 (OS pages 0, 1) is touched,
-        // pages 1 and 2 (OS pages 2-5) are not.
-        #expect(slots.withUnsafeMutableBufferPointer { central.take(from: span, into: $0.baseAddress!, already: 0, want: 1) } == 1)
-        #expect(span.pointee.releasedOSPages == 0b111110)
-        central.lockPointer.unlock()
-        let base = span.pointee.base
-        let released = span.pointee.releasedOSPages
-        noteInSpanReleased(-Int64(released.nonzeroBitCount) * Int64(osPageSize))
-        let scavengedPages = withHeapLock { () -> [Bool] in
-            let before = heap.pointee.pages.pointee.scavengedBytes
-            freeSpanLocked(span)
-            markReleasedPagesScavengedLocked(base: base, pages: UInt(info.pages), releasedOSPages: released)
-            #expect(heap.pointee.pages.pointee.scavengedBytes == before + 2 * pageSize)
-            return (0..<UInt(info.pages)).map { page in
-                let address = base + page * pageSize
-                return heap.pointee.pages.pointee.chunkOf(chunkIndex(address)).pointee.scavenged.popcntRange(chunkPageIndex(address), 1) == 1
-            }
-        }
-        #expect(scavengedPages == [false, true, true])
     }
 
     @Test func decaySamplesKeepTheMinimumOverTheWindow() {
@@ -168,46 +130,50 @@ import Testing
     }
 
     /// Frees a span of `pages` pages after writing all of it: dirty, free pages.
-    private func makeDirtyFreePages(_ pages: UInt) throws {
-        let (span, _) = try #require(withHeapLock { allocSpanLocked(pageCount: pages) })
+    private func makeDirtyFreePages(_ h: PrivateHeap, _ pages: UInt) throws {
+        let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: pages, state: .large) })
         UnsafeMutableRawPointer(bitPattern: span.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(pages * pageSize))
-        withHeapLock { freeSpanLocked(span) }
+        h.locked { h.pageHeap.freeSpanLocked(span) }
     }
 
     @Test func aGenerationScavengesDownToItsGoal() throws {
-        _ = withHeapLock { endEpochLocked(now: 0) }
-        // 16 MiB of dirty free pages; a goal 2 MiB below what is retained now.
-        try makeDirtyFreePages(2048)
-        let goal = withHeapLock { retainedBytesLocked() } - (2 << 20)
-        let (released, finished) = scavengeTowardGoal(goal, budgetNanos: -1)
+        let h = PrivateHeap()
+        try makeDirtyFreePages(h, 2048)  // 16 MiB, the heap's only region
+        #expect(h.pageHeap.pointee.stats.mappedBytes == 16 << 20)
+        let s = h.scavenger
+        _ = h.locked { s.endEpochLocked(now: 0) }
+        #expect(s.pointee.goalBytes == 0 && !s.pointee.goalReached && s.pointee.goalPendingFlag == 1)
+        #expect(h.locked { s.retainedBytesLocked() } == 16 << 20)
+        let goal: UInt = 14 << 20
+        let (released, finished) = s.scavengeTowardGoal(goal, budgetNanos: -1, stepBytes: 4 << 20)
         #expect(finished, "reached its goal")
-        // Other suites run meanwhile (and may scavenge or touch pages): check the goal
-        // was met and the generation stopped there, far short of every free page.
-        #expect(released < 8 << 20)
-        #expect(withHeapLock { retainedBytesLocked() } <= goal + (4 << 20))
+        #expect(released == 2 << 20)
+        #expect(h.locked { s.retainedBytesLocked() } == goal)
+        #expect(h.pageHeap.pointee.pages.pointee.scav.pagesReleased == 2 << 20)
     }
 
     @Test func decayStartsANewGenerationWhenTheCurrentOneIsSearched() throws {
-        let gen = withHeapLock { () -> UInt32 in
-            _ = endEpochLocked(now: 0)
-            _ = PageAlloc.scavenge(heap.pointee.pages, UInt.max, mayUnlock: false)
-            return heap.pointee.pages.pointee.scav.gen
+        let h = PrivateHeap()
+        let s = h.scavenger
+        try makeDirtyFreePages(h, 64)
+        let gen = h.locked { () -> UInt32 in
+            _ = s.endEpochLocked(now: 0)
+            _ = PageAlloc.scavenge(h.pageHeap.pointee.pages, UInt.max, mayUnlock: false)
+            return h.pageHeap.pointee.pages.pointee.scav.gen
         }
         // Pages freed now lie in memory this generation searched already.
-        try makeDirtyFreePages(64)
-        #expect(withHeapLock { PageAlloc.scavenge(heap.pointee.pages, 64 * pageSize, mayUnlock: false) } == 0)
-        let (released, _) = releaseDecayed(64 * pageSize)
-        #expect(released >= 64 * pageSize)
-        #expect(withHeapLock { heap.pointee.pages.pointee.scav.gen } == gen + 1)
+        try makeDirtyFreePages(h, 64)
+        #expect(h.locked { PageAlloc.scavenge(h.pageHeap.pointee.pages, 64 * pageSize, mayUnlock: false) } == 0)
+        let (released, _) = s.releaseDecayed(64 * pageSize)
+        #expect(released == 64 * pageSize)
+        #expect(h.pageHeap.pointee.pages.pointee.scav.gen == gen + 1)
     }
-}
 
-extension ScavengerTests {
     @Test func confirmedPassesReleaseOnlyPagesFoundFreeTwice() throws {
-        let cls = straddlingClass
-        let central = heap.pointee.centrals + cls
+        let h = PrivateHeap()
+        let central = straddlingCentral(h)
         var slots = [UInt](repeating: 0, count: 8)
-        let span = try slots.withUnsafeMutableBufferPointer { try makeFullSpan(cls, zeroed: false, slots: $0.baseAddress!) }
+        let span = try slots.withUnsafeMutableBufferPointer { try makeFullSpan(h, central, zeroed: false, slots: $0.baseAddress!) }
         central.lockPointer.lock()
         defer { central.lockPointer.unlock() }
         freeObjects(span, [2, 3])
@@ -224,6 +190,54 @@ extension ScavengerTests {
         #expect(taken.withUnsafeMutableBufferPointer { central.take(from: span, into: $0.baseAddress!, already: 0, want: 4) } == 4)
         #expect(central.releaseFreePages(of: span, confirmed: true) == 0)
         #expect(span.pointee.freeOSPagesSeen == 0)
-        dispose(span)
+    }
+
+    /// The inline runner's tick ends a due epoch and releases toward the goal in bounded
+    /// steps, until the goal is met; the CPU budget's bucket bounds a burst.
+    @Test func inlineTicksReleaseInBoundedStepsUntilTheGoal() throws {
+        var config = Config()
+        config.scavengeBurstMillis = 200
+        let h = PrivateHeap(config: config)
+        let s = h.scavenger
+        try makeDirtyFreePages(h, 2048)  // 16 MiB freed: an epoch is due (threshold 1 MiB)
+        #expect(h.events.pointee.epochDue == 1)
+        let runner = s.pointer(to: \.runner.lock)!
+        var ticks = 0
+        var now: Int64 = 1_000_000_000
+        repeat {
+            let before = h.locked { s.retainedBytesLocked() }
+            runner.lock()
+            _ = s.tick(now: now, inline: true)
+            runner.unlock()
+            let after = h.locked { s.retainedBytesLocked() }
+            #expect(before - after <= inlineStepBytes * 16, "one inline tick releases a bounded amount")
+            ticks += 1
+            now += scavengerTickNanos
+        } while !h.locked({ s.pointee.goalReached }) && ticks < 1000
+        #expect(h.locked { s.retainedBytesLocked() } == 0, "the goal (nothing live) is met")
+        #expect(s.pointee.goalReached && s.pointee.goalPendingFlag == 0 && h.events.pointee.epochDue == 0)
+        #expect(ticks >= 2, "16 MiB is more than one inline tick's work")
+    }
+}
+
+/// The lock-order check of the test build (LockRanks.swift).
+@Suite struct LockRankTests {
+    @Test func locksTakenInOrderAreTracked() {
+        let h = PrivateHeap()
+        let central = h.central(forSize: 64).central
+        central.lockPointer.lock()
+        h.pageHeap.lockPointer.lock()
+        #expect(heldLockRanks() == [LockRank.central(h.classes.sizeClass(of: 64)).rawValue, LockRank.pageHeap.rawValue])
+        h.pageHeap.lockPointer.unlock()
+        central.lockPointer.unlock()
+        #expect(heldLockRanks() == [])
+    }
+
+    @Test func aLockTakenOutOfOrderTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let h = PrivateHeap()
+            h.pageHeap.lockPointer.lock()
+            h.central(forSize: 64).central.lockPointer.lock()  // a central after the page heap
+        }
     }
 }

@@ -32,10 +32,12 @@ import Testing
 
     @Test func spanMapPointsEveryPageOfASpanAndClearsThem() {
         let map = SpanMap.make()!
-        let base = osMapAligned(arenaBytes, alignment: arenaBytes)
+        let bytes = 64 << 20 as UInt
+        let base = osMapMemoryAligned(bytes, alignment: chunkBytes)
         #expect(base != 0)
-        defer { osUnmap(base, arenaBytes) }
-        #expect(map.addArena(base: base, bytes: arenaBytes))
+        defer { osUnmap(base, bytes) }
+        #expect(map.span(containing: base) == nil, "a slot without a table maps nothing")
+        #expect(map.ensureSlots(base: base, bytes: bytes))
         let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
         defer { span.deallocate() }
         span.initialize(to: Span())
@@ -45,7 +47,7 @@ import Testing
         #expect(map.span(containing: spanBase + 3 * pageSize - 1) == span)
         #expect(map.span(containing: spanBase - 1) == nil)
         #expect(map.span(containing: spanBase + 3 * pageSize) == nil)
-        #expect(map.span(containing: 0x10) == nil, "an address outside every arena has no span")
+        #expect(map.span(containing: 0x10) == nil, "an address outside every slot has no span")
         #expect(map.span(containing: UInt.max) == nil, "an address beyond 48 bits has no span")
         map.set(base: spanBase, pages: 3, to: nil)
         #expect(map.span(containing: spanBase + pageSize) == nil)

@@ -2,11 +2,48 @@
 import Foundation
 @testable import SwiftHeap
 
-/// Runs `body` holding the heap lock.
-func withHeapLock<T>(_ body: () -> T) -> T {
-    heapLock.lock()
-    defer { heapLock.unlock() }
-    return body()
+/// A page heap, central lists and scavenger of their own, wired as the root wires the
+/// process's (Heap.swift), so that a test sees exactly what it did: no other suite
+/// allocates from them. The size-class table is the process's (read-only).
+final class PrivateHeap {
+    let classes: SizeClassTable
+    let events: UnsafeMutablePointer<HeapEvents>
+    let pageHeap: UnsafeMutablePointer<PageHeap>
+    let centrals: UnsafeMutablePointer<Central>
+    let scavenger: UnsafeMutablePointer<Scavenger>
+
+    init(config: Config = Config()) {
+        precondition(ensureHeapInitialized())
+        classes = heap.pointee.classes
+        events = .allocate(capacity: 1)
+        events.initialize(to: HeapEvents())
+        pageHeap = .allocate(capacity: 1)
+        precondition(PageHeap.initialize(pageHeap, events: events))
+        centrals = Central.makeAll(classes: classes, pageHeap: pageHeap)!
+        scavenger = .allocate(capacity: 1)
+        Scavenger.initialize(scavenger, pageHeap: pageHeap, centrals: centrals, classCount: classes.count, events: events)
+        scavenger.pointee.config = config
+    }
+
+    deinit {
+        pageHeap.destroy()
+        pageHeap.deallocate()
+        events.deallocate()
+        scavenger.deallocate()
+    }
+
+    /// Runs `body` holding this page heap's lock.
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pageHeap.lockPointer.lock()
+        defer { pageHeap.lockPointer.unlock() }
+        return try body()
+    }
+
+    /// The class of `size` and its central list.
+    func central(forSize size: UInt) -> (sizeClass: Int, central: UnsafeMutablePointer<Central>) {
+        let cls = classes.sizeClass(of: size)
+        return (cls, centrals + cls)
+    }
 }
 
 /// Runs `body` on `count` threads at once and waits for them.

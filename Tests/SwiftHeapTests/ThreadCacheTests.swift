@@ -17,28 +17,28 @@ import Foundation
             deallocate(b)
             deallocate(a)
         }
-        let cache = try #require(sh_tls_get_for_tests())
-        let refills = cacheHeader(cache).pointee.refills
-        let flushes = cacheHeader(cache).pointee.flushes
+        let cache = try #require(processCaches.currentCache())
+        let refills = cache.header.pointee.refills
+        let flushes = cache.header.pointee.flushes
         for _ in 0..<100_000 {
             let a = allocate(size), b = allocate(size)
             deallocate(b)
             deallocate(a)
         }
-        #expect(cacheHeader(cache).pointee.refills == refills)
-        #expect(cacheHeader(cache).pointee.flushes == flushes)
+        #expect(cache.header.pointee.refills == refills)
+        #expect(cache.header.pointee.flushes == flushes)
     }
 
     /// A bin refills and flushes in batches: many objects per slow-path entry.
     @Test func refillsAndFlushesAreBatched() throws {
         let p = try #require(allocate(64))
         deallocate(p)
-        let cache = try #require(sh_tls_get_for_tests())
-        let before = cacheHeader(cache).pointee.refills + cacheHeader(cache).pointee.flushes
+        let cache = try #require(processCaches.currentCache())
+        let before = cache.header.pointee.refills + cache.header.pointee.flushes
         var objects: [UnsafeMutableRawPointer] = []
         for _ in 0..<10_000 { objects.append(allocate(64)!) }
         for object in objects { deallocate(object) }
-        let slowPaths = cacheHeader(cache).pointee.refills + cacheHeader(cache).pointee.flushes - before
+        let slowPaths = cache.header.pointee.refills + cache.header.pointee.flushes - before
         #expect(slowPaths > 0)
         #expect(slowPaths * 32 <= 20_000, "\(slowPaths) slow-path entries for 20000 operations")
     }
@@ -47,8 +47,8 @@ import Foundation
     /// the number of live caches and of cache records does not grow.
     @Test func exitedThreadsLeaveNoCachesBehind() {
         onThreads(1) { _ in deallocate(allocate(10)) }  // warm the pool
-        let liveBefore = heap.pointee.caches.liveCount
-        let recordsBefore = heap.pointee.caches.pool.inUse
+        let liveBefore = processCaches.pointee.liveCount
+        let recordsBefore = processCaches.pointee.pool.inUse
         let objectsBefore = (heap.pointee.centrals + heap.pointee.classes.sizeClass(of: 200)).pointee.allocatedObjects
         for _ in 0..<50 {
             onThreads(20) { _ in
@@ -57,8 +57,8 @@ import Foundation
                 for p in kept { deallocate(p) }
             }
         }
-        #expect(heap.pointee.caches.liveCount <= liveBefore + 2)
-        #expect(heap.pointee.caches.pool.inUse <= recordsBefore + 2)
+        #expect(processCaches.pointee.liveCount <= liveBefore + 2)
+        #expect(processCaches.pointee.pool.inUse <= recordsBefore + 2)
         let objectsAfter = (heap.pointee.centrals + heap.pointee.classes.sizeClass(of: 200)).pointee.allocatedObjects
         #expect(objectsAfter <= objectsBefore + 256, "objects of exited threads went back to the central list")
     }

@@ -136,6 +136,32 @@ static void test_valloc_pvalloc(void) {
     }
 }
 
+// memalign is glibc's own legacy function, and glibc rounds an alignment that is not a
+// power of two up to the next one (aligned_alloc keeps C17's EINVAL here; api.c).
+static void test_memalign_odd_alignments(void) {
+    static const size_t odd[] = {3, 24, 48, 100, 1000, 5000, 65537, (1 << 20) + 3};
+    static const size_t sizes[] = {1, 24, 1000, 70000};
+    for (unsigned i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        size_t want = 16;
+        while (want < odd[i]) want <<= 1;
+        for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            errno = 0;
+            void *q = memalign(odd[i], sizes[k]);
+            CHECK(q != NULL, "memalign(%zu, %zu) returned NULL (errno %d); glibc rounds the alignment up",
+                  odd[i], sizes[k], errno);
+            if (!q) continue;
+            CHECK(is_aligned(q, want), "memalign(%zu, %zu) = %p is not aligned to %zu", odd[i], sizes[k], q, want);
+            CHECK(malloc_usable_size(q) >= sizes[k], "memalign(%zu, %zu): usable size %zu", odd[i], sizes[k],
+                  malloc_usable_size(q));
+            memset(q, 0x5C, sizes[k]);
+            free(q);
+        }
+    }
+    errno = 0;
+    void *q = memalign(((size_t)1 << 63) + 1, 16);
+    CHECK(q == NULL && errno == EINVAL, "memalign(2^63 + 1, 16) = %p errno %d, want NULL/EINVAL", q, errno);
+}
+
 int main(void) {
     check_preload();
     page_size = (size_t)sysconf(_SC_PAGESIZE);
@@ -143,5 +169,6 @@ int main(void) {
     test_big_sizes();
     test_aligned_functions();
     test_valloc_pvalloc();
+    test_memalign_odd_alignments();
     return test_exit("align");
 }

@@ -45,6 +45,9 @@ static const case_t cases[] = {
     { "double-free-aligned",    "double",  "aligned_alloc(4096, 100), free, free" },
     { "double-free-calloc",     "double",  "calloc(10, 100), free, free" },
     { "double-free-thread",     "double",  "malloc(64) freed by another thread, then again" },
+    { "double-free-large-first-1m", "double", "first allocation of the process: malloc(1 MiB), free, free" },
+    { "double-free-large-first-4m", "double", "first allocation of the process: malloc(4 MiB), free, free" },
+    { "double-free-large-first-8m", "double", "first allocation of the process: malloc(8 MiB), free, free" },
     { "free-stack",             "free",    "free of a stack address" },
     { "free-global",            "free",    "free of a global" },
     { "free-interior-small",    "free",    "free(malloc(64) + 8)" },
@@ -56,6 +59,10 @@ static const case_t cases[] = {
     { "realloc-global",         "realloc", "realloc of a global" },
     { "realloc-interior-small", "realloc", "realloc(malloc(64) + 8, 100)" },
     { "realloc-interior-large", "realloc", "realloc(malloc(1 MiB) + 512 KiB, 100)" },
+    { "realloc-freed-small",    "reallocfreed", "malloc(64), free, realloc(p, 100)" },
+    { "realloc-freed-medium",   "reallocfreed", "malloc(20000), free, realloc(p, 40000)" },
+    { "realloc-freed-large",    "reallocfreed", "malloc(1 MiB), free, realloc(p, 2 MiB)" },
+    { "realloc-freed-huge",     "reallocfreed", "malloc(64 MiB), free, realloc(p, 100)" },
 };
 
 int main(int argc, char **argv) {
@@ -67,12 +74,23 @@ int main(int argc, char **argv) {
     }
     char stack_buf[256];
     memset(stack_buf, 1, sizeof stack_buf);
-    // Some ordinary traffic first, so the allocator is initialised and its caches populated.
-    void *warm[64];
-    for (int i = 0; i < 64; i++) warm[i] = malloc(16 + (size_t)i * 24);
-    for (int i = 0; i < 64; i += 2) free(warm[i]);
+    // Some ordinary traffic first, so the allocator is initialised and its caches populated;
+    // not for the "-first-" cases, whose misuse must be the process's first allocations
+    // (nothing else then needs fresh pages that could land on the freed block).
+    if (!strstr(c, "-first-")) {
+        void *warm[64];
+        for (int i = 0; i < 64; i++) warm[i] = malloc(16 + (size_t)i * 24);
+        for (int i = 0; i < 64; i += 2) free(warm[i]);
+    }
 
-    if (!strcmp(c, "double-free-small"))      { void *p = malloc(64); free(p); do_free(p); }
+    if (!strncmp(c, "double-free-large-first-", 24)) {
+        size_t n = strtoul(c + 24, NULL, 10) << 20;
+        char *p = malloc(n);
+        memset(p, 0x33, n);
+        free(p);
+        do_free(p);
+    }
+    else if (!strcmp(c, "double-free-small"))      { void *p = malloc(64); free(p); do_free(p); }
     else if (!strcmp(c, "double-free-small-later")) {
         void *p = malloc(48); free(p);
         void *q[10]; for (int i = 0; i < 10; i++) q[i] = malloc(200 + (size_t)i);
@@ -104,6 +122,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "realloc-global"))           do_realloc(global_buf + 16, 100);
     else if (!strcmp(c, "realloc-interior-small"))   { char *p = malloc(64); do_realloc(p + 8, 100); }
     else if (!strcmp(c, "realloc-interior-large"))   { char *p = malloc(1 << 20); do_realloc(p + (512 << 10), 100); }
+    else if (!strcmp(c, "realloc-freed-small"))      { char *p = malloc(64); free(p); do_realloc(p, 100); }
+    else if (!strcmp(c, "realloc-freed-medium"))     { char *p = malloc(20000); free(p); do_realloc(p, 40000); }
+    else if (!strcmp(c, "realloc-freed-large"))      { char *p = malloc(1 << 20); free(p); do_realloc(p, 2 << 20); }
+    else if (!strcmp(c, "realloc-freed-huge"))       { char *p = malloc(64 << 20); free(p); do_realloc(p, 100); }
     else { fprintf(stderr, "misuse: unknown case %s\n", c); return 3; }
 
     // Still alive: the misuse went unnoticed.

@@ -1,7 +1,7 @@
-/* Shared pieces of the RSS workloads (included by burst.c and scatter.c).
+/* Shared pieces of the RSS workloads (included by burst.c, scatter.c and phases.c).
  *
- * - rss_now(): resident bytes from /proc/self/statm (resident pages x page size),
- *   read with open/read into a stack buffer (no stdio, no malloc).
+ * - rss_now(), vm_size(): resident and mapped bytes from /proc/self/statm (pages x page
+ *   size), read with open/read into a stack buffer (no stdio, no malloc).
  * - a sampler thread that records (t, rss) every 50 ms into static arrays;
  * - mark(): records a named sample at an exact moment (also added to the series);
  * - random sizes (16 B .. 64 KiB, mostly small) from a per-thread xorshift;
@@ -45,8 +45,8 @@ static void sleep_until(double t) {          /* t in seconds since start */
 }
 static void sleep_s(double d) { sleep_until(now() + d); }
 
-/* Reads "size resident shared ..." from /proc/self/statm; returns resident bytes. */
-static size_t rss_now(void) {
+/* Field `field` (0 size, 1 resident, ...) of /proc/self/statm, in bytes. */
+static size_t statm_bytes(int field) {
     char buf[256];
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
@@ -55,9 +55,14 @@ static size_t rss_now(void) {
     if (n <= 0) return 0;
     buf[n] = 0;
     char *p = buf;
-    while (*p && *p != ' ') p++;             /* skip "size" */
+    for (int i = 0; i < field; i++) {        /* skip the fields before */
+        while (*p && *p != ' ') p++;
+        while (*p == ' ') p++;
+    }
     return (size_t)strtoull(p, NULL, 10) * (size_t)page_size;
 }
+static inline size_t rss_now(void) { return statm_bytes(1); }   /* resident bytes */
+static inline size_t vm_size(void) { return statm_bytes(0); }   /* mapped bytes (VmSize) */
 
 /* VmHWM (peak resident set) in bytes, from /proc/self/status. */
 static size_t vm_hwm(void) {

@@ -5,6 +5,10 @@
 #ifndef SWIFTHEAP_SHIM_H
 #define SWIFTHEAP_SHIM_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // mremap, MAP_FIXED_NOREPLACE
+#endif
+
 #include <stdint.h>
 #include <stddef.h>
 #include <errno.h>
@@ -20,6 +24,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <dlfcn.h>
+#include <stdio.h>
 
 // ---- thread-local slot ---------------------------------------------------------
 // One pointer, initial-exec (glibc's manual asks this of a malloc replacement, and a
@@ -41,24 +46,16 @@ static inline uint32_t sh_xchg32(uint32_t *p, uint32_t v) { return __atomic_exch
 static inline int sh_cas32(uint32_t *p, uint32_t expected, uint32_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
-static inline uint32_t sh_add32(uint32_t *p, uint32_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
 
-static inline uint64_t sh_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline uint64_t sh_load64_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void sh_store64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static inline void sh_store64_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t sh_add64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
-static inline uint64_t sh_add64_relaxed(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
 static inline int sh_cas64(uint64_t *p, uint64_t expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
-static inline uint64_t sh_xchg64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
 
 static inline void *sh_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void sh_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static inline int sh_cas_ptr(void **p, void *expected, void *desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
 static inline void sh_cpu_relax(void) { __builtin_ia32_pause(); }
 
 // ---- futex --------------------------------------------------------------------------
@@ -80,6 +77,11 @@ static inline void *sh_mmap(void *addr, size_t len, int prot, int flags) {
     void *p = mmap(addr, len, prot, flags | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
+// mremap is variadic, which Swift cannot call.
+static inline void *sh_mremap(void *old, size_t oldSize, size_t newSize) {
+    void *p = mremap(old, oldSize, newSize, MREMAP_MAYMOVE);
+    return p == MAP_FAILED ? NULL : p;
+}
 static inline int64_t sh_monotonic_nanos(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -95,8 +97,35 @@ static inline int sh_open_readonly(const char *path) { return open(path, O_RDONL
 static inline long sh_getdents64(int fd, void *buffer, size_t bytes) { return syscall(SYS_getdents64, fd, buffer, bytes); }
 // open(2) is variadic, which Swift cannot call: a file for writing, created or truncated.
 static inline int sh_open_create(const char *path) { return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); }
+// For the stats file (SWIFTHEAP_STATS_FILE): reports are appended, one write each.
+static inline int sh_open_append(const char *path) { return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644); }
+// A close-on-exec copy of fd, numbered at least `lowest` (fcntl is variadic: Swift cannot call it).
+static inline int sh_dup_cloexec(int fd, int lowest) { return fcntl(fd, F_DUPFD_CLOEXEC, lowest); }
+// malloc_info's FILE *, passed through as an opaque pointer. Called with no allocator lock held
+// (stdio may call malloc).
+static inline size_t sh_fwrite(const void *bytes, size_t count, void *stream) { return fwrite(bytes, 1, count, (FILE *)stream); }
+
+// ---- version ------------------------------------------------------------------------
+// SwiftHeap's version ("MAJOR.MINOR.PATCH", from Package.swift), defined in shim.c.
+__attribute__((visibility("hidden"))) const char *sh_version(void);
 
 
+
+// ---- fork and threads -----------------------------------------------------------------
+// stdio's list lock (glibc exports these; recursive, owned by a thread). glibc's fork takes
+// it after the atfork prepare handlers, so a prepare handler that takes allocator locks
+// first inverts the order against fflush(NULL) and getline (Fork.swift).
+extern void _IO_list_lock(void);
+extern void _IO_list_unlock(void);
+extern void _IO_list_resetlock(void);
+// glibc 2.32+: true while the process has never created a thread. Weak, so that an older
+// libc simply reports "unknown".
+extern char __libc_single_threaded __attribute__((weak));
+// 1: the process is single-threaded (glibc says so); 0: it has or had other threads, or
+// the libc cannot tell.
+static inline int sh_libc_single_threaded(void) {
+    return &__libc_single_threaded != 0 && __atomic_load_n(&__libc_single_threaded, __ATOMIC_RELAXED) != 0;
+}
 
 // ---- static state -------------------------------------------------------------------
 // Zero-initialised storage that exists before any code runs, so that the very first
@@ -145,6 +174,4 @@ extern const char __ehdr_start[] __attribute__((visibility("hidden")));
 extern const char _end[] __attribute__((visibility("hidden")));
 static inline uintptr_t sh_own_image_start(void) { return (uintptr_t)__ehdr_start; }
 static inline uintptr_t sh_own_image_end(void) { return (uintptr_t)_end; }
-// rename(2) is declared by stdio.h, which the allocator does not include.
-static inline int sh_rename(const char *from, const char *to) { return (int)syscall(SYS_rename, from, to); }
 #endif

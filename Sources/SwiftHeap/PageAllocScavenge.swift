@@ -51,8 +51,9 @@ struct ScavengeState {
     var gen: UInt32 = 0
     /// Size of one reservation.
     var reservationBytes: UInt = 0
-    /// Bytes released in this generation.
-    var released: UInt = 0
+    /// Bytes of free pages released in this generation (the scavenger counts what it
+    /// releases inside spans on its own).
+    var pagesReleased: UInt = 0
 
     init() {}
 }
@@ -66,12 +67,12 @@ extension PageAlloc {
     /// Must hold the heap lock.
     @discardableResult
     mutating func scavengeStartGen() -> (gen: UInt32, released: UInt) {
-        let finished = (scav.gen, scav.released)
+        let finished = (scav.gen, scav.pagesReleased)
         if !inUse.cloneInto(&scav.inUse) { scav.inUse.removeAll() }
         // Zero for an empty heap, which turns the scavenger off until it grows.
         scav.reservationBytes = alignUp(inUse.totalBytes, chunkBytes) / scavengeReservationShards
         scav.gen &+= 1
-        scav.released = 0
+        scav.pagesReleased = 0
         return finished
     }
 
@@ -130,7 +131,7 @@ extension PageAlloc {
         }
         // Hand back only what was neither scavenged nor searched, so that progress is kept.
         p.pointee.scavengeUnreserve(work, gen: gen)
-        p.pointee.scav.released &+= released
+        p.pointee.scav.pagesReleased &+= released
         return released
     }
 
@@ -161,7 +162,7 @@ extension PageAlloc {
         // Fast path: the chunk holding work's top address, from that page down.
         let maxAddr = work.limit &- 1
         let maxChunk = chunkIndex(maxAddr)
-        if p.pointee.summary(summaryLevels &- 1)[Int(maxChunk)].max >= minPages {
+        if p.pointee.summary(summaryLevels &- 1, maxChunk).max >= minPages {
             let (base, npages) = p.pointee.chunkOf(maxChunk).pointee
                 .findScavengeCandidate(chunkPageIndex(maxAddr), minPages, maxPages)
             if npages != 0 {
@@ -230,26 +231,16 @@ extension PageAlloc {
         let test = p.pointee.test
         if mayUnlock {
             // Hold the run as allocated so nobody is handed it while madvise runs.
-            p.pointee.chunkOf(ci).pointee.allocRange(base, npages)
-            p.pointee.update(addr, npages, contig: true, alloc: true)
-            p.pointee.freeBytes &-= bytes
+            p.pointee.holdForRelease(addr, npages)
             let lock = p.pointee.heapLock.unsafelyUnwrapped
             lock.unlock()
             if !test { osRelease(addr, bytes) }
             lock.lock()
-            // Free it again, now scavenged. Allocations meanwhile may have moved
-            // searchAddr above it.
-            if addr < p.pointee.searchAddr { p.pointee.searchAddr = addr }
-            p.pointee.chunkOf(ci).pointee.free(base, npages)
-            p.pointee.update(addr, npages, contig: true, alloc: false)
-            p.pointee.chunkOf(ci).pointee.scavenged.setRange(base, npages)
-            p.pointee.freeBytes &+= bytes
+            p.pointee.finishRelease(addr, npages, held: true)
         } else {
             if !test { osRelease(addr, bytes) }
-            p.pointee.chunkOf(ci).pointee.scavenged.setRange(base, npages)
+            p.pointee.finishRelease(addr, npages, held: false)
         }
-        p.pointee.scavengedBytes &+= bytes
-        p.pointee.releasedBytes &+= bytes
         return addr
     }
 }

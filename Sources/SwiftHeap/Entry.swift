@@ -1,0 +1,222 @@
+// The C ABI's paths through the layers: malloc and free (their fast paths inline, their
+// slow paths here), calloc, realloc, the aligned allocations, usable size and trim.
+//
+// This is the top of the allocator: it reads the heap root (Heap.swift) and routes each
+// call to the layer that serves it — a small object to the calling thread's cache
+// (Alloc.swift, Free.swift), a large one to the page heap (PageHeap.swift) — and, when
+// pages moved between spans and the page heap, gives the scavenger's runner its chance
+// (ScavengerRunner.swift): no layer below calls the scavenger.
+//
+// The heap profiler (Profile.swift) hooks in here only, off the fast paths: malloc's
+// fast path serves sizes up to a limit read from memory (sh_small_limit: maxSmallSize,
+// 0 while profiling, so that every malloc comes to allocateSlow and its bytes are
+// counted); calloc of a large size and the aligned allocations count theirs before
+// their own paths; a sampled object is a large span flagged `profiled`, so its free
+// comes to deallocateSlow, and realloc keeps it in its span while it can.
+//
+// errno: NULL comes with ENOMEM; a successful call leaves errno as it found it (the slow
+// paths make system calls), and free always does (glibc's manual asks it of a
+// replacement).
+
+import CShim
+
+// MARK: - malloc and free
+
+/// malloc without the C conventions: nil on failure with errno set.
+@inline(__always) func allocate(_ size: UInt) -> UnsafeMutableRawPointer? {
+    if let object = cacheAllocateFast(size, limit: sh_small_limit(), classes: heap.pointee.classes) { return object }
+    return allocateSlow(size)
+}
+
+@inline(never) func allocateSlow(_ size: UInt) -> UnsafeMutableRawPointer? {
+    if profilingOn { return allocateProfiled(size) }  // the heap profiler (Profile.swift)
+    return allocateUnsampled(size)
+}
+
+/// malloc's slow path below the heap profiler: the heap, then a large object from the
+/// page heap or a small one from this thread's cache.
+@inline(__always) func allocateUnsampled(_ size: UInt) -> UnsafeMutableRawPointer? {
+    if !ensureHeapInitialized() {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    if size > maxSmallSize { return allocateLarge(size, alignment: pageSize, zeroed: false) }
+    return allocateSmall(heap.pointee.classes.sizeClass(of: size))
+}
+
+/// An object of class `sizeClass` from this thread's cache, made first if the thread has
+/// none; nil with ENOMEM if memory is exhausted. The heap must be initialised.
+@inline(never) func allocateSmall(_ sizeClass: Int) -> UnsafeMutableRawPointer? {
+    let savedErrno = sh_errno_get()
+    guard let cache = processCaches.currentCache(), let object = cacheAllocate(cache, sizeClass) else {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    afterSlowPath(allocating: true)
+    sh_errno_set(savedErrno)
+    return object
+}
+
+/// A large object from the page heap; nil with ENOMEM if the size is impossible or memory
+/// is exhausted. The heap must be initialised.
+@inline(never) func allocateLarge(_ size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMutableRawPointer? {
+    let savedErrno = sh_errno_get()
+    guard let memory = processPageHeap.allocateLarge(size, alignment: alignment, zeroed: zeroed) else {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    afterSlowPath(allocating: true)
+    sh_errno_set(savedErrno)
+    return memory
+}
+
+/// free without the C conventions.
+@inline(__always) func deallocate(_ pointer: UnsafeMutableRawPointer?) {
+    guard let pointer else { return }
+    let address = UInt(bitPattern: pointer)
+    if cacheFreeFast(address, spanMap: heap.pointee.pageHeap.spanMap) { return }
+    deallocateSlow(address, call: "free()")
+}
+
+@inline(never) func deallocateSlow(_ address: UInt, call: StaticString) {
+    let savedErrno = sh_errno_get()
+    defer { sh_errno_set(savedErrno) }
+    let span = liveObjectSpan(address, call: call)
+    if span.pointee.state == .large {
+        if span.pointee.profiled { profileFree(address) }  // a heap-profile sample (Profile.swift)
+        processPageHeap.freeLarge(span, address: address, call: call)
+    } else if let cache = processCaches.currentCache() {
+        cacheFree(cache, span, address)
+    } else {
+        // No cache can be made (out of memory): straight back to the span.
+        var single = address
+        (heap.pointee.centrals + Int(span.pointee.sizeClass)).release(&single, count: 1)
+    }
+    afterSlowPath(allocating: false)
+}
+
+/// The span of the live object at `address` passed to `call` (free, realloc), or a
+/// one-line diagnostic and abort if `address` is not the start of an object SwiftHeap
+/// handed out. Objects found free already (see looksFreed) are reported as double frees;
+/// so is an address that no span holds and that looks like an object freed before
+/// (PageHeap.looksLikeFreedObject).
+func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer<Span> {
+    guard heapIsReady(), let span = heap.pointee.pageHeap.spanMap.span(containing: address) else {
+        let freed = heapIsReady() && processPageHeap.looksLikeFreedObject(address)
+        fatalMisuse(call, freed ? "double free of" : "invalid pointer", address: address)
+    }
+    switch span.pointee.state {
+    case .large:
+        if address != span.pointee.base { fatalMisuse(call, "invalid pointer", address: address) }
+    case .small:
+        let index = span.objectIndex(of: address)
+        if !span.isObjectStart(address, index: index) { fatalMisuse(call, "invalid pointer", address: address) }
+        if misuseChecks {
+            let cache = sh_tls_get().map { UnsafeMutablePointer<ThreadCache>(slot: $0) }
+            if looksFreed(address, index: index, span: span, cache: cache) {
+                fatalMisuse(call, "double free of", address: address)
+            }
+        }
+    case .free:
+        fatalMisuse(call, "invalid pointer", address: address)
+    }
+    return span
+}
+
+/// After a slow path, holding no lock: if pages moved between spans and the page heap,
+/// the scavenger's runner may have work (ScavengerRunner.swift).
+@inline(__always) func afterSlowPath(allocating: Bool) {
+    if sh_load32_relaxed(heap.pointer(to: \.events)!.pagesMovedWord) != 0 {
+        processScavenger.poke(allocating: allocating)
+    }
+}
+
+// MARK: - The rest of the family
+
+/// An object of at least `size` bytes aligned to `alignment` (a power of two).
+@inline(never) func allocateAligned(_ size: UInt, alignment: UInt) -> UnsafeMutableRawPointer? {
+    if alignment <= minAlignment { return allocate(size) }
+    if !ensureHeapInitialized() {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    if profilingOn, let sampled = profileSample(size, alignment: alignment, zeroed: false) { return sampled }
+    if size <= maxSmallSize && alignment <= pageSize {
+        // A class whose size is a multiple of the alignment has every object aligned,
+        // because spans start on a page boundary.
+        let classes = heap.pointee.classes
+        var cls = classes.sizeClass(of: max(size, alignment))
+        while cls < classes.count && UInt(classes.info[cls].size) % alignment != 0 { cls &+= 1 }
+        if cls < classes.count { return allocateSmall(cls) }
+    }
+    return allocateLarge(max(size, maxSmallSize &+ 1), alignment: max(alignment, pageSize), zeroed: false)
+}
+
+/// calloc without the C conventions.
+func allocateZeroed(count: UInt, size: UInt) -> UnsafeMutableRawPointer? {
+    let (total, overflow) = count.multipliedReportingOverflow(by: size)
+    if overflow {
+        sh_errno_set(ENOMEM)
+        return nil
+    }
+    if total > maxSmallSize {
+        if !ensureHeapInitialized() {
+            sh_errno_set(ENOMEM)
+            return nil
+        }
+        // (A small calloc is counted by malloc's slow path.)
+        if profilingOn, let sampled = profileSample(total, alignment: pageSize, zeroed: true) { return sampled }
+        return allocateLarge(total, alignment: pageSize, zeroed: true)
+    }
+    guard let memory = allocate(total) else { return nil }
+    memset(memory, 0, Int(bitPattern: total))
+    return memory
+}
+
+/// The usable size of a live object; 0 for nil or a pointer SwiftHeap does not know.
+func usableSize(_ pointer: UnsafeMutableRawPointer?) -> UInt {
+    guard let pointer, heapIsReady(),
+          let span = heap.pointee.pageHeap.spanMap.span(containing: UInt(bitPattern: pointer)) else { return 0 }
+    switch span.pointee.state {
+    case .small: return UInt(span.pointee.objectSize)
+    case .large: return span.pointee.pages &<< pageShift
+    case .free: return 0
+    }
+}
+
+/// realloc without the C conventions. Keeps the contents; grows and shrinks in place
+/// where the class or the following pages allow. A heap-profile sample keeps its span
+/// whatever its new size (a page at least), so that a growing buffer that was sampled
+/// is not copied by every realloc; the profiler records its new size (Profile.swift).
+func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMutableRawPointer? {
+    guard let pointer else { return allocate(size) }
+    if size == 0 {
+        deallocate(pointer)
+        return nil
+    }
+    let address = UInt(bitPattern: pointer)
+    let span = liveObjectSpan(address, call: "realloc()")
+
+    let oldUsable: UInt
+    if span.pointee.state == .small {
+        oldUsable = UInt(span.pointee.objectSize)
+        // Stay in place unless the object would waste more than half its class.
+        if size <= oldUsable && (size > oldUsable / 2 || oldUsable <= 16) { return pointer }
+    } else {
+        oldUsable = span.pointee.pages &<< pageShift
+        if size > maxSmallSize || span.pointee.profiled, let resized = processPageHeap.resizeLarge(span, size) {
+            if profilingOn { profileResized(span, from: address, to: UInt(bitPattern: resized), oldBytes: oldUsable, size: size) }
+            afterSlowPath(allocating: true)
+            return resized
+        }
+    }
+    guard let moved = allocate(size) else { return nil }
+    memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
+    deallocate(pointer)
+    return moved
+}
+
+/// malloc_trim: see Scavenger.trim. Returns whether anything was released.
+func trimHeap() -> Bool {
+    heapIsReady() && processScavenger.trim()
+}

@@ -1,0 +1,55 @@
+// Heap events: what the page heap and the central lists publish for the scavenger, which
+// sits above them and reads this record; nothing below the scavenger calls it.
+//
+//   freedSinceEpoch  page bytes returned to the page heap since the scavenger last ended
+//                    a sweep epoch (the page heap adds, the scavenger resets; heap lock)
+//   epochThreshold   freedSinceEpoch that makes an epoch due (the scavenger sets it when
+//                    it ends an epoch; heap lock)
+//   epochDue         raised (atomic) when freedSinceEpoch reaches the threshold: an
+//                    epoch's worth of work; the scavenger clears it
+//   pagesMoved       raised (atomic, relaxed) whenever pages move between spans and the
+//                    page heap: the C ABI's slow paths then give the scavenger's runner a
+//                    chance to run (ScavengerRunner.swift); the runner clears it
+//   inSpanReleased   bytes of OS pages released inside small spans and not yet reclaimed
+//                    (atomic; the central lists add and subtract, under their own locks)
+//
+// The flags are words read with one load on the slow paths; raising them never wakes
+// anybody (waking may block or allocate).
+
+import CShim
+
+struct HeapEvents {
+    var freedSinceEpoch: UInt = 0
+    var epochThreshold: UInt = 1 << 20
+    var epochDue: UInt32 = 0
+    var pagesMoved: UInt32 = 0
+    var inSpanReleased: UInt64 = 0
+}
+
+extension UnsafeMutablePointer where Pointee == HeapEvents {
+    @inline(__always) var epochDueWord: UnsafeMutablePointer<UInt32> { pointer(to: \.epochDue)! }
+    @inline(__always) var pagesMovedWord: UnsafeMutablePointer<UInt32> { pointer(to: \.pagesMoved)! }
+    @inline(__always) var inSpanReleasedWord: UnsafeMutablePointer<UInt64> { pointer(to: \.inSpanReleased)! }
+
+    /// Pages moved between spans and the page heap (a span made, given back or resized).
+    @inline(__always) func notePagesMoved() {
+        if sh_load32_relaxed(pagesMovedWord) == 0 { sh_store32(pagesMovedWord, 1) }
+    }
+
+    /// `bytes` of pages were returned to the page heap. Must hold the page heap's lock.
+    func noteFreedLocked(_ bytes: UInt) {
+        pointee.freedSinceEpoch &+= bytes
+        if pointee.freedSinceEpoch >= pointee.epochThreshold && sh_load32_relaxed(epochDueWord) == 0 {
+            sh_store32(epochDueWord, 1)
+        }
+        notePagesMoved()
+    }
+
+    /// Adjusts the bytes of OS pages released inside small spans (from the central lists).
+    func noteInSpanReleased(_ delta: Int64) {
+        _ = sh_add64(inSpanReleasedWord, UInt64(bitPattern: delta))
+    }
+
+    /// Bytes of OS pages released inside small spans now.
+    var inSpanReleasedBytes: UInt { UInt(sh_load64_relaxed(inSpanReleasedWord)) }
+}

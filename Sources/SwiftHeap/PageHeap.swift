@@ -1,0 +1,449 @@
+// The page heap: spans from the page allocator, the page→span map, span records, large
+// objects, and the heap's growth from the OS (Go's mheap).
+//
+// A PageHeap is an instance: the process has one (in the heap root, Heap.swift), tests
+// make their own. It depends only on the layers below it (the page allocator, spans,
+// metadata, the platform) and publishes what the scavenger must know — pages freed,
+// pages moved — into the HeapEvents record it was made with.
+//
+// Locking: the page heap's lock (rank pageHeap) guards the page allocator (which takes it
+// by injection), the span records, the span map's writes, the stats and the freed-direct
+// ring. Functions named ...Locked must be called holding it; the others say what they
+// take. Nothing that may call malloc runs under it.
+//
+// Growth. When the page allocator has no free run of the size asked, the heap maps a
+// region and hands it to the page allocator as free, scavenged memory. Regions are what
+// the heap needs, not more: the first is 4 MiB, each next one twice the last up to 64 MiB,
+// or the request rounded up to whole chunks, and only the request if the kernel refuses
+// more (an address-space cap). A region is placed right below or above the last one
+// where that address range is free, so the heap stays one range for the page allocator
+// and the scavenger.
+//
+// Large objects (above maxSmallSize) are spans of their own, mapping their first page
+// only in the span map. Objects of directThreshold (64 MiB) or more are mapped on their
+// own (allocDirectSpan) and unmapped when freed: the page allocator's metadata for them
+// would grow with their size, and the kernel's overcommit policy refuses an absurd size
+// at once, as it does glibc's. The bases of the last few freed are remembered so that
+// freeing one again is reported as the double free it is.
+
+import CShim
+
+/// Counters of the page heap, guarded by its lock.
+struct HeapStats {
+    /// Bytes of heap regions mapped from the OS.
+    var mappedBytes: UInt = 0
+    /// Bytes in spans (small and large) currently handed out by the page heap.
+    var spanBytes: UInt = 0
+    /// Bytes in large spans of the page heap currently allocated.
+    var largeBytes: UInt = 0
+    var largeCount: UInt = 0
+    /// Bytes and number of objects mapped on their own.
+    var directBytes: UInt = 0
+    var directCount: UInt = 0
+    /// Number of heap regions mapped.
+    var regionCount: UInt = 0
+    /// Bytes of the next growth (at least; see the file comment).
+    var nextGrowthBytes: UInt = heapGrowthMinBytes
+    /// The last region mapped, where the next is placed if the address space allows.
+    var lastRegion = AddressRange.empty
+}
+
+/// Bases of the last objects mapped on their own that were freed (a ring), so that a free
+/// of one of them again is told from a pointer SwiftHeap never returned.
+struct FreedDirectRing {
+    static let slots = 16
+    var bases = InlineArray<16, UInt>(repeating: 0)
+    var next: Int = 0
+
+    mutating func record(_ base: UInt) {
+        bases[next] = base
+        next = (next &+ 1) & (Self.slots &- 1)
+    }
+
+    func contains(_ address: UInt) -> Bool {
+        var i = 0
+        while i < Self.slots {
+            if bases[i] == address { return true }
+            i &+= 1
+        }
+        return false
+    }
+}
+
+struct PageHeap {
+    /// Guards everything below (see the file comment).
+    var lock = Mutex(rank: .pageHeap)
+    var pages: UnsafeMutablePointer<PageAlloc>
+    /// Read without the lock by the free paths; written under it.
+    var spanMap: SpanMap
+    var spanRecords: FixAlloc
+    var stats = HeapStats()
+    var freedDirect = FreedDirectRing()
+    /// Where this page heap publishes what happened (Events.swift).
+    var events: UnsafeMutablePointer<HeapEvents>
+
+    /// Makes a page heap at `p` (stable memory) that publishes into `events`. Returns
+    /// false if the kernel refuses the memory for its tables.
+    static func initialize(_ p: UnsafeMutablePointer<PageHeap>, events: UnsafeMutablePointer<HeapEvents>) -> Bool {
+        guard let spanMap = SpanMap.make(),
+              let pagesMemory = persistentAlloc(UInt(MemoryLayout<PageAlloc>.stride), alignment: 64) else { return false }
+        let pages = pagesMemory.bindMemory(to: PageAlloc.self, capacity: 1)
+        pages.initialize(to: PageAlloc())
+        // Whole cache lines per span record: the records of spans used by different
+        // threads must not share a line (refills write a span's counters).
+        p.initialize(to: PageHeap(pages: pages, spanMap: spanMap,
+                                  spanRecords: FixAlloc(recordBytes: alignUp(UInt(MemoryLayout<Span>.stride), 64)),
+                                  events: events))
+        return pages.pointee.initialize(heapLock: p.lockPointer, test: false)
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == PageHeap {
+    @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> { pointer(to: \.lock)! }
+    @inline(__always) var stats: UnsafeMutablePointer<HeapStats> { pointer(to: \.stats)! }
+
+    /// Unmaps every heap region, the span map and the page allocator's tables (span
+    /// records are metadata and stay). For a page heap nobody uses any more (tests): live
+    /// objects of it, and objects mapped on their own, must be gone.
+    func destroy() {
+        let pages = pointee.pages
+        var k = 0
+        while k < pages.pointee.inUse.count {
+            let region = pages.pointee.inUse[k]
+            osUnmap(region.base, region.size)
+            k &+= 1
+        }
+        pointee.spanMap.destroy()
+        pages.pointee.destroy()
+    }
+
+    // MARK: - Spans
+
+    /// Allocates a span of `pageCount` pages whose base is aligned to `alignment` bytes
+    /// (a power of two; pageSize or less means no constraint beyond the page), in `state`
+    /// (.small or .large; see the span map's rule in Span.swift). Returns the span, with
+    /// base, pages and state set and the span map pointing at it, and how many of its
+    /// bytes the page allocator had as scavenged (released, or fresh from mmap); nil if
+    /// the address space or metadata memory is exhausted.
+    ///
+    /// Must hold the page heap's lock.
+    func allocSpanLocked(pageCount: UInt, alignment: UInt = pageSize,
+                         state: SpanState) -> (span: UnsafeMutablePointer<Span>, scavengedBytes: UInt)? {
+        // Over-allocate for alignments above a page, then give back the head and tail.
+        let alignmentPages = alignment > pageSize ? alignment >> pageShift : 1
+        let (searchPages, overflow) = pageCount.addingReportingOverflow(alignmentPages &- 1)
+        if overflow || searchPages > (UInt(1) << (heapAddressBits - pageShift)) { return nil }
+        let pages = pointee.pages
+        var run = pages.pointee.alloc(npages: searchPages)
+        if run.base == 0 {
+            if !growLocked(pages: searchPages) { return nil }
+            run = pages.pointee.alloc(npages: searchPages)
+            if run.base == 0 { return nil }
+        }
+        var base = run.base
+        // (The head and tail given back below for an alignment go back as not scavenged.)
+        let scavengedBytes = min(run.scavenged, pageCount &<< pageShift)
+        if alignmentPages > 1 {
+            base = alignUp(run.base, alignment)
+            let headPages = (base &- run.base) >> pageShift
+            let tailPages = searchPages &- headPages &- pageCount
+            if headPages > 0 { pages.pointee.free(base: run.base, npages: headPages) }
+            if tailPages > 0 { pages.pointee.free(base: base &+ pageCount &<< pageShift, npages: tailPages) }
+        }
+        guard let record = pointer(to: \.spanRecords)!.pointee.alloc() else {
+            pages.pointee.free(base: base, npages: pageCount)
+            return nil
+        }
+        let span = record.bindMemory(to: Span.self, capacity: 1)
+        span.initialize(to: Span())
+        span.pointee.base = base
+        span.pointee.pages = pageCount
+        span.pointee.state = state
+        pointee.spanMap.set(base: base, pages: state == .small ? pageCount : 1, to: span)
+        stats.pointee.spanBytes &+= pageCount &<< pageShift
+        pointee.events.notePagesMoved()
+        return (span, scavengedBytes)
+    }
+
+    /// Returns a span's pages to the page allocator and its record to the pool. Pages of a
+    /// small span whose OS pages were all released inside it (bits of `releasedOSPages`,
+    /// one per OS page from the base; their objects free since, or never handed out) stay
+    /// released: they are marked scavenged, so that they are neither counted as resident
+    /// nor released again.
+    ///
+    /// Must hold the page heap's lock.
+    func freeSpanLocked(_ span: UnsafeMutablePointer<Span>, releasedOSPages: UInt64 = 0) {
+        let base = span.pointee.base
+        let pageCount = span.pointee.pages
+        let pages = pointee.pages
+        pointee.spanMap.set(base: base, pages: span.pointee.state == .small ? pageCount : 1, to: nil)
+        pages.pointee.free(base: base, npages: pageCount)
+        if releasedOSPages != 0 {
+            let osPerPage = pageSize / osPageSize
+            let pageMask: UInt64 = (UInt64(1) << UInt64(osPerPage)) &- 1
+            var page: UInt = 0
+            while page < pageCount && (page &+ 1) &* osPerPage <= 64 {
+                if (releasedOSPages >> UInt64(page &* osPerPage)) & pageMask == pageMask {
+                    pages.pointee.markScavenged(base &+ page &<< pageShift)
+                }
+                page &+= 1
+            }
+        }
+        stats.pointee.spanBytes &-= pageCount &<< pageShift
+        pointee.events.noteFreedLocked(pageCount &<< pageShift)
+        span.pointee.state = .free
+        pointer(to: \.spanRecords)!.pointee.free(UnsafeMutableRawPointer(span))
+    }
+
+    /// Extends a large span in place by `extraPages` if the pages after it are free.
+    /// Returns whether it did.
+    ///
+    /// Must hold the page heap's lock.
+    func growSpanInPlaceLocked(_ span: UnsafeMutablePointer<Span>, extraPages: UInt) -> Bool {
+        if !pointee.pages.pointee.allocRangeIfFree(base: span.pointee.limit, npages: extraPages).ok { return false }
+        span.pointee.pages &+= extraPages
+        stats.pointee.spanBytes &+= extraPages &<< pageShift
+        pointee.events.notePagesMoved()
+        return true
+    }
+
+    /// Gives the last `pageCount - keepPages` pages of a large span back to the page allocator.
+    ///
+    /// Must hold the page heap's lock.
+    func shrinkSpanLocked(_ span: UnsafeMutablePointer<Span>, keepPages: UInt) {
+        let freedPages = span.pointee.pages &- keepPages
+        if freedPages == 0 { return }
+        let tail = span.pointee.base &+ keepPages &<< pageShift
+        pointee.pages.pointee.free(base: tail, npages: freedPages)
+        span.pointee.pages = keepPages
+        stats.pointee.spanBytes &-= freedPages &<< pageShift
+        pointee.events.noteFreedLocked(freedPages &<< pageShift)
+    }
+
+    // MARK: - Growth
+
+    /// Maps a heap region big enough for a run of `pageCount` pages (see the file comment)
+    /// and hands it to the page allocator. Returns false if the kernel refuses the memory.
+    ///
+    /// Must hold the page heap's lock.
+    private func growLocked(pages pageCount: UInt) -> Bool {
+        let stats = self.stats
+        let (bytes, overflow) = pageCount.multipliedReportingOverflow(by: pageSize)
+        if overflow { return false }
+        let (rounded, overflow2) = bytes.addingReportingOverflow(chunkBytes &- 1)
+        if overflow2 { return false }
+        let need = alignDown(rounded, chunkBytes)
+        var size = max(need, stats.pointee.nextGrowthBytes)
+        var base = Self.mapRegion(size, after: stats.pointee.lastRegion)
+        if base == 0 && size > need {
+            size = need
+            base = Self.mapRegion(size, after: stats.pointee.lastRegion)
+        }
+        if base == 0 { return false }
+        if !pointee.spanMap.ensureSlots(base: base, bytes: size) || !pointee.pages.pointee.grow(base: base, size: size) {
+            osUnmap(base, size)
+            return false
+        }
+        stats.pointee.mappedBytes &+= size
+        stats.pointee.regionCount &+= 1
+        stats.pointee.nextGrowthBytes = min(stats.pointee.nextGrowthBytes &* 2, heapGrowthMaxBytes)
+        stats.pointee.lastRegion = AddressRange(base: base, limit: base &+ size)
+        return true
+    }
+
+    /// Maps `size` bytes (a multiple of chunkBytes) of chunk-aligned heap memory, right
+    /// below or right above `last` if that address range is free, anywhere otherwise.
+    /// Returns 0 if the kernel refuses.
+    private static func mapRegion(_ size: UInt, after last: AddressRange) -> UInt {
+        if last.size != 0 {
+            if last.base > size, case let below = osMapMemory(size, at: last.base &- size), below != 0 { return below }
+            if last.limit &+ size <= (UInt(1) << heapAddressBits),
+               case let above = osMapMemory(size, at: last.limit), above != 0 { return above }
+        }
+        return osMapMemoryAligned(size, alignment: chunkBytes)
+    }
+
+    // MARK: - Large objects
+
+    /// A large object of at least `size` bytes aligned to `alignment`, and whether its
+    /// memory must be zeroed; nil if the size is impossible or memory is exhausted.
+    ///
+    /// Takes the page heap's lock; must not hold it.
+    func allocateLarge(_ size: UInt, alignment: UInt, zeroed mustBeZero: Bool) -> UnsafeMutableRawPointer? {
+        let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
+        if overflow { return nil }
+        let pageCount = padded >> pageShift
+        let bytes = pageCount &<< pageShift
+        let (withAlignment, overflow2) = bytes.addingReportingOverflow(alignment > pageSize ? alignment : 0)
+        if overflow2 { return nil }
+        if withAlignment >= directThreshold {
+            // Fresh from the kernel: zero, and never in the program's hands.
+            return allocDirectSpan(bytes: bytes, alignment: alignment).flatMap { UnsafeMutableRawPointer(bitPattern: $0.pointee.base) }
+        }
+        lockPointer.lock()
+        guard let (span, scavenged) = allocSpanLocked(pageCount: pageCount, alignment: alignment, state: .large) else {
+            lockPointer.unlock()
+            return nil
+        }
+        stats.pointee.largeBytes &+= bytes
+        stats.pointee.largeCount &+= 1
+        lockPointer.unlock()
+        let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base).unsafelyUnwrapped
+        if mustBeZero { zeroLarge(memory, bytes: bytes, scavengedBytes: scavenged) }
+        return memory
+    }
+
+    /// Frees the large object at `address` (the base of `span`, looked up without the
+    /// lock), or reports a double free if another free got there first.
+    ///
+    /// Takes the page heap's lock; must not hold it.
+    func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: StaticString) {
+        lockPointer.lock()
+        // Verify under the lock: a racing double free may have freed it meanwhile.
+        guard pointee.spanMap.span(containing: address) == span, span.pointee.state == .large else {
+            lockPointer.unlock()
+            fatalMisuse(call, "double free of", address: address)
+        }
+        if span.pointee.direct {
+            let memory = freeDirectSpanLocked(span)
+            lockPointer.unlock()
+            osUnmap(memory.base, memory.size)
+            return
+        }
+        stats.pointee.largeBytes &-= span.pointee.pages &<< pageShift
+        stats.pointee.largeCount &-= 1
+        freeSpanLocked(span)
+        lockPointer.unlock()
+    }
+
+    /// Shrinks a large object in place, or grows it into free pages that follow it; an
+    /// object mapped on its own is remapped (mremap, which may move it without copying).
+    /// Returns its address, or nil when it cannot. The caller owns the object.
+    ///
+    /// Takes the page heap's lock; must not hold it.
+    func resizeLarge(_ span: UnsafeMutablePointer<Span>, _ size: UInt) -> UnsafeMutableRawPointer? {
+        let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
+        if overflow { return nil }
+        let newPages = padded >> pageShift
+        if newPages == span.pointee.pages { return UnsafeMutableRawPointer(bitPattern: span.pointee.base) }
+        if span.pointee.direct {
+            return resizeDirectSpan(span, bytes: newPages &<< pageShift).flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
+        }
+        lockPointer.lock()
+        defer { lockPointer.unlock() }
+        let oldPages = span.pointee.pages
+        if newPages <= oldPages {
+            shrinkSpanLocked(span, keepPages: newPages)
+        } else if !growSpanInPlaceLocked(span, extraPages: newPages &- oldPages) {
+            return nil
+        }
+        stats.pointee.largeBytes = stats.pointee.largeBytes &- (oldPages &<< pageShift) &+ (span.pointee.pages &<< pageShift)
+        return UnsafeMutableRawPointer(bitPattern: span.pointee.base)
+    }
+
+    // MARK: - Objects mapped on their own
+
+    /// Maps a large object of `bytes` (page-rounded) aligned to `alignment` on its own and
+    /// makes a span for it. Its memory is fresh from the kernel: zero, and never seen by
+    /// the program. Returns nil if the kernel refuses.
+    ///
+    /// Takes the page heap's lock; must not hold it.
+    func allocDirectSpan(bytes: UInt, alignment: UInt) -> UnsafeMutablePointer<Span>? {
+        let base = osMapMemoryAligned(bytes, alignment: max(alignment, pageSize))
+        if base == 0 { return nil }
+        lockPointer.lock()
+        guard pointee.spanMap.ensureSlots(base: base, bytes: pageSize),
+              let record = pointer(to: \.spanRecords)!.pointee.alloc() else {
+            lockPointer.unlock()
+            osUnmap(base, bytes)
+            return nil
+        }
+        let span = record.bindMemory(to: Span.self, capacity: 1)
+        span.initialize(to: Span())
+        span.pointee.base = base
+        span.pointee.pages = bytes >> pageShift
+        span.pointee.state = .large
+        span.pointee.direct = true
+        pointee.spanMap.set(base: base, pages: 1, to: span)
+        stats.pointee.directBytes &+= bytes
+        stats.pointee.directCount &+= 1
+        lockPointer.unlock()
+        return span
+    }
+
+    /// Forgets a span made by allocDirectSpan and returns what to unmap (the caller unmaps
+    /// it after dropping the lock).
+    ///
+    /// Must hold the page heap's lock.
+    func freeDirectSpanLocked(_ span: UnsafeMutablePointer<Span>) -> AddressRange {
+        let memory = AddressRange(base: span.pointee.base, limit: span.pointee.limit)
+        pointee.spanMap.set(base: memory.base, pages: 1, to: nil)
+        stats.pointee.directBytes &-= memory.size
+        stats.pointee.directCount &-= 1
+        pointer(to: \.freedDirect)!.pointee.record(memory.base)
+        span.pointee.state = .free
+        pointer(to: \.spanRecords)!.pointee.free(UnsafeMutableRawPointer(span))
+        return memory
+    }
+
+    /// Resizes an object mapped on its own to `bytes` (page-rounded), moving it if the
+    /// kernel must. Returns its address, or nil (the object unchanged) if the kernel
+    /// refuses. The caller owns the object.
+    ///
+    /// Takes the page heap's lock; must not hold it.
+    func resizeDirectSpan(_ span: UnsafeMutablePointer<Span>, bytes: UInt) -> UInt? {
+        let oldBase = span.pointee.base
+        let oldBytes = span.pointee.pages &<< pageShift
+        let newBase = osRemap(oldBase, oldBytes, bytes)
+        if newBase == 0 { return nil }
+        lockPointer.lock()
+        let map = pointee.spanMap
+        if newBase != oldBase {
+            // The old range is unmapped already and may be mapped again by now: clear its
+            // entry only if it is still ours.
+            if map.span(containing: oldBase) == span { map.set(base: oldBase, pages: 1, to: nil) }
+            if !map.ensureSlots(base: newBase, bytes: pageSize) {
+                lockPointer.unlock()
+                fatalInternal("span map: no memory for the slot of a moved object")
+            }
+            map.set(base: newBase, pages: 1, to: span)
+            span.pointee.base = newBase
+        }
+        span.pointee.pages = bytes >> pageShift
+        stats.pointee.directBytes = stats.pointee.directBytes &- oldBytes &+ bytes
+        lockPointer.unlock()
+        return newBase
+    }
+
+    // MARK: - Misuse diagnosis
+
+    /// Whether an address that maps to no span looks like an object freed before (a double
+    /// free) rather than a pointer SwiftHeap never returned: one of the last objects
+    /// mapped on their own that were freed, or a page-aligned address of heap memory whose
+    /// page is free. (A page-aligned address inside a live large object maps to no span
+    /// either; its page is allocated.) For the abort path only.
+    ///
+    /// Takes the page heap's lock; must not hold it.
+    func looksLikeFreedObject(_ address: UInt) -> Bool {
+        lockPointer.lock()
+        defer { lockPointer.unlock() }
+        if pointee.freedDirect.contains(address) { return true }
+        return address & (pageSize &- 1) == 0 && pointee.pages.pointee.isFreePage(address)
+    }
+}
+
+/// Makes a large object's memory zero for calloc without trusting what it held. Pages the
+/// scavenger released read as zero only until someone writes them, and a program that
+/// writes into memory it freed (a use-after-free bug) may have: so released pages are not
+/// "known zero". Where most of the span was released, releasing it again is the cheap way
+/// (madvise of pages that are not resident costs little, and the kernel zero-fills every
+/// page on its next touch, written or not); otherwise the memset is the cheaper.
+///
+/// The span must be allocated to the caller (no lock is held).
+func zeroLarge(_ memory: UnsafeMutableRawPointer, bytes: UInt, scavengedBytes: UInt) {
+    if scavengedBytes >= bytes / 2 {
+        osRelease(UInt(bitPattern: memory), bytes)
+    } else {
+        memset(memory, 0, Int(bitPattern: bytes))
+    }
+}

@@ -1,0 +1,205 @@
+// The scavenger: sweep epochs and the retained-memory goal (Go's bgscavenge and
+// scavengeAll, over the page allocator's generations of PageAllocScavenge.swift).
+//
+// The scavenger is an instance made with the page heap and the central lists it
+// releases memory from and the HeapEvents record they publish into; it sits above them
+// and they never call it. Its other parts: pacing and decay (ScavengerPacing.swift), who
+// runs it (ScavengerRunner.swift), trace lines and malloc_trim (ScavengerTrace.swift).
+//
+// Sweep epochs. Pages return to the page heap as spans empty (Central.release, large
+// frees), and the page heap counts them (events.freedSinceEpoch); when the pages freed
+// since the last epoch reach epochPercent of the heap it raises events.epochDue — it
+// never wakes the scavenger (waking may block). The next tick sees it and ends the
+// epoch: scavengeStartGen clones inUse into the generation's ranges, and the
+// retained-memory goal is reset to the live bytes now plus retainPercent. An epoch also
+// ends when a tick finds pages were freed but no epoch ended for a second (the heap went
+// idle), and on malloc_trim.
+//
+// Work. While retained memory (mapped, less free pages already released, less pages
+// released inside spans) is above the goal, the scavenger reserves address ranges from
+// the top of the heap and releases free pages with MADV_DONTNEED without the page heap's
+// lock (the pages are held as allocated while it runs). When free pages run out and
+// retained is still above the goal, it releases the OS pages inside partly used spans
+// that hold only free objects (once per generation). Pages of a small span made from
+// zero pages count as released inside it until an object on them is handed out
+// (Central.setUpSpan), so retained memory does not count pages the program never touched.
+//
+// Locking: the fields marked so are guarded by the page heap's lock; the words are
+// atomics; the runner's state is guarded by the runner lock (ScavengerRunner.swift).
+
+import CShim
+
+struct Scavenger {
+    // What it works on.
+    var pageHeap: UnsafeMutablePointer<PageHeap>
+    var centrals: UnsafeMutablePointer<Central>
+    /// Size classes (centrals 1..<classCount are in use).
+    var classCount: Int
+    var events: UnsafeMutablePointer<HeapEvents>
+    /// The knobs (Config.swift), set by the library constructor before startAllowed.
+    var config = Config()
+
+    // Atomic words:
+    /// Futex word the thread sleeps on.
+    var sleepWord: UInt32 = 0
+    /// Raised while a generation's goal is not met: the inline runner keeps working
+    /// toward it on the next slow paths (ScavengerRunner.swift).
+    var goalPendingFlag: UInt32 = 0
+    /// 0: no thread; 1: started.
+    var threadState: UInt32 = 0
+    /// Set once the library constructor has run: the scavenger may run (the config is read).
+    var startAllowed: UInt32 = 0
+    /// CPU time the scavenger used, in its thread and inline (for stats).
+    var cpuNanos: UInt64 = 0
+
+    // Guarded by the page heap's lock:
+    /// Retained bytes the scavenger works down to.
+    var goalBytes: UInt = 0
+    /// Monotonic time the last epoch ended.
+    var lastEpochNanos: Int64 = 0
+    /// Whether the current generation's in-span pass ran, and whether it reached its
+    /// goal (from then on only decay releases more).
+    var inSpanPassDone: Bool = false
+    var goalReached: Bool = true
+    /// Bytes released inside spans in the current generation (the page allocator counts
+    /// the free pages it released).
+    var inSpanReleasedThisGen: UInt = 0
+    /// Bytes of the current generation's work already reported by a trace line.
+    var tracedBytes: UInt = 0
+
+    /// The runners' own (ScavengerRunner.swift), guarded by the runner lock.
+    var runner = RunnerState()
+
+    /// Makes the scavenger at `p` (stable memory) of `pageHeap` and `centrals` (classes
+    /// 1..<classCount), which publish into `events`.
+    static func initialize(_ p: UnsafeMutablePointer<Scavenger>, pageHeap: UnsafeMutablePointer<PageHeap>,
+                           centrals: UnsafeMutablePointer<Central>, classCount: Int,
+                           events: UnsafeMutablePointer<HeapEvents>) {
+        p.initialize(to: Scavenger(pageHeap: pageHeap, centrals: centrals, classCount: classCount, events: events))
+    }
+}
+
+/// The smallest freedSinceEpoch that ends an epoch.
+let minimumEpochBytes: UInt = 1 << 20
+
+extension UnsafeMutablePointer where Pointee == Scavenger {
+    @inline(__always) var goalPendingWord: UnsafeMutablePointer<UInt32> { pointer(to: \.goalPendingFlag)! }
+    @inline(__always) var heapLock: UnsafeMutablePointer<Mutex> { pointee.pageHeap.lockPointer }
+    @inline(__always) var pages: UnsafeMutablePointer<PageAlloc> { pointee.pageHeap.pointee.pages }
+
+    /// Records whether the current generation met its goal (and tells the inline runner).
+    /// Must hold the page heap's lock.
+    func setGoalReachedLocked(_ reached: Bool) {
+        pointee.goalReached = reached
+        sh_store32(goalPendingWord, reached ? 0 : 1)
+    }
+
+    /// Bytes of live objects: small objects handed out of the central lists (including
+    /// those sitting in thread caches) and large objects of the page heap. Read without
+    /// the central locks: an estimate, as Go's heapLive is between GCs.
+    func liveBytesEstimate() -> UInt {
+        var live = pointee.pageHeap.pointee.stats.largeBytes
+        var cls = 1
+        while cls < pointee.classCount {
+            let central = pointee.centrals + cls
+            live &+= central.pointee.allocatedObjects &* UInt(central.pointee.info.size)
+            cls &+= 1
+        }
+        return live
+    }
+
+    /// Memory the process holds from the OS for the page heap, by the allocator's count.
+    ///
+    /// Must hold the page heap's lock.
+    func retainedBytesLocked() -> UInt {
+        let released = pages.pointee.scavengedBytes &+ pointee.events.inSpanReleasedBytes
+        let mapped = pointee.pageHeap.pointee.stats.mappedBytes
+        return mapped > released ? mapped &- released : 0
+    }
+
+    /// Free pages of the page heap that are still resident, by its count.
+    ///
+    /// Must hold the page heap's lock.
+    func freeResidentBytesLocked() -> UInt {
+        let p = pages.pointee
+        return p.freeBytes &- min(p.freeBytes, p.scavengedBytes)
+    }
+
+    /// Ends the sweep epoch: starts a scavenge generation and resets the goal. Returns
+    /// the trace of the generation that ended, if it released anything and was not
+    /// traced yet (the caller prints it after dropping the lock: stderr may be a pipe).
+    ///
+    /// Must hold the page heap's lock.
+    func endEpochLocked(now: Int64) -> ScavengeTrace? {
+        let trace = untracedWorkLocked(forced: false)
+        _ = pages.pointee.scavengeStartGen()
+        let live = liveBytesEstimate()
+        let config = pointee.config
+        pointee.goalBytes = live &+ live / 100 &* config.retainPercent
+        let threshold = pointee.pageHeap.pointee.stats.mappedBytes / 100 &* config.epochPercent
+        let events = pointee.events
+        events.pointee.epochThreshold = max(threshold, minimumEpochBytes)
+        events.pointee.freedSinceEpoch = 0
+        sh_store32(events.epochDueWord, 0)
+        pointee.lastEpochNanos = now
+        pointee.inSpanPassDone = false
+        setGoalReachedLocked(false)
+        pointee.inSpanReleasedThisGen = 0
+        pointee.tracedBytes = 0
+        return trace
+    }
+
+    /// Releases memory until retained bytes reach `goal`, spending at most `budgetNanos`
+    /// of this thread's CPU time (unlimited if negative), `stepBytes` at a time (the
+    /// budget is checked between steps). Returns bytes released and whether the
+    /// generation ran out of work or reached the goal.
+    ///
+    /// Takes the page heap's lock and the central locks; must hold none.
+    func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64, stepBytes: UInt) -> (released: UInt, finished: Bool) {
+        let start = sh_thread_cpu_nanos()
+        var released: UInt = 0
+        while budgetNanos < 0 || sh_thread_cpu_nanos() &- start < budgetNanos {
+            heapLock.lock()
+            let retained = retainedBytesLocked()
+            if retained <= goal {
+                heapLock.unlock()
+                return (released, true)
+            }
+            let want = min(retained &- goal, stepBytes)
+            let pagesReleased = PageAlloc.scavenge(pages, want, mayUnlock: true)
+            let inSpanDone = pointee.inSpanPassDone
+            if pagesReleased == 0 { pointee.inSpanPassDone = true }
+            heapLock.unlock()
+            released &+= pagesReleased
+            if pagesReleased == 0 {
+                if inSpanDone { return (released, true) }
+                released &+= releaseFreeObjectPages()
+            }
+        }
+        return (released, false)
+    }
+
+    /// Releases, in every class, the OS pages of partly used spans that hold only free
+    /// objects (if `confirmed`, that did at the previous confirmed pass too). Returns
+    /// bytes released.
+    ///
+    /// Takes each central lock in turn, then the page heap's; must hold none.
+    func releaseFreeObjectPages(confirmed: Bool = false) -> UInt {
+        var released: UInt = 0
+        var cls = 1
+        while cls < pointee.classCount {
+            released &+= (pointee.centrals + cls).releaseFreePages(confirmed: confirmed)
+            cls &+= 1
+        }
+        if released > 0 {
+            heapLock.lock()
+            pointee.inSpanReleasedThisGen &+= released
+            heapLock.unlock()
+        }
+        return released
+    }
+}
+
+extension Int32 {
+    @inline(__always) var toBool: Bool { self != 0 }
+}

@@ -1,0 +1,175 @@
+// The scavenger's pacing and decay: the tick that both runners run (ScavengerRunner.swift).
+//
+// Pacing. CPU time spent scavenging is charged to a token bucket filled at
+// scavengeCPUPercent of one core (default 1%), holding at most scavengeBurstMillis
+// (default 200 ms): over any long run the scavenger uses at most its share, yet the
+// first second after a large free can release hundreds of MiB at once.
+//
+// Decay. Reaching the goal leaves up to retainPercent of the heap in free, resident
+// pages, and in a heap that keeps churning more: allocations land on other free runs
+// than the ones just freed (first fit) while those stay resident. So once the goal is
+// met the scavenger keeps watching the free, resident bytes of the page heap: every tick
+// (100 ms) it samples them, and what stayed free for the whole decay window (the
+// minimum of the samples over decayMillis, default 200 ms) was not needed in that time
+// and is released (jemalloc's dirty decay, by amount rather than page age). A generation
+// that runs out of work meanwhile is ended and a new one started. The in-span pass runs
+// in decay too, every two windows, and releases only the pages it found all free at its
+// previous pass as well (Span.freeOSPagesSeen), so that pages of objects that keep being
+// handed out and freed are not faulted in again and again.
+//
+// Locking: the tick runs holding the runner lock (its state is RunnerState) and takes the
+// page heap's and the central locks as it goes.
+
+import CShim
+
+/// Slots of the decay sample ring: a window of up to 1.6 s at 100 ms ticks.
+let decaySampleSlots = 16
+
+struct DecaySamples {
+    var slots = InlineArray<16, UInt>(repeating: 0)
+
+    /// Records `value` at `index` (mod the ring) and returns the minimum of the last
+    /// `count` samples including this one.
+    mutating func record(_ value: UInt, at index: Int, window count: Int) -> UInt {
+        slots[index & (decaySampleSlots &- 1)] = value
+        var minimum = value
+        var k = 1
+        while k < count {
+            minimum = min(minimum, slots[(index &- k) & (decaySampleSlots &- 1)])
+            k &+= 1
+        }
+        return minimum
+    }
+
+    /// Takes `bytes` (released meanwhile) off every sample: they are no longer free and resident.
+    mutating func subtract(_ bytes: UInt) {
+        var i = 0
+        while i < decaySampleSlots {
+            slots[i] = slots[i] &- min(slots[i], bytes)
+            i &+= 1
+        }
+    }
+}
+
+/// The scavenger's tick period.
+let scavengerTickNanos: Int64 = 100_000_000
+/// Free-page releases smaller than this wait for the next tick (a madvise per few pages
+/// costs more than the memory is worth).
+let decayMinimumBytes: UInt = 256 << 10
+/// An epoch ends after this long with pages freed and no epoch ended (the heap went idle).
+let idleEpochNanos: Int64 = 1_000_000_000
+/// Bytes one release step of the thread asks for (the budget is checked between steps).
+let threadStepBytes: UInt = 4 << 20
+
+extension UnsafeMutablePointer where Pointee == Scavenger {
+    /// Releases up to `bytes` of free pages for decay: continues this generation, and if
+    /// it runs out of work (pages freed since it started lie in memory it has searched
+    /// already) ends it and starts a new one. Returns the bytes released and the trace of
+    /// a generation that ended, if any.
+    ///
+    /// Takes the page heap's lock; must hold none.
+    func releaseDecayed(_ bytes: UInt) -> (released: UInt, trace: ScavengeTrace?) {
+        heapLock.lock()
+        var released = PageAlloc.scavenge(pages, bytes, mayUnlock: true)
+        var trace: ScavengeTrace? = nil
+        if released < bytes {
+            trace = endEpochLocked(now: sh_monotonic_nanos())
+            released &+= PageAlloc.scavenge(pages, bytes &- released, mayUnlock: true)
+        }
+        heapLock.unlock()
+        return (released, trace)
+    }
+
+    /// One step of the scavenger: ends the sweep epoch if one is due, records decay's
+    /// sample, and spends up to the runner's slice of the CPU budget releasing memory
+    /// toward the goal, or, once it is met, what stayed free for the decay window.
+    /// `inline`: run from an allocation slow path, at most inlineSliceNanos and
+    /// inlineStepBytes per release step. Returns the CPU time spent and whether there was
+    /// anything to do.
+    ///
+    /// Must hold the runner lock and no other allocator lock; takes the page heap's and
+    /// the central locks.
+    func tick(now: Int64, inline: Bool) -> (spentNanos: Int64, busy: Bool) {
+        let state = pointer(to: \.runner)!
+        let config = pointee.config
+        let rate = Int64(config.scavengeCPUPercent)  // ns of CPU per 100 ns of wall time
+        let bucket = Int64(config.scavengeBurstMillis) &* 1_000_000
+        let decayTicks = config.decayMillis == 0 ? 0 : Int(min(max(config.decayMillis / 100, 1), UInt(decaySampleSlots)))
+        if !state.pointee.started {
+            state.pointee.started = true
+            state.pointee.tokensNanos = bucket
+            state.pointee.lastRefillNanos = now
+            state.pointee.lastTickNanos = now &- scavengerTickNanos
+        }
+        state.pointee.tokensNanos = min(bucket, state.pointee.tokensNanos &+ (now &- state.pointee.lastRefillNanos) &* rate / 100)
+        state.pointee.lastRefillNanos = now
+        // Ticks since the last one: at least one; more when the inline runner had no call.
+        let elapsedTicks = Int(min(max((now &- state.pointee.lastTickNanos) / scavengerTickNanos, 1), Int64(decaySampleSlots)))
+        state.pointee.lastTickNanos = now
+
+        heapLock.lock()
+        var endedTrace: ScavengeTrace? = nil
+        let events = pointee.events
+        let freed = events.pointee.freedSinceEpoch
+        let idle = freed > 0 && now &- pointee.lastEpochNanos > idleEpochNanos
+        let epochEnded = sh_load32(events.epochDueWord) != 0 || idle
+        if epochEnded { endedTrace = endEpochLocked(now: now) }
+        let goal = max(pointee.goalBytes, liveBytesEstimate() / 100 &* (100 &+ config.retainPercent))
+        let goalPending = !pointee.goalReached
+        let freeResident = freeResidentBytesLocked()
+        heapLock.unlock()
+        var busy = epochEnded || goalPending || freed != state.pointee.lastFreedSinceEpoch
+        state.pointee.lastFreedSinceEpoch = epochEnded ? 0 : freed
+
+        // What stayed free and resident over the whole window. Ticks without a call (inline)
+        // saw the value of the last sample.
+        var unneeded: UInt = 0
+        if decayTicks > 0 {
+            let samples = state.pointer(to: \.freeSamples)!
+            var k = 1
+            while k < elapsedTicks {
+                _ = samples.pointee.record(state.pointee.lastSample, at: state.pointee.sampleIndex, window: decayTicks)
+                state.pointee.sampleIndex &+= 1
+                k &+= 1
+            }
+            unneeded = samples.pointee.record(freeResident, at: state.pointee.sampleIndex, window: decayTicks)
+            state.pointee.sampleIndex &+= 1
+            state.pointee.lastSample = freeResident
+        }
+        if let endedTrace, config.scavengeTrace { printTrace(endedTrace) }
+        if state.pointee.tokensNanos <= 0 { return (0, busy) }
+
+        let slice = inline ? min(state.pointee.tokensNanos, inlineSliceNanos) : state.pointee.tokensNanos
+        let cpuBefore = sh_thread_cpu_nanos()
+        if goalPending {
+            let (released, finished) = scavengeTowardGoal(goal, budgetNanos: slice,
+                                                          stepBytes: inline ? inlineStepBytes : threadStepBytes)
+            state.pointee.freeSamples.subtract(released)
+            state.pointee.lastSample &-= min(state.pointee.lastSample, released)
+            if finished {
+                heapLock.lock()
+                setGoalReachedLocked(true)
+                let trace = untracedWorkLocked(forced: false)
+                heapLock.unlock()
+                if let trace, config.scavengeTrace { printTrace(trace) }
+            }
+        } else if decayTicks > 0 {
+            if unneeded >= decayMinimumBytes {
+                let (released, trace) = releaseDecayed(inline ? min(unneeded, inlineStepBytes) : unneeded)
+                state.pointee.freeSamples.subtract(released)
+                state.pointee.lastSample &-= min(state.pointee.lastSample, released)
+                if released > 0 { busy = true }
+                if let trace, config.scavengeTrace { printTrace(trace) }
+            }
+            // Pages of free objects in partly used spans that stayed free from one pass
+            // to the next: a pass every two windows.
+            if now &- state.pointee.lastInSpanPassNanos >= Int64(decayTicks) &* 2 &* scavengerTickNanos {
+                state.pointee.lastInSpanPassNanos = now
+                if releaseFreeObjectPages(confirmed: true) > 0 { busy = true }
+            }
+        }
+        let spent = sh_thread_cpu_nanos() &- cpuBefore
+        state.pointee.tokensNanos &-= spent
+        return (spent, busy)
+    }
+}

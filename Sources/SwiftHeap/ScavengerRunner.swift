@@ -1,0 +1,177 @@
+// Who runs the scavenger's work: a background thread in programs that run threads of
+// their own, and the allocator's own slow paths in programs that do not.
+//
+// A process with one thread must stay one thread (DESIGN.md): the kernel refuses
+// unshare(CLONE_NEWUSER) and setns to a multithreaded process, and sandboxes rely on
+// them; and a pthread_create from inside free would allocate on the pages just freed.
+// So the work has two runners that share one tick (ScavengerPacing.swift) and one CPU
+// budget:
+//
+//   * inline: the C ABI's slow paths end with poke() when pages moved between spans and
+//     the page heap (events.pagesMoved: a span made or given back, a large object
+//     allocated or freed), holding no lock. It runs a tick when work is flagged (an
+//     epoch due, a generation's goal not yet met) or a tick period (100 ms) has passed
+//     since the last one, with at most inlineSliceNanos of CPU and inlineStepBytes per
+//     release step: no call of malloc or free stalls for long, and a burst of frees
+//     releases its memory as it goes. Between ticks the free, resident bytes of the page
+//     heap change only at such events, so decay's samples for the ticks that had no call
+//     repeat the last value.
+//   * thread: once the program runs other threads (glibc's __libc_single_threaded, then
+//     /proc/self/stat, checked at most once a second), an allocation slow path that finds
+//     work flagged starts the thread (never a free: pthread_create would reuse the block
+//     just freed). It ticks every 100 ms with the whole budget, blocks every signal, and
+//     exits when the program's other threads are gone (ThreadCount.swift) or after
+//     quietTicksBeforeExit ticks with nothing to do; it is started again when needed, and
+//     in a forked child (where it does not exist) only once that child runs threads.
+//
+// Locking: the runner lock (rank scavengerRunner) guards RunnerState and serialises the
+// runners (the thread takes it for each tick; the inline runner only tries it and skips
+// when busy). fork does not take it (a tick may be long); the child reinitialises it:
+// RunnerState holds only pacing figures, which a fork can at worst leave stale.
+
+import CShim
+
+/// The runners' state, guarded by the runner lock.
+struct RunnerState {
+    var lock = Mutex(rank: .scavengerRunner)
+    /// Free, resident bytes of the page heap sampled each tick (a ring of
+    /// decaySampleSlots; the latest decayTicks count), less what was released since.
+    var freeSamples = DecaySamples()
+    var sampleIndex: Int = 0
+    var lastSample: UInt = 0
+    var lastTickNanos: Int64 = 0
+    var lastInSpanPassNanos: Int64 = 0
+    var tokensNanos: Int64 = 0
+    var lastRefillNanos: Int64 = 0
+    var started: Bool = false
+    /// Consecutive thread ticks with nothing to do.
+    var quietTicks: Int = 0
+    /// freedSinceEpoch seen by the last tick (new frees make a tick not quiet).
+    var lastFreedSinceEpoch: UInt = 0
+    /// When the program's thread count was last read, and what it said.
+    var threadCheckNanos: Int64 = 0
+    var programHasThreads: Bool = false
+}
+
+/// CPU time one inline tick may spend.
+let inlineSliceNanos: Int64 = 500_000
+/// Bytes one inline release step asks for (the slice is checked between steps).
+let inlineStepBytes: UInt = 1 << 20
+/// Thread ticks with nothing to do before the thread exits (5 s).
+let quietTicksBeforeExit = 50
+/// How often the program's thread count is read from /proc (once the libc says it has run threads).
+let threadCheckIntervalNanos: Int64 = 1_000_000_000
+/// The thread's stack: it calls nothing deep.
+let scavengerStackBytes = 64 << 10
+
+extension UnsafeMutablePointer where Pointee == Scavenger {
+    @inline(__always) private var runnerLock: UnsafeMutablePointer<Mutex> { pointer(to: \.runner.lock)! }
+    @inline(__always) private var threadStateWord: UnsafeMutablePointer<UInt32> { pointer(to: \.threadState)! }
+    @inline(__always) private var startAllowedWord: UnsafeMutablePointer<UInt32> { pointer(to: \.startAllowed)! }
+    @inline(__always) private var cpuNanosWord: UnsafeMutablePointer<UInt64> { pointer(to: \.cpuNanos)! }
+
+    /// Allows the scavenger to run (from the library constructor, once the config is set).
+    func allowToRun() { sh_store32(startAllowedWord, 1) }
+
+    /// In a forked child: no scavenger thread exists there, and the runner lock may have
+    /// been held by it.
+    func resetAfterFork() {
+        sh_store32(threadStateWord, 0)
+        runnerLock.reinitialize()
+    }
+
+    /// Whether the scavenger thread is running (for tests and stats).
+    var threadRunning: Bool { sh_load32(threadStateWord) != 0 }
+
+    /// CPU time the scavenger used so far.
+    var cpuNanos: UInt64 { sh_load64_relaxed(cpuNanosWord) }
+
+    // MARK: - The inline runner
+
+    /// Called at the end of the C ABI's slow paths, holding no lock, when pages moved:
+    /// runs a bounded tick inline, or starts the thread (see the file comment).
+    /// `allocating`: called from an allocation, where the thread may be started.
+    @inline(__always) func poke(allocating: Bool) {
+        sh_store32(pointee.events.pagesMovedWord, 0)
+        if sh_load32_relaxed(threadStateWord) != 0 { return }
+        pokeSlow(allocating: allocating)
+    }
+
+    @inline(never) private func pokeSlow(allocating: Bool) {
+        if sh_load32(startAllowedWord) == 0 || !pointee.config.scavengerEnabled { return }
+        let flagged = sh_load32_relaxed(pointee.events.epochDueWord) != 0 || sh_load32_relaxed(goalPendingWord) != 0
+        let now = sh_monotonic_nanos()
+        if !flagged && now &- pointee.runner.lastTickNanos < scavengerTickNanos { return }
+        if !runnerLock.tryLock() { return }
+        if allocating && flagged && programRunsThreads(now) {
+            runnerLock.unlock()
+            startThread()
+            return
+        }
+        let spent = tick(now: now, inline: true).spentNanos
+        runnerLock.unlock()
+        _ = sh_add64(cpuNanosWord, UInt64(spent))
+    }
+
+    /// Whether the program runs threads besides the caller (a stale answer is at most a
+    /// second old). Must hold the runner lock.
+    private func programRunsThreads(_ now: Int64) -> Bool {
+        if sh_libc_single_threaded() != 0 { return false }
+        let state = pointer(to: \.runner)!
+        if state.pointee.threadCheckNanos == 0 || now &- state.pointee.threadCheckNanos >= threadCheckIntervalNanos {
+            state.pointee.threadCheckNanos = now
+            state.pointee.programHasThreads = otherThreadsAlive()
+        }
+        return state.pointee.programHasThreads
+    }
+
+    // MARK: - The thread
+
+    @inline(never) private func startThread() {
+        if !sh_cas32(threadStateWord, 0, 1).toBool { return }
+        var allSignals = sigset_t()
+        var previous = sigset_t()
+        sigfillset(&allSignals)
+        pthread_sigmask(SIG_SETMASK, &allSignals, &previous)
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        pthread_attr_setstacksize(&attributes, scavengerStackBytes)
+        var thread = pthread_t()
+        let result = pthread_create(&thread, &attributes, scavengerThreadMain, UnsafeMutableRawPointer(self))
+        pthread_attr_destroy(&attributes)
+        pthread_sigmask(SIG_SETMASK, &previous, nil)
+        // On failure the inline runner carries on; threadState stays set only while a
+        // thread exists.
+        if result != 0 { sh_store32(threadStateWord, 0) }
+    }
+
+    /// The thread's loop: a tick every 100 ms until the program's threads are gone or
+    /// nothing happened for quietTicksBeforeExit ticks.
+    fileprivate func runThread() {
+        runnerLock.lock()
+        pointee.runner.quietTicks = 0
+        runnerLock.unlock()
+        let sleepWord = pointer(to: \.sleepWord)!
+        while true {
+            sh_futex_wait_timeout(sleepWord, sh_load32(sleepWord), scavengerTickNanos)
+            // The program's threads are gone (a main that called pthread_exit): leave, so
+            // that the process ends as it would without us (ThreadCount.swift).
+            if !otherThreadsAlive() { break }
+            runnerLock.lock()
+            let (spent, busy) = tick(now: sh_monotonic_nanos(), inline: false)
+            let state = pointer(to: \.runner)!
+            state.pointee.quietTicks = busy ? 0 : state.pointee.quietTicks &+ 1
+            let quiet = state.pointee.quietTicks >= quietTicksBeforeExit
+            runnerLock.unlock()
+            _ = sh_add64(cpuNanosWord, UInt64(spent))
+            if quiet { break }
+        }
+        sh_store32(threadStateWord, 0)
+    }
+}
+
+private func scavengerThreadMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    argument.unsafelyUnwrapped.assumingMemoryBound(to: Scavenger.self).runThread()
+    return nil
+}

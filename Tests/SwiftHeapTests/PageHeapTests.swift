@@ -1,0 +1,219 @@
+import Testing
+import Glibc
+@testable import SwiftHeap
+
+/// The page heap on private instances: spans, the span map's rule, growth, large objects,
+/// objects mapped on their own, and what it publishes in its events. Every expectation is
+/// exact: nothing else uses these heaps.
+@Suite struct PageHeapTests {
+    @Test(arguments: [1, 2, 7, 512, 513, 9000] as [UInt])
+    func allocSpanMapsItsPagesAndFreeUnmapsThem(pages: UInt) throws {
+        // A small span maps every page (a free finds it from any object); a large span its
+        // first page only (its metadata must not grow with its size).
+        let h = PrivateHeap()
+        for state in [SpanState.small, .large] {
+            let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: pages, state: state) })
+            let base = span.pointee.base
+            let map = h.pageHeap.pointee.spanMap
+            #expect(base % pageSize == 0)
+            #expect(span.pointee.pages == pages && span.pointee.state == state)
+            #expect(h.pageHeap.pointee.stats.spanBytes == pages * pageSize)
+            #expect(map.span(containing: base) == span)
+            #expect(pages == 1 || map.span(containing: base + pages * pageSize - 1) == (state == .small ? span : nil), "\(state)")
+            // The memory is really ours: write its first and last bytes.
+            UnsafeMutablePointer<UInt8>(bitPattern: base)!.pointee = 1
+            UnsafeMutablePointer<UInt8>(bitPattern: base + pages * pageSize - 1)!.pointee = 1
+            h.locked { h.pageHeap.freeSpanLocked(span) }
+            #expect(map.span(containing: base) == nil)
+            #expect(map.span(containing: base + pages * pageSize - 1) == nil)
+            #expect(h.pageHeap.pointee.stats.spanBytes == 0)
+        }
+    }
+
+    @Test func theHeapGrowsByWhatItNeeds() throws {
+        let h = PrivateHeap()
+        let stats = h.pageHeap.stats
+        #expect(stats.pointee.mappedBytes == 0, "nothing mapped before the first span")
+        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 1, state: .small) })
+        #expect(stats.pointee.mappedBytes == 4 << 20 && stats.pointee.regionCount == 1, "a first region of 4 MiB")
+        // 600 pages do not fit what is left: the next region is 8 MiB (twice the last,
+        // and more than the 4.7 MiB asked).
+        let (b, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 600, state: .large) })
+        #expect(stats.pointee.mappedBytes == 12 << 20 && stats.pointee.regionCount == 2)
+        // A request above the growth step maps the request, rounded to whole chunks.
+        let (c, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 5000, state: .large) })
+        #expect(stats.pointee.mappedBytes == (12 << 20) + alignUp(5000 * pageSize, chunkBytes))
+        #expect(stats.pointee.nextGrowthBytes == 32 << 20)
+        h.locked {
+            for span in [a, b, c] { h.pageHeap.freeSpanLocked(span) }
+        }
+        #expect(h.pageHeap.pointee.pages.pointee.freeBytes == stats.pointee.mappedBytes)
+    }
+
+    @Test(arguments: [2 * pageSize, 64 << 10, 1 << 20, 4 << 20] as [UInt])
+    func alignedSpansAreAligned(alignment: UInt) throws {
+        let h = PrivateHeap()
+        let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 3, alignment: alignment, state: .large) })
+        #expect(span.pointee.base % alignment == 0)
+        #expect(span.pointee.pages == 3)
+        #expect(h.pageHeap.pointee.stats.spanBytes == 3 * pageSize, "the head and tail went back")
+        h.locked { h.pageHeap.freeSpanLocked(span) }
+    }
+
+    @Test func spansOfFreshPagesReportEveryByteScavenged() throws {
+        let h = PrivateHeap()
+        let (span, scavenged) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 300, state: .large) })
+        #expect(scavenged == 300 * pageSize)
+        // Written, freed, taken again: no longer scavenged.
+        UnsafeMutableRawPointer(bitPattern: span.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(300 * pageSize))
+        h.locked { h.pageHeap.freeSpanLocked(span) }
+        let (again, scavengedAgain) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 300, state: .large) })
+        #expect(again.pointee.base == span.pointee.base && scavengedAgain == 0)
+        h.locked { h.pageHeap.freeSpanLocked(again) }
+    }
+
+    /// calloc's zeroing of a large span does not trust released pages: bytes written into
+    /// them after the release (a use-after-free) are gone, by either of its two ways.
+    @Test func zeroLargeClearsWhatWasWrittenAfterARelease() throws {
+        let h = PrivateHeap()
+        for scavengedShare: UInt in [0, 1, 2] {  // none, half, all of the span reported released
+            let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 4, state: .large) })
+            let bytes = 4 * pageSize
+            let memory = try #require(UnsafeMutableRawPointer(bitPattern: span.pointee.base))
+            osRelease(span.pointee.base, bytes)
+            memory.initializeMemory(as: UInt8.self, repeating: 0xA5, count: Int(bytes))
+            zeroLarge(memory, bytes: bytes, scavengedBytes: bytes / 2 * scavengedShare)
+            let view = UnsafeBufferPointer(start: memory.assumingMemoryBound(to: UInt8.self), count: Int(bytes))
+            #expect(view.allSatisfy { $0 == 0 }, "scavenged share \(scavengedShare)/2")
+            h.locked { h.pageHeap.freeSpanLocked(span) }
+        }
+    }
+
+    @Test func impossibleSizesFailWithoutGrowing() {
+        let h = PrivateHeap()
+        #expect(h.locked { h.pageHeap.allocSpanLocked(pageCount: UInt.max / pageSize, state: .large) } == nil)
+        #expect(h.locked { h.pageHeap.allocSpanLocked(pageCount: 1 << 40, state: .large) } == nil)
+        #expect(h.pageHeap.pointee.stats.mappedBytes == 0)
+        #expect(h.pageHeap.allocateLarge(UInt.max - 10, alignment: pageSize, zeroed: false) == nil)
+        #expect(h.pageHeap.allocateLarge(1 << 40, alignment: pageSize, zeroed: false) == nil, "the kernel refuses 1 TiB")
+        #expect(h.pageHeap.pointee.stats.mappedBytes == 0 && h.pageHeap.pointee.stats.directBytes == 0)
+    }
+
+    @Test func growInPlaceTakesTheFreePagesThatFollowAndStopsAtANeighbour() throws {
+        let h = PrivateHeap()
+        let pages = h.pageHeap.pointee.pages
+        let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 40, state: .large) })
+        let base = span.pointee.base
+        h.locked { h.pageHeap.shrinkSpanLocked(span, keepPages: 30) }
+        #expect(span.pointee.pages == 30 && h.pageHeap.pointee.stats.spanBytes == 30 * pageSize)
+        #expect(h.locked { pages.pointee.isFreePage(base + 30 * pageSize) && !pages.pointee.isFreePage(base + 29 * pageSize) })
+        #expect(h.locked { h.pageHeap.growSpanInPlaceLocked(span, extraPages: 10) })
+        #expect(span.pointee.pages == 40 && h.locked { !pages.pointee.isFreePage(base + 39 * pageSize) })
+        // First fit in a fresh heap: the next span lies right after it and blocks growth.
+        let (next, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 1, state: .large) })
+        #expect(next.pointee.base == span.pointee.limit)
+        #expect(!h.locked { h.pageHeap.growSpanInPlaceLocked(span, extraPages: 1) })
+        #expect(span.pointee.pages == 40)
+        h.locked {
+            h.pageHeap.freeSpanLocked(next)
+            h.pageHeap.freeSpanLocked(span)
+        }
+    }
+
+    @Test func largeObjectsCountAndResizeInPlace() throws {
+        let h = PrivateHeap()
+        let stats = h.pageHeap.stats
+        let p = try #require(h.pageHeap.allocateLarge(200_000, alignment: pageSize, zeroed: false))
+        let pages = alignUp(200_000, pageSize) / pageSize
+        #expect(stats.pointee.largeBytes == pages * pageSize && stats.pointee.largeCount == 1)
+        let span = try #require(h.pageHeap.pointee.spanMap.span(containing: UInt(bitPattern: p)))
+        // Fresh heap: the pages after it are free, so it grows in place, and shrinks in place.
+        #expect(h.pageHeap.resizeLarge(span, 260_000) == p)
+        #expect(stats.pointee.largeBytes == alignUp(260_000, pageSize))
+        #expect(h.pageHeap.resizeLarge(span, 100_000) == p)
+        #expect(stats.pointee.largeBytes == alignUp(100_000, pageSize))
+        h.pageHeap.freeLarge(span, address: UInt(bitPattern: p), call: "free()")
+        #expect(stats.pointee.largeBytes == 0 && stats.pointee.largeCount == 0 && stats.pointee.spanBytes == 0)
+    }
+
+    /// What the page heap publishes for the scavenger: every page freed counts toward the
+    /// epoch, which is due at the threshold; pages moving raise pagesMoved.
+    @Test func freedPagesArePublishedInTheEvents() throws {
+        let h = PrivateHeap()
+        h.events.pointee.epochThreshold = 100 * pageSize
+        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 60, state: .large) })
+        let (b, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 60, state: .large) })
+        #expect(h.events.pointee.pagesMoved == 1)
+        h.events.pointee.pagesMoved = 0
+        h.locked { h.pageHeap.freeSpanLocked(a) }
+        #expect(h.events.pointee.freedSinceEpoch == 60 * pageSize && h.events.pointee.epochDue == 0)
+        #expect(h.events.pointee.pagesMoved == 1)
+        h.locked { h.pageHeap.shrinkSpanLocked(b, keepPages: 10) }
+        #expect(h.events.pointee.freedSinceEpoch == 110 * pageSize && h.events.pointee.epochDue == 1)
+        h.locked { h.pageHeap.freeSpanLocked(b) }
+        #expect(h.events.pointee.freedSinceEpoch == 120 * pageSize)
+    }
+
+    /// A small span emptied with some of its pages released inside it gives those pages
+    /// back scavenged: not counted as resident, not released again.
+    @Test func anEmptiedSpanLeavesItsReleasedPagesScavenged() throws {
+        let h = PrivateHeap()
+        let pages = h.pageHeap.pointee.pages
+        let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 3, state: .small) })
+        let base = span.pointee.base
+        // Dirty all three pages first, so they are not scavenged when freed.
+        UnsafeMutableRawPointer(bitPattern: base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(3 * pageSize))
+        let before = pages.pointee.scavengedBytes
+        // OS pages 2-5 released (allocator pages 1 and 2), OS page 0 only of page 0.
+        h.locked { h.pageHeap.freeSpanLocked(span, releasedOSPages: 0b111101) }
+        #expect(pages.pointee.scavengedBytes == before + 2 * pageSize)
+        let scavenged = h.locked {
+            (0..<UInt(3)).map { page in
+                let address = base + page * pageSize
+                return pages.pointee.chunkOf(chunkIndex(address)).pointee.scavenged.popcntRange(chunkPageIndex(address), 1) == 1
+            }
+        }
+        #expect(scavenged == [false, true, true])
+    }
+
+    /// Objects of directThreshold or more are mapped on their own: their record maps one
+    /// page, freeing unmaps them, and a free of the same address again is recognised.
+    @Test func directSpansAreMappedOnTheirOwnAndRememberedWhenFreed() throws {
+        let h = PrivateHeap()
+        let bytes = directThreshold + 3 * pageSize
+        let span = try #require(h.pageHeap.allocDirectSpan(bytes: bytes, alignment: pageSize))
+        let base = span.pointee.base
+        let map = h.pageHeap.pointee.spanMap
+        #expect(span.pointee.direct && span.pointee.state == .large && span.pointee.pages == bytes / pageSize)
+        #expect(map.span(containing: base) == span && map.span(containing: base + pageSize) == nil)
+        #expect(h.pageHeap.pointee.stats.directBytes == bytes && h.pageHeap.pointee.stats.mappedBytes == 0,
+                "not page-heap memory")
+        UnsafeMutablePointer<UInt8>(bitPattern: base + bytes - 1)!.pointee = 7
+        // Grow it by remapping: the contents stay.
+        let moved = try #require(h.pageHeap.resizeDirectSpan(span, bytes: 2 * bytes))
+        #expect(UnsafeMutablePointer<UInt8>(bitPattern: moved + bytes - 1)!.pointee == 7)
+        #expect(map.span(containing: moved) == span)
+        #expect(moved == base || map.span(containing: base) == nil)
+        #expect(h.pageHeap.pointee.stats.directBytes == 2 * bytes)
+        h.pageHeap.freeLarge(span, address: moved, call: "free()")
+        #expect(map.span(containing: moved) == nil && h.pageHeap.pointee.stats.directBytes == 0)
+        #expect(h.pageHeap.looksLikeFreedObject(moved), "a second free is a double free")
+        #expect(!h.pageHeap.looksLikeFreedObject(moved + pageSize))
+        // A direct span aligned beyond the page is aligned.
+        let aligned = try #require(h.pageHeap.allocDirectSpan(bytes: directThreshold, alignment: 16 << 20))
+        #expect(aligned.pointee.base % (16 << 20) == 0)
+        h.pageHeap.freeLarge(aligned, address: aligned.pointee.base, call: "free()")
+    }
+
+    @Test func aPageAlignedAddressInsideALiveLargeObjectIsNotAFreedObject() throws {
+        let h = PrivateHeap()
+        let p = try #require(h.pageHeap.allocateLarge(1 << 20, alignment: pageSize, zeroed: false))
+        let interior = UInt(bitPattern: p) + 8 * pageSize
+        #expect(h.pageHeap.pointee.spanMap.span(containing: interior) == nil)
+        #expect(!h.pageHeap.looksLikeFreedObject(interior))
+        let span = try #require(h.pageHeap.pointee.spanMap.span(containing: UInt(bitPattern: p)))
+        h.pageHeap.freeLarge(span, address: UInt(bitPattern: p), call: "free()")
+        #expect(h.pageHeap.looksLikeFreedObject(UInt(bitPattern: p)))
+        #expect(h.pageHeap.looksLikeFreedObject(interior))
+    }
+}
