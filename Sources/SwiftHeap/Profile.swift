@@ -129,7 +129,7 @@ func startProfilingIfConfigured(_ config: Config) {
 @inline(never) func profileSample(_ size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMutableRawPointer? {
     guard let cache = processCaches.currentCache() else { return nil }
     let state = cache.profileState
-    if state.pointee.countIfShort(size) || !profileCrossed(cache) { return nil }
+    if state.pointee.countIfShort(size) || !profileCrossed(cache, size: size) { return nil }
     state.pointee.busy = true
     defer { state.pointee.busy = false }
     guard let memory = allocateLarge(max(size, 1), alignment: max(alignment, pageSize), zeroed: zeroed) else { return nil }
@@ -141,12 +141,12 @@ func startProfilingIfConfigured(_ config: Config) {
     return memory
 }
 
-/// This thread reached its sample point: whether this allocation is sampled (see
+/// This thread's allocation of `size` bytes reached its sample point: whether it is sampled (see
 /// ProfileThreadState.crossed). The shared no-cache record (threads past their last
 /// destructor round) is never written: those threads are not sampled.
-@inline(never) private func profileCrossed(_ cache: UnsafeMutablePointer<ThreadCache>) -> Bool {
+@inline(never) private func profileCrossed(_ cache: UnsafeMutablePointer<ThreadCache>, size: UInt) -> Bool {
     if cache.header.pointee.isNoCache { return false }
-    return cache.profileState.pointee.crossed(rate: profile.pointee.rate, seed: UInt64(UInt(bitPattern: cache)))
+    return cache.profileState.pointee.crossed(size: size, rate: profile.pointee.rate, seed: UInt64(UInt(bitPattern: cache)))
 }
 
 /// Captures the stack and records a sample of `size` bytes at `address`; errno is kept.
@@ -191,7 +191,7 @@ private func recordSample(address: UInt, size: UInt) {
     let newBytes = span.pointee.pages &<< pageShift
     guard newBytes > oldBytes, let cache = processCaches.currentCache() else { return }
     let state = cache.profileState
-    if state.pointee.countIfShort(newBytes &- oldBytes) || !profileCrossed(cache) { return }
+    if state.pointee.countIfShort(newBytes &- oldBytes) || !profileCrossed(cache, size: newBytes &- oldBytes) { return }
     state.pointee.busy = true
     recordSample(address: new, size: size)
     span.pointee.profiled = true

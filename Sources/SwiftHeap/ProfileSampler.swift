@@ -21,7 +21,7 @@
 import CShim
 
 /// A thread's sampling state. Zero is "not started": the first allocation the thread
-/// makes with profiling on seeds the generator and draws the first distance.
+/// makes with profiling on seeds the generator and draws the first distance (crossed).
 struct ProfileThreadState {
     /// Bytes this thread may still allocate before the next sample point.
     var bytesUntilSample: UInt = 0
@@ -43,14 +43,23 @@ struct ProfileThreadState {
         return false
     }
 
-    /// The allocation reached the sample point: draws the next distance, and returns
-    /// whether the allocation is to be sampled. The first crossing of a thread only
-    /// seeds its generator (from `seed` and the clock) and draws its first distance.
-    @inline(never) mutating func crossed(rate: UInt, seed: UInt64) -> Bool {
-        let started = random != 0
-        if !started { random = splitMix64(seed ^ UInt64(bitPattern: sh_monotonic_nanos())) | 1 }
+    /// The allocation of `size` bytes reached the sample point (countIfShort returned
+    /// false): draws the next distance, and returns whether the allocation is to be
+    /// sampled. A thread's first call seeds its generator (from `seed` and the clock)
+    /// and draws its first distance, from the start of this allocation: the allocation
+    /// is sampled if that distance falls inside it, as any other (a thread's first
+    /// allocation is not left out, so a thread that allocates once is seen too).
+    @inline(never) mutating func crossed(size: UInt, rate: UInt, seed: UInt64) -> Bool {
+        if random == 0 {
+            random = splitMix64(seed ^ UInt64(bitPattern: sh_monotonic_nanos())) | 1
+            let first = nextSampleDistance(rate: rate, random: &random)
+            if size < first {
+                bytesUntilSample = first &- size
+                return false
+            }
+        }
         bytesUntilSample = nextSampleDistance(rate: rate, random: &random)
-        return started && !busy
+        return !busy
     }
 }
 

@@ -39,17 +39,9 @@ import Foundation
 }
 
 @Suite struct ProfileSamplerTests {
-    /// A started sampler (the first crossing only seeds the generator).
-    func startedState(rate: UInt) -> ProfileThreadState {
-        var state = ProfileThreadState()
-        let sampled = state.crossed(rate: rate, seed: 12345)
-        #expect(!sampled)
-        return state
-    }
-
     /// Whether the sampler samples an allocation of `size`, as the hooks ask it.
-    func sample(_ state: inout ProfileThreadState, _ size: UInt, rate: UInt) -> Bool {
-        state.countIfShort(size) ? false : state.crossed(rate: rate, seed: 0)
+    func sample(_ state: inout ProfileThreadState, _ size: UInt, rate: UInt, seed: UInt64 = 0) -> Bool {
+        state.countIfShort(size) ? false : state.crossed(size: size, rate: rate, seed: seed)
     }
 
     @Test func distancesAreExponentialWithTheRateAsMean() {
@@ -72,7 +64,7 @@ import Foundation
     @Test(arguments: [512, 4096, 16384] as [UInt])
     func anAllocationIsSampledWithProbabilityOneMinusExpOfSizeOverRate(size: UInt) {
         let rate: UInt = 4096
-        var state = startedState(rate: rate)
+        var state = ProfileThreadState()
         let allocations = 100_000
         var sampled = 0
         for _ in 0..<allocations where sample(&state, size, rate: rate) { sampled += 1 }
@@ -85,7 +77,7 @@ import Foundation
         // Many small allocations and a few large ones, as a program makes them; the
         // estimate of each group is within 3% (about 4 standard errors).
         let rate: UInt = 8192
-        var state = startedState(rate: rate)
+        var state = ProfileThreadState()
         var lcg: UInt64 = 42
         var truth = (small: 0.0, large: 0.0)
         var estimate = (small: 0.0, large: 0.0)
@@ -100,20 +92,31 @@ import Foundation
         #expect(abs(estimate.large / truth.large - 1) < 0.03)
     }
 
-    @Test func aBusyThreadIsNotSampledAndTheFirstCrossingOnlySeeds() {
+    @Test func aBusyThreadIsNotSampled() {
         var state = ProfileThreadState()
-        let short = state.countIfShort(1)
-        #expect(!short)  // distance 0: the first allocation crosses
-        let firstSampled = state.crossed(rate: 100, seed: 1)
-        #expect(!firstSampled)
-        #expect(state.random != 0 && state.bytesUntilSample >= 1)
         state.busy = true
         var sampled = 0
         for _ in 0..<10_000 where sample(&state, 1000, rate: 100) { sampled += 1 }
         #expect(sampled == 0)
+        #expect(state.random != 0 && state.bytesUntilSample >= 1)
         state.busy = false
         for _ in 0..<10_000 where sample(&state, 1000, rate: 100) { sampled += 1 }
         #expect(sampled > 9_900)
+    }
+
+    @Test(arguments: [4096, 65536] as [UInt])
+    func aThreadsFirstAllocationIsSampledAsAnyOther(size: UInt) {
+        // A thread that allocates once must be seen with probability 1 - exp(-size/rate)
+        // (it was never sampled when the first crossing only seeded the generator).
+        let rate: UInt = 16384
+        let threads = 20_000
+        var sampled = 0
+        for thread in 0..<threads {
+            var state = ProfileThreadState()
+            if sample(&state, size, rate: rate, seed: UInt64(thread)) { sampled += 1 }
+        }
+        let expected = 1 - exp(-Double(size) / Double(rate))
+        #expect(abs(Double(sampled) / Double(threads) - expected) < 0.015)  // 4 standard errors
     }
 }
 
