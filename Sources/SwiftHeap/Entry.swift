@@ -35,7 +35,7 @@ import CShim
 
 /// malloc's slow path below the heap profiler: the heap, then a large object from the
 /// page heap or a small one from this thread's cache.
-@inline(__always) func allocateUnsampled(_ size: UInt) -> UnsafeMutableRawPointer? {
+@inline(never) func allocateUnsampled(_ size: UInt) -> UnsafeMutableRawPointer? {
     if !ensureHeapInitialized() {
         sh_errno_set(ENOMEM)
         return nil

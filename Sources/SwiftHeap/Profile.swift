@@ -106,15 +106,25 @@ func startProfilingIfConfigured(_ config: Config) {
 
 /// malloc's slow path while profiling: counts `size` toward this thread's next sample
 /// and, short of it, serves the request as the fast path and the slow path below the
-/// profiler would; otherwise the allocation may be sampled.
+/// profiler would; otherwise the allocation may be sampled. Inlined into allocateSlow,
+/// so that the common case (counted, served from the thread's bin) is one function
+/// with one prologue.
 ///
-/// Holds no lock in the common case; see allocateUnsampled and profileSample.
-@inline(never) func allocateProfiled(_ size: UInt) -> UnsafeMutableRawPointer? {
-    if let slot = sh_tls_get(),
-       UnsafeMutablePointer<ThreadCache>(slot: slot).profileState.pointee.countIfShort(size) {
-        if let object = cacheAllocateFast(size, limit: maxSmallSize, classes: heap.pointee.classes) { return object }
-        return allocateUnsampled(size)
+/// Holds no lock in the common case; see allocateUnsampled and allocateSampling.
+@inline(__always) func allocateProfiled(_ size: UInt) -> UnsafeMutableRawPointer? {
+    guard let slot = sh_tls_get(),
+          UnsafeMutablePointer<ThreadCache>(slot: slot).profileState.pointee.countIfShort(size) else {
+        return allocateSampling(size)
     }
+    if let object = cacheAllocateFast(size, limit: maxSmallSize, classes: heap.pointee.classes) { return object }
+    return allocateUnsampled(size)
+}
+
+/// malloc of `size` bytes that reached this thread's sample point (or made by a thread
+/// with no cache yet): sampled, or made as without the profiler.
+///
+/// See profileSample and allocateUnsampled.
+@inline(never) func allocateSampling(_ size: UInt) -> UnsafeMutableRawPointer? {
     if let sampled = profileSample(size, alignment: minAlignment, zeroed: false) { return sampled }
     return allocateUnsampled(size)
 }
