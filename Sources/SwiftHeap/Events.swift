@@ -5,8 +5,19 @@
 //                    a sweep epoch (the page heap adds, the scavenger resets; heap lock)
 //   epochThreshold   freedSinceEpoch that makes an epoch due (the scavenger sets it when
 //                    it ends an epoch; heap lock)
+//   netFreedSinceEpoch  page bytes returned less page bytes taken since the epoch ended:
+//                    how much the heap shrank (heap lock). A heap that keeps churning at
+//                    one size frees a lot and shrinks by nothing; one that drops a phase
+//                    shrinks by what it frees.
+//   shrinkThreshold  netFreedSinceEpoch that makes an epoch due too (the scavenger sets it
+//                    when it ends an epoch, from the live bytes then: a heap that lost a
+//                    share of its live bytes gets a new goal at once; heap lock)
 //   epochDue         raised (atomic) when freedSinceEpoch reaches the threshold: an
 //                    epoch's worth of work; the scavenger clears it
+//   retainedGoal     the bytes the scavenger works retained memory down to (it sets it
+//                    when it ends an epoch; 0 before the first): a page heap that grows
+//                    above it releases as much as it grew (PageHeap.scavengeOnGrowthLocked;
+//                    heap lock)
 //   pagesMoved       raised (atomic, relaxed) whenever pages move between spans and the
 //                    page heap: the C ABI's slow paths then give the scavenger's runner a
 //                    chance to run (ScavengerRunner.swift); the runner clears it
@@ -21,6 +32,9 @@ import CShim
 struct HeapEvents {
     var freedSinceEpoch: UInt = 0
     var epochThreshold: UInt = 1 << 20
+    var netFreedSinceEpoch: Int = 0
+    var shrinkThreshold: UInt = 1 << 20
+    var retainedGoal: UInt = 0
     var epochDue: UInt32 = 0
     var pagesMoved: UInt32 = 0
     var inSpanReleased: UInt64 = 0
@@ -39,9 +53,18 @@ extension UnsafeMutablePointer where Pointee == HeapEvents {
     /// `bytes` of pages were returned to the page heap. Must hold the page heap's lock.
     func noteFreedLocked(_ bytes: UInt) {
         pointee.freedSinceEpoch &+= bytes
-        if pointee.freedSinceEpoch >= pointee.epochThreshold && sh_load32_relaxed(epochDueWord) == 0 {
+        pointee.netFreedSinceEpoch &+= Int(bitPattern: bytes)
+        if (pointee.freedSinceEpoch >= pointee.epochThreshold
+                || pointee.netFreedSinceEpoch >= Int(bitPattern: pointee.shrinkThreshold))
+            && sh_load32_relaxed(epochDueWord) == 0 {
             sh_store32(epochDueWord, 1)
         }
+        notePagesMoved()
+    }
+
+    /// `bytes` of pages were taken from the page heap. Must hold the page heap's lock.
+    func noteTakenLocked(_ bytes: UInt) {
+        pointee.netFreedSinceEpoch &-= Int(bitPattern: bytes)
         notePagesMoved()
     }
 

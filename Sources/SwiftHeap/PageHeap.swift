@@ -15,9 +15,11 @@
 // region and hands it to the page allocator as free, scavenged memory. Regions are what
 // the heap needs, not more: the first is 4 MiB, each next one twice the last up to 64 MiB,
 // or the request rounded up to whole chunks, and only the request if the kernel refuses
-// more (an address-space cap). A region is placed right below or above the last one
-// where that address range is free, so the heap stays one range for the page allocator
-// and the scavenger.
+// more (an address-space cap). The first region goes at a randomised address with room
+// above it (heapPlacementHint), and each next one right above the last where that
+// address range is free: the heap stays one range for the page allocator and the
+// scavenger, and it grows upward, so that first fit reuses old, resident memory before
+// new or released memory.
 //
 // Large objects (above maxSmallSize) are spans of their own, mapping their first page
 // only in the span map. Objects of directThreshold (64 MiB) or more are mapped on their
@@ -46,7 +48,12 @@ struct HeapStats {
     var nextGrowthBytes: UInt = heapGrowthMinBytes
     /// The last region mapped, where the next is placed if the address space allows.
     var lastRegion = AddressRange.empty
+    /// Bytes released because the heap grew above the goal (scavengeOnGrowthLocked).
+    var releasedOnGrowthBytes: UInt = 0
 }
+
+/// The most scavengeOnGrowthLocked releases in one growth.
+let growthScavengeMaxBytes: UInt = 16 << 20
 
 /// Bases of the last objects mapped on their own that were freed (a ring), so that a free
 /// of one of them again is told from a pointer SwiftHeap never returned.
@@ -76,11 +83,14 @@ struct PageHeap {
     var pages: UnsafeMutablePointer<PageAlloc>
     /// Read without the lock by the free paths; written under it.
     var spanMap: SpanMap
-    var spanRecords: FixAlloc
+    /// Span records: their memory goes back to the OS after a burst (SlabPool.swift).
+    var spanRecords: SlabPool
     var stats = HeapStats()
     var freedDirect = FreedDirectRing()
     /// Where this page heap publishes what happened (Events.swift).
     var events: UnsafeMutablePointer<HeapEvents>
+    /// Where the first region is mapped if that address range is free (0: anywhere).
+    var placementHint: UInt = 0
 
     /// Makes a page heap at `p` (stable memory) that publishes into `events`. Returns
     /// false if the kernel refuses the memory for its tables.
@@ -92,8 +102,8 @@ struct PageHeap {
         // Whole cache lines per span record: the records of spans used by different
         // threads must not share a line (refills write a span's counters).
         p.initialize(to: PageHeap(pages: pages, spanMap: spanMap,
-                                  spanRecords: FixAlloc(recordBytes: alignUp(UInt(MemoryLayout<Span>.stride), 64)),
-                                  events: events))
+                                  spanRecords: SlabPool(recordBytes: UInt(MemoryLayout<Span>.stride)),
+                                  events: events, placementHint: heapPlacementHint(salt: UInt(bitPattern: p))))
         return pages.pointee.initialize(heapLock: p.lockPointer, test: false)
     }
 }
@@ -150,7 +160,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             if headPages > 0 { pages.pointee.free(base: run.base, npages: headPages) }
             if tailPages > 0 { pages.pointee.free(base: base &+ pageCount &<< pageShift, npages: tailPages) }
         }
-        guard let record = pointer(to: \.spanRecords)!.pointee.alloc() else {
+        guard let record = pointer(to: \.spanRecords)!.alloc() else {
             pages.pointee.free(base: base, npages: pageCount)
             return nil
         }
@@ -161,7 +171,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         span.pointee.state = state
         pointee.spanMap.set(base: base, pages: state == .small ? pageCount : 1, to: span)
         stats.pointee.spanBytes &+= pageCount &<< pageShift
-        pointee.events.notePagesMoved()
+        pointee.events.noteTakenLocked(pageCount &<< pageShift)
         return (span, scavengedBytes)
     }
 
@@ -192,7 +202,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.spanBytes &-= pageCount &<< pageShift
         pointee.events.noteFreedLocked(pageCount &<< pageShift)
         span.pointee.state = .free
-        pointer(to: \.spanRecords)!.pointee.free(UnsafeMutableRawPointer(span))
+        pointer(to: \.spanRecords)!.free(UnsafeMutableRawPointer(span))
     }
 
     /// Extends a large span in place by `extraPages` if the pages after it are free.
@@ -203,7 +213,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         if !pointee.pages.pointee.allocRangeIfFree(base: span.pointee.limit, npages: extraPages).ok { return false }
         span.pointee.pages &+= extraPages
         stats.pointee.spanBytes &+= extraPages &<< pageShift
-        pointee.events.notePagesMoved()
+        pointee.events.noteTakenLocked(extraPages &<< pageShift)
         return true
     }
 
@@ -234,10 +244,11 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         if overflow2 { return false }
         let need = alignDown(rounded, chunkBytes)
         var size = max(need, stats.pointee.nextGrowthBytes)
-        var base = Self.mapRegion(size, after: stats.pointee.lastRegion)
+        let hint = pointee.placementHint
+        var base = Self.mapRegion(size, after: stats.pointee.lastRegion, firstHint: hint)
         if base == 0 && size > need {
             size = need
-            base = Self.mapRegion(size, after: stats.pointee.lastRegion)
+            base = Self.mapRegion(size, after: stats.pointee.lastRegion, firstHint: hint)
         }
         if base == 0 { return false }
         if !pointee.spanMap.ensureSlots(base: base, bytes: size) || !pointee.pages.pointee.grow(base: base, size: size) {
@@ -248,17 +259,49 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.regionCount &+= 1
         stats.pointee.nextGrowthBytes = min(stats.pointee.nextGrowthBytes &* 2, heapGrowthMaxBytes)
         stats.pointee.lastRegion = AddressRange(base: base, limit: base &+ size)
+        scavengeOnGrowthLocked(size)
         return true
     }
 
-    /// Maps `size` bytes (a multiple of chunkBytes) of chunk-aligned heap memory, right
-    /// below or right above `last` if that address range is free, anywhere otherwise.
+    /// Go's mheap.grow: a heap that grows while it retains more than the scavenger's goal
+    /// (events.retainedGoal) releases free pages as much as it grew (up to the excess, and
+    /// at most growthScavengeMaxBytes: this runs in an allocation, with the lock held), so
+    /// that what the heap holds from the OS stays at the goal instead of growing by what
+    /// fragmentation costs. The pages just mapped are scavenged already and are not touched.
+    ///
+    /// Must hold the page heap's lock.
+    func scavengeOnGrowthLocked(_ grownBytes: UInt) {
+        let goal = pointee.events.pointee.retainedGoal
+        if goal == 0 { return }
+        let pages = pointee.pages
+        let released = pages.pointee.scavengedBytes &+ pointee.events.inSpanReleasedBytes
+        let mapped = stats.pointee.mappedBytes
+        let retained = mapped > released ? mapped &- released : 0
+        if retained <= goal { return }
+        let todo = min(min(retained &- goal, grownBytes), growthScavengeMaxBytes)
+        var done = PageAlloc.scavenge(pages, todo, mayUnlock: false)
+        if done < todo {
+            // The generation's search is used up: search the heap again (the scavenger's
+            // next epoch would start a generation anyway).
+            _ = pages.pointee.scavengeStartGen()
+            done &+= PageAlloc.scavenge(pages, todo &- done, mayUnlock: false)
+        }
+        stats.pointee.releasedOnGrowthBytes &+= done
+    }
+
+    /// Maps `size` bytes (a multiple of chunkBytes) of chunk-aligned heap memory: right
+    /// above `last` where that address range is free, so that the heap grows upward and
+    /// first fit (lowest address first) reuses its oldest memory, which is resident, before
+    /// its newest, which the scavenger releases first (highest first); the first region at
+    /// `firstHint` (see heapPlacementHint); below `last` or anywhere if those are taken.
     /// Returns 0 if the kernel refuses.
-    private static func mapRegion(_ size: UInt, after last: AddressRange) -> UInt {
-        if last.size != 0 {
-            if last.base > size, case let below = osMapMemory(size, at: last.base &- size), below != 0 { return below }
+    private static func mapRegion(_ size: UInt, after last: AddressRange, firstHint: UInt) -> UInt {
+        if last.size == 0 {
+            if firstHint != 0, case let hinted = osMapMemory(size, at: firstHint), hinted != 0 { return hinted }
+        } else {
             if last.limit &+ size <= (UInt(1) << heapAddressBits),
                case let above = osMapMemory(size, at: last.limit), above != 0 { return above }
+            if last.base > size, case let below = osMapMemory(size, at: last.base &- size), below != 0 { return below }
         }
         return osMapMemoryAligned(size, alignment: chunkBytes)
     }
@@ -353,7 +396,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         if base == 0 { return nil }
         lockPointer.lock()
         guard pointee.spanMap.ensureSlots(base: base, bytes: pageSize),
-              let record = pointer(to: \.spanRecords)!.pointee.alloc() else {
+              let record = pointer(to: \.spanRecords)!.alloc() else {
             lockPointer.unlock()
             osUnmap(base, bytes)
             return nil
@@ -382,7 +425,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.directCount &-= 1
         pointer(to: \.freedDirect)!.pointee.record(memory.base)
         span.pointee.state = .free
-        pointer(to: \.spanRecords)!.pointee.free(UnsafeMutableRawPointer(span))
+        pointer(to: \.spanRecords)!.free(UnsafeMutableRawPointer(span))
         return memory
     }
 
@@ -430,6 +473,21 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         if pointee.freedDirect.contains(address) { return true }
         return address & (pageSize &- 1) == 0 && pointee.pages.pointee.isFreePage(address)
     }
+}
+
+/// A chunk-aligned address in [16 TiB, 40 TiB) for a page heap's first region (leaving at
+/// least 24 TiB above it to grow into), random from process to process (ASLR: a fixed heap base would be an attacker's gift),
+/// far from where the kernel puts the program, its libraries, mmap and the stack, so that
+/// the heap finds room to grow upward (Go places its arenas by hints too). Entropy from the
+/// clock and the addresses of this call's stack and of `salt`. 0 disables the hint.
+func heapPlacementHint(salt: UInt) -> UInt {
+    var local: UInt = 0
+    var x = UInt(bitPattern: Int(sh_monotonic_nanos())) ^ UInt(bitPattern: withUnsafeMutablePointer(to: &local) { Int(bitPattern: $0) }) ^ (salt &* 0x9E37_79B9_7F4A_7C15)
+    x ^= x >> 31
+    x = x &* 0xBF58_476D_1CE4_E5B9
+    x ^= x >> 29
+    let span: UInt = (UInt(1) << 46) &- (UInt(1) << 44)
+    return alignDown((UInt(1) << 44) &+ x % (span / 2), chunkBytes)
 }
 
 /// Makes a large object's memory zero for calloc without trusting what it held. Pages the

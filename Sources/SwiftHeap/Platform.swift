@@ -17,6 +17,26 @@ func osMap(_ bytes: UInt) -> UInt {
     return UInt(bitPattern: p)
 }
 
+/// Maps `bytes` of metadata memory (osMap) aligned to `alignment` (a power of two at
+/// least the OS page), by over-mapping and trimming. Returns 0 on failure.
+func osMapAligned(_ bytes: UInt, alignment: UInt) -> UInt {
+    let (padded, overflow) = bytes.addingReportingOverflow(alignment &- osPageSize)
+    if overflow { return 0 }
+    let raw = osMap(padded)
+    if raw == 0 { return 0 }
+    return trimAligned(raw, padded: padded, bytes: bytes, alignment: alignment)
+}
+
+/// The aligned `bytes` inside the mapping [raw, raw + padded), the rest unmapped.
+private func trimAligned(_ raw: UInt, padded: UInt, bytes: UInt, alignment: UInt) -> UInt {
+    let base = alignUp(raw, alignment)
+    if base > raw { osUnmap(raw, base &- raw) }
+    let end = base &+ bytes
+    let rawEnd = raw &+ padded
+    if rawEnd > end { osUnmap(end, rawEnd &- end) }
+    return base
+}
+
 /// Maps `bytes` of zeroed read-write memory for objects: the heap's regions and objects
 /// mapped on their own. Accounted as glibc's mappings are (no MAP_NORESERVE), so that the
 /// kernel's overcommit policy refuses absurd sizes at once, as it does glibc's. With a
@@ -45,12 +65,7 @@ func osMapMemoryAligned(_ bytes: UInt, alignment: UInt) -> UInt {
     if overflow { return 0 }
     let raw = osMapMemory(padded)
     if raw == 0 { return 0 }
-    let base = alignUp(raw, alignment)
-    if base > raw { osUnmap(raw, base &- raw) }
-    let end = base &+ bytes
-    let rawEnd = raw &+ padded
-    if rawEnd > end { osUnmap(end, rawEnd &- end) }
-    return base
+    return trimAligned(raw, padded: padded, bytes: bytes, alignment: alignment)
 }
 
 /// Resizes the mapping [address, address+oldBytes) to newBytes, moving it if it must.

@@ -8,9 +8,12 @@
 //
 // Sweep epochs. Pages return to the page heap as spans empty (Central.release, large
 // frees), and the page heap counts them (events.freedSinceEpoch); when the pages freed
-// since the last epoch reach epochPercent of the heap it raises events.epochDue — it
-// never wakes the scavenger (waking may block). The next tick sees it and ends the
-// epoch: scavengeStartGen clones inUse into the generation's ranges, and the
+// since the last epoch reach epochPercent of the heap, or the heap shrank (pages freed
+// less pages taken) by retainPercent of the live bytes at the last epoch, it raises
+// events.epochDue — it never wakes the scavenger (waking may block). The second rule lets
+// the goal follow a heap that drops a phase: each epoch's goal is lower, and the last
+// one comes close to the end of the frees, not a tenth of the heap before it. The next
+// tick sees it and ends the epoch: scavengeStartGen clones inUse into the generation's ranges, and the
 // retained-memory goal is reset to the live bytes now plus retainPercent. An epoch also
 // ends when a tick finds pages were freed but no epoch ended for a second (the heap went
 // idle), and on malloc_trim.
@@ -139,7 +142,10 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let threshold = pointee.pageHeap.pointee.stats.mappedBytes / 100 &* config.epochPercent
         let events = pointee.events
         events.pointee.epochThreshold = max(threshold, minimumEpochBytes)
+        events.pointee.shrinkThreshold = max(live / 100 &* config.retainPercent, minimumEpochBytes)
         events.pointee.freedSinceEpoch = 0
+        events.pointee.netFreedSinceEpoch = 0
+        events.pointee.retainedGoal = max(pointee.goalBytes, 1)
         sh_store32(events.epochDueWord, 0)
         pointee.lastEpochNanos = now
         pointee.inSpanPassDone = false

@@ -3,7 +3,11 @@
 // Pacing. CPU time spent scavenging is charged to a token bucket filled at
 // scavengeCPUPercent of one core (default 1%), holding at most scavengeBurstMillis
 // (default 200 ms): over any long run the scavenger uses at most its share, yet the
-// first second after a large free can release hundreds of MiB at once.
+// first second after a large free can release hundreds of MiB at once. A heap that
+// shrinks earns more: when an epoch ends with a lower goal than the last, the drop is
+// credited at shrinkCreditNanosPerMiB (up to shrinkCreditCapNanos in the bucket), so a
+// program that drops a phase again and again gets its memory back each time, paid for
+// by what it let go of; a heap that churns at one size earns nothing, and stays at 1%.
 //
 // Decay. Reaching the goal leaves up to retainPercent of the heap in free, resident
 // pages, and in a heap that keeps churning more: allocations land on other free runs
@@ -60,6 +64,11 @@ let decayMinimumBytes: UInt = 256 << 10
 let idleEpochNanos: Int64 = 1_000_000_000
 /// Bytes one release step of the thread asks for (the budget is checked between steps).
 let threadStepBytes: UInt = 4 << 20
+/// CPU time credited per MiB the goal drops when an epoch ends on a shrinking heap: about
+/// what releasing a MiB of resident pages costs (madvise and the in-span pass).
+let shrinkCreditNanosPerMiB: Int64 = 500_000
+/// A shrink credit fills the budget up to this, at most (beyond the time-filled bucket).
+let shrinkCreditCapNanos: Int64 = 1_000_000_000
 
 extension UnsafeMutablePointer where Pointee == Scavenger {
     /// Releases up to `bytes` of free pages for decay: continues this generation, and if
@@ -101,7 +110,10 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             state.pointee.lastRefillNanos = now
             state.pointee.lastTickNanos = now &- scavengerTickNanos
         }
-        state.pointee.tokensNanos = min(bucket, state.pointee.tokensNanos &+ (now &- state.pointee.lastRefillNanos) &* rate / 100)
+        // Time fills the bucket up to its size; a shrink credit may have left more in it.
+        if state.pointee.tokensNanos < bucket {
+            state.pointee.tokensNanos = min(bucket, state.pointee.tokensNanos &+ (now &- state.pointee.lastRefillNanos) &* rate / 100)
+        }
         state.pointee.lastRefillNanos = now
         // Ticks since the last one: at least one; more when the inline runner had no call.
         let elapsedTicks = Int(min(max((now &- state.pointee.lastTickNanos) / scavengerTickNanos, 1), Int64(decaySampleSlots)))
@@ -113,7 +125,15 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let freed = events.pointee.freedSinceEpoch
         let idle = freed > 0 && now &- pointee.lastEpochNanos > idleEpochNanos
         let epochEnded = sh_load32(events.epochDueWord) != 0 || idle
-        if epochEnded { endedTrace = endEpochLocked(now: now) }
+        if epochEnded {
+            let previousGoal = pointee.goalBytes
+            endedTrace = endEpochLocked(now: now)
+            // The heap shrank: releasing what it let go of is paid for by the shrinking.
+            if pointee.goalBytes < previousGoal {
+                let credit = Int64((previousGoal &- pointee.goalBytes) >> 20) &* shrinkCreditNanosPerMiB
+                state.pointee.tokensNanos = min(state.pointee.tokensNanos &+ credit, max(state.pointee.tokensNanos, shrinkCreditCapNanos))
+            }
+        }
         let goal = max(pointee.goalBytes, liveBytesEstimate() / 100 &* (100 &+ config.retainPercent))
         let goalPending = !pointee.goalReached
         let freeResident = freeResidentBytesLocked()

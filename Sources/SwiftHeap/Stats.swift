@@ -75,7 +75,7 @@ struct HeapSnapshot {
         snapshot.inSpanReleasedBytes = root.pointer(to: \.events)!.inSpanReleasedBytes
         snapshot.scavengerCPUNanos = UInt(scavenger.cpuNanos)
         snapshot.liveBytes = scavenger.liveBytesEstimate() &+ stats.directBytes
-        snapshot.metadataBytes = metadataState.pointee.bytesMapped
+        snapshot.metadataBytes = metadataState.pointee.bytesMapped &+ pageHeap.pointee.spanRecords.residentBytes
         snapshot.threadCaches = root.pointee.caches.liveCount
         return snapshot
     }

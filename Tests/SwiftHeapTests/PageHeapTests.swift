@@ -216,4 +216,72 @@ import Glibc
         #expect(h.pageHeap.looksLikeFreedObject(UInt(bitPattern: p)))
         #expect(h.pageHeap.looksLikeFreedObject(interior))
     }
+
+    /// The heap grows upward from its first region, so that first fit (lowest address
+    /// first) reuses old memory before new; and a run of free pages is taken from resident
+    /// ones before released ones, given that the scavenger releases from the top.
+    @Test func theHeapGrowsUpwardAndFirstFitReusesResidentPagesFirst() throws {
+        let h = PrivateHeap()
+        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 256, state: .large) })  // 2 MiB of the first 4 MiB
+        let (b, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 600, state: .large) })  // the next region
+        let first = h.pageHeap.pointee.pages.pointee.inUse[0]
+        #expect(first.base == a.pointee.base)
+        #expect(b.pointee.base > a.pointee.base, "the second region lies above the first")
+        #expect(h.pageHeap.pointee.pages.pointee.inUse.count == 1, "right above it: one range")
+        for span in [a, b] {
+            UnsafeMutableRawPointer(bitPattern: span.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(span.pointee.pages * pageSize))
+        }
+        h.locked {
+            h.pageHeap.freeSpanLocked(b)
+            h.pageHeap.freeSpanLocked(a)
+            // The scavenger releases from the top: b's run (600 pages, released whole).
+            _ = h.pageHeap.pointee.pages.pointee.scavengeStartGen()
+            #expect(PageAlloc.scavenge(h.pageHeap.pointee.pages, 4 << 20, mayUnlock: false) == 600 * pageSize)
+        }
+        // 256 pages: first fit takes a's resident pages again, none of them released.
+        let (again, scavenged) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 256, state: .large) })
+        #expect(again.pointee.base == a.pointee.base && scavenged == 0)
+        h.locked { h.pageHeap.freeSpanLocked(again) }
+    }
+
+    /// Go's mheap.grow: a heap that grows while it retains more than the goal releases as
+    /// much as it grew, from its free pages (not the new ones).
+    @Test func growingAboveTheGoalReleasesAsMuchAsItGrew() throws {
+        let h = PrivateHeap()
+        let pages = h.pageHeap.pointee.pages
+        // 4 MiB region, all of it written and freed: 4 MiB retained.
+        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 512, state: .large) })
+        UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
+        h.locked { h.pageHeap.freeSpanLocked(a) }
+        #expect(pages.pointee.scavengedBytes == 0)
+        // A goal of 2 MiB; a span of 600 pages grows the heap by 8 MiB: 2 MiB of the free,
+        // resident pages go (the excess; a whole huge page), not 8.
+        h.events.pointee.retainedGoal = 2 << 20
+        let (b, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 600, state: .large) })
+        #expect(h.pageHeap.pointee.stats.releasedOnGrowthBytes == 2 << 20)
+        // With no goal yet (0), growth releases nothing.
+        h.events.pointee.retainedGoal = 0
+        let (c, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 5000, state: .large) })
+        #expect(h.pageHeap.pointee.stats.releasedOnGrowthBytes == 2 << 20)
+        h.locked { for span in [b, c] { h.pageHeap.freeSpanLocked(span) } }
+    }
+
+    /// A heap that shrinks (pages freed less pages taken) by the shrink threshold makes an
+    /// epoch due, even below the threshold of pages freed; one that churns does not.
+    @Test func shrinkingMakesAnEpochDueAndChurningDoesNot() throws {
+        let h = PrivateHeap()
+        h.events.pointee.epochThreshold = 1 << 30
+        h.events.pointee.shrinkThreshold = 100 * pageSize
+        for _ in 0..<20 {  // churn: 1200 pages freed, none net
+            let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 60, state: .large) })
+            h.locked { h.pageHeap.freeSpanLocked(span) }
+        }
+        #expect(h.events.pointee.freedSinceEpoch == 1200 * pageSize && h.events.pointee.netFreedSinceEpoch == 0)
+        #expect(h.events.pointee.epochDue == 0)
+        let (big, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 120, state: .large) })
+        h.events.pointee.netFreedSinceEpoch = 0  // as the scavenger resets it at an epoch
+        h.locked { h.pageHeap.shrinkSpanLocked(big, keepPages: 20) }
+        #expect(h.events.pointee.netFreedSinceEpoch == 100 * Int(pageSize) && h.events.pointee.epochDue == 1)
+        h.locked { h.pageHeap.freeSpanLocked(big) }
+    }
 }

@@ -220,6 +220,33 @@ import Testing
     }
 }
 
+extension ScavengerTests {
+    /// An epoch that ends with a lower goal than the last credits the CPU budget with the
+    /// drop (the shrinking pays for its release), beyond the time-filled bucket; and sets
+    /// the shrink threshold and the goal the page heap grows against.
+    @Test func aShrinkingHeapEarnsItsReleaseBudget() throws {
+        let h = PrivateHeap()
+        let s = h.scavenger
+        let runner = s.pointer(to: \.runner.lock)!
+        runner.lock()
+        _ = s.tick(now: 1_000_000_000, inline: true)  // starts the bucket full: 200 ms
+        runner.unlock()
+        let full = s.pointee.runner.tokensNanos
+        #expect(full > Int64(s.pointee.config.scavengeBurstMillis) * 1_000_000 - inlineSliceNanos)
+        // The last epoch's goal was 400 MiB; nothing is live now.
+        s.pointee.goalBytes = 400 << 20
+        h.events.pointee.epochDue = 1
+        runner.lock()
+        _ = s.tick(now: 1_000_000_001, inline: true)
+        runner.unlock()
+        #expect(s.pointee.goalBytes == 0)
+        let credit = Int64(400) * shrinkCreditNanosPerMiB
+        #expect(s.pointee.runner.tokensNanos >= min(full + credit, shrinkCreditCapNanos) - inlineSliceNanos * 2)
+        #expect(s.pointee.runner.tokensNanos > full)
+        #expect(h.events.pointee.shrinkThreshold == minimumEpochBytes && h.events.pointee.retainedGoal == 1)
+    }
+}
+
 /// The lock-order check of the test build (LockRanks.swift).
 @Suite struct LockRankTests {
     @Test func locksTakenInOrderAreTracked() {
