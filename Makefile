@@ -2,7 +2,8 @@
 #
 #   make            build libswiftheap.so (Embedded Swift, release)
 #   make libpath    print the library's absolute path (make debpath: the Debian package's)
-#   make test       unit tests (swift test), library checks, C tests, misuse tests and real programs under LD_PRELOAD
+#   make test       unit tests (swift test), library checks, C tests, misuse tests, real programs and heap profiles under LD_PRELOAD
+#   make profile-demo  profile a small program and show how to read the profile (text, and a graph in out/)
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc and the anchors
 #                   (mimalloc 3, snmalloc from $(ANCHORS), default ../shared/anchors; skipped where absent)
 #   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
@@ -42,7 +43,7 @@ UNCHECKED_LIB := $(CURDIR)/$(UNCHECKED_DIR)/x86_64-unknown-linux-gnu/release/lib
 
 .PHONY: bench-checks
 .PHONY: all lib libpath test unit check-lib layers ctest misuse limits footprint programs bench rss stress clean
-.PHONY: install uninstall deb debpath install-test stats-test
+.PHONY: install uninstall deb debpath install-test stats-test heap-profile-test profile-demo
 
 all: lib
 
@@ -58,7 +59,7 @@ libpath:
 debpath:
 	@echo $(DEB)
 
-test: lib unit check-lib layers ctest misuse limits programs stats-test install-test
+test: lib unit check-lib layers ctest misuse limits programs stats-test install-test heap-profile-test
 
 unit:
 	$(SWIFT) test
@@ -89,6 +90,12 @@ stats-test: lib
 
 install-test: lib
 	scripts/test-install
+
+heap-profile-test: lib
+	scripts/test-profile $(LIB)
+
+profile-demo: lib
+	scripts/profile-demo $(LIB)
 
 # The swiftheap command finds the library through LIBDIR relative to BINDIR, so that a
 # tree installed under DESTDIR (or moved) works where it is.

@@ -24,6 +24,7 @@ void *swiftheap_new_aligned(size_t size, size_t alignment);
 void swiftheap_library_init(void);
 void swiftheap_malloc_stats(void);
 void swiftheap_mallinfo(size_t fields[10]);
+int swiftheap_profile_write(const char *path);
 int swiftheap_malloc_info(int options, FILE *stream);
 int swiftheap_mallopt(int parameter, int value);
 
@@ -64,6 +65,11 @@ EXPORT struct mallinfo mallinfo(void) {
     struct mallinfo m = { (int)f[0], (int)f[1], (int)f[2], (int)f[3], (int)f[4], (int)f[5], (int)f[6], (int)f[7], (int)f[8], (int)f[9] };
     return m;
 }
+
+// The heap profiler's dump (Sources/SwiftHeap/ProfileDump.swift): writes the heap
+// profile to path, or to the next SWIFTHEAP_PROFILE.N if path is NULL; 0, or -1 with
+// errno (EOPNOTSUPP when profiling is off).
+EXPORT int swiftheap_profile_dump(const char *path) { return swiftheap_profile_write(path); }
 
 // What glibc's manual ("Replacing malloc") asks of a general-purpose replacement.
 EXPORT void cfree(void *p) { swiftheap_free(p); }

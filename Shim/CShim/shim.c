@@ -1,9 +1,46 @@
-// The storage behind swiftheap_shim.h: the thread-local slot, the static area, the version string.
+// The storage behind swiftheap_shim.h: the thread-local slot, the static areas of the
+// heap and of the profiler, malloc's fast-path size limit, the profiler's unwinding
+// trampoline, the version string.
 #include "swiftheap_shim.h"
 
 __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visibility("hidden"))) = NULL;
 
 __attribute__((aligned(64), visibility("hidden"))) unsigned char swiftheap_static_area[SWIFTHEAP_STATIC_AREA_BYTES];
 
+__attribute__((aligned(64), visibility("hidden"))) uintptr_t swiftheap_small_limit = SWIFTHEAP_MAX_SMALL_SIZE;
+
+__attribute__((aligned(64), visibility("hidden"))) unsigned char swiftheap_profile_area[SWIFTHEAP_PROFILE_AREA_BYTES];
+
+// sh_unwind_from(sp, ra, fp, backtrace, trace, argument): calls backtrace(trace,
+// argument) with this frame's unwind table saying that its caller's stack pointer is
+// sp (the canonical frame address), its return address ra and its saved frame pointer
+// fp: the unwinder then continues in the frame (ra, sp, fp), as if this function had
+// been called from there. Stack at the call: [rsp] = sp, [rsp+8] = ra, [rsp+16] = fp.
+__asm__(
+    ".text\n"
+    ".globl sh_unwind_from\n"
+    ".hidden sh_unwind_from\n"
+    ".type sh_unwind_from, @function\n"
+    "sh_unwind_from:\n"
+    "  .cfi_startproc\n"
+    "  subq $40, %rsp\n"                     /* 16-byte aligned at the call */
+    "  .cfi_adjust_cfa_offset 40\n"
+    "  movq %rdi, 0(%rsp)\n"
+    "  movq %rsi, 8(%rsp)\n"
+    "  movq %rdx, 16(%rsp)\n"
+    "  movq %rcx, %rax\n"
+    "  movq %r8, %rdi\n"
+    "  movq %r9, %rsi\n"
+    "  .cfi_remember_state\n"
+    "  .cfi_escape 0x0f, 3, 0x77, 0x00, 0x06\n"   /* DW_CFA_def_cfa_expression: *(rsp + 0) */
+    "  .cfi_escape 0x10, 0x10, 2, 0x77, 0x08\n"   /* DW_CFA_expression: rip saved at rsp + 8 */
+    "  .cfi_escape 0x10, 0x06, 2, 0x77, 0x10\n"   /* DW_CFA_expression: rbp saved at rsp + 16 */
+    "  call *%rax\n"
+    "  .cfi_restore_state\n"
+    "  addq $40, %rsp\n"
+    "  .cfi_adjust_cfa_offset -40\n"
+    "  ret\n"
+    "  .cfi_endproc\n"
+    ".size sh_unwind_from, .-sh_unwind_from\n");
 // Package.swift defines SWIFTHEAP_VERSION for this target.
 __attribute__((visibility("hidden"))) const char *sh_version(void) { return SWIFTHEAP_VERSION; }

@@ -10,9 +10,11 @@
 import CShim
 
 /// A small object of `size` bytes from the calling thread's bin, or nil when the fast
-/// path cannot serve it (see the file comment). No lock, no atomic.
-@inline(__always) func cacheAllocateFast(_ size: UInt, classes: SizeClassTable) -> UnsafeMutableRawPointer? {
-    if size <= maxSmallSize, let slot = sh_tls_get() {
+/// path cannot serve it (see the file comment). `limit` is the largest size served:
+/// maxSmallSize, or 0 to send every request to the slow path (the C ABI passes a limit
+/// read from memory, which is the same one compare as the constant). No lock, no atomic.
+@inline(__always) func cacheAllocateFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutableRawPointer? {
+    if size <= limit, let slot = sh_tls_get() {
         let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).bin(classes.sizeClass(of: size))
         let count = bin.pointee.count
         if count != 0 {

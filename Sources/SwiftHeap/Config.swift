@@ -1,7 +1,8 @@
 // Configuration: environment variables read once, from the library constructor (the
 // first malloc may run before the environment is set up; until the constructor runs,
-// the defaults apply). getenv does not allocate. The one string kept (the stats file's
-// name) is copied into metadata memory: the program may change its environment later.
+// the defaults apply). getenv does not allocate. The strings kept (the stats file's and
+// the heap profile's names) are copied into metadata memory: the program may change its
+// environment later.
 //
 //   SWIFTHEAP_SCAVENGER=0            no scavenger, thread or inline (malloc_trim still works)
 //   SWIFTHEAP_SCAVTRACE=1            a `scav ...` line on stderr per scavenge generation
@@ -12,6 +13,9 @@
 //   SWIFTHEAP_SCAVENGE_BURST_MS=200  CPU time the scavenger may spend at once after a large free (its budget's bucket)
 //   SWIFTHEAP_EPOCH_PERCENT=10       a sweep epoch ends when pages freed since the last one reach this percentage of the heap
 //   SWIFTHEAP_DECAY_MS=200           once the goal is met, free pages that stayed free this long are released too (0: never)
+//   SWIFTHEAP_PROFILE=PATH           sample the heap and write a heap profile to PATH at exit (%p: the process id, %%: a %)
+//   SWIFTHEAP_PROFILE_RATE=524288    mean bytes allocated between two samples (0: no profiling)
+//   SWIFTHEAP_PROFILE_INTERVAL=0     also write PATH.1, PATH.2, ... every this many seconds (0: never)
 
 import CShim
 
@@ -33,6 +37,10 @@ struct Config {
     var scavengeBurstMillis: UInt = 200
     var epochPercent: UInt = 10
     var decayMillis: UInt = 200
+    /// SWIFTHEAP_PROFILE, NUL-terminated in metadata memory; nil: no heap profiling.
+    var profilePath: UnsafePointer<CChar>? = nil
+    var profileRate: UInt = 512 << 10
+    var profileIntervalSeconds: UInt = 0
 
     /// Reads the environment. Must hold no allocator lock.
     static func fromEnvironment() -> Config {
@@ -56,6 +64,9 @@ struct Config {
         config.scavengeBurstMillis = number("SWIFTHEAP_SCAVENGE_BURST_MS", default: config.scavengeBurstMillis)
         config.epochPercent = max(number("SWIFTHEAP_EPOCH_PERCENT", default: config.epochPercent), 1)
         config.decayMillis = number("SWIFTHEAP_DECAY_MS", default: config.decayMillis)
+        config.profilePath = copied(string("SWIFTHEAP_PROFILE"))
+        config.profileRate = number("SWIFTHEAP_PROFILE_RATE", default: config.profileRate)
+        config.profileIntervalSeconds = number("SWIFTHEAP_PROFILE_INTERVAL", default: config.profileIntervalSeconds)
         return config
     }
 

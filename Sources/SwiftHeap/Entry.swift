@@ -7,6 +7,13 @@
 // pages moved between spans and the page heap, gives the scavenger's runner its chance
 // (ScavengerRunner.swift): no layer below calls the scavenger.
 //
+// The heap profiler (Profile.swift) hooks in here only, off the fast paths: malloc's
+// fast path serves sizes up to a limit read from memory (sh_small_limit: maxSmallSize,
+// 0 while profiling, so that every malloc comes to allocateSlow and its bytes are
+// counted); calloc of a large size and the aligned allocations count theirs before
+// their own paths; a sampled object is a large span flagged `profiled`, so its free
+// comes to deallocateSlow, and realloc keeps it in its span while it can.
+//
 // errno: NULL comes with ENOMEM; a successful call leaves errno as it found it (the slow
 // paths make system calls), and free always does (glibc's manual asks it of a
 // replacement).
@@ -17,11 +24,18 @@ import CShim
 
 /// malloc without the C conventions: nil on failure with errno set.
 @inline(__always) func allocate(_ size: UInt) -> UnsafeMutableRawPointer? {
-    if let object = cacheAllocateFast(size, classes: heap.pointee.classes) { return object }
+    if let object = cacheAllocateFast(size, limit: sh_small_limit(), classes: heap.pointee.classes) { return object }
     return allocateSlow(size)
 }
 
 @inline(never) func allocateSlow(_ size: UInt) -> UnsafeMutableRawPointer? {
+    if profilingOn { return allocateProfiled(size) }  // the heap profiler (Profile.swift)
+    return allocateUnsampled(size)
+}
+
+/// malloc's slow path below the heap profiler: the heap, then a large object from the
+/// page heap or a small one from this thread's cache.
+@inline(never) func allocateUnsampled(_ size: UInt) -> UnsafeMutableRawPointer? {
     if !ensureHeapInitialized() {
         sh_errno_set(ENOMEM)
         return nil
@@ -69,6 +83,7 @@ import CShim
     defer { sh_errno_set(savedErrno) }
     let span = liveObjectSpan(address, call: call)
     if span.pointee.state == .large {
+        if span.pointee.profiled { profileFree(address) }  // a heap-profile sample (Profile.swift)
         processPageHeap.freeLarge(span, address: address, call: call)
     } else if let cache = processCaches.currentCache() {
         cacheFree(cache, span, address)
@@ -125,6 +140,7 @@ func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer
         sh_errno_set(ENOMEM)
         return nil
     }
+    if profilingOn, let sampled = profileSample(size, alignment: alignment, zeroed: false) { return sampled }
     if size <= maxSmallSize && alignment <= pageSize {
         // A class whose size is a multiple of the alignment has every object aligned,
         // because spans start on a page boundary.
@@ -148,6 +164,8 @@ func allocateZeroed(count: UInt, size: UInt) -> UnsafeMutableRawPointer? {
             sh_errno_set(ENOMEM)
             return nil
         }
+        // (A small calloc is counted by malloc's slow path.)
+        if profilingOn, let sampled = profileSample(total, alignment: pageSize, zeroed: true) { return sampled }
         return allocateLarge(total, alignment: pageSize, zeroed: true)
     }
     guard let memory = allocate(total) else { return nil }
@@ -167,7 +185,9 @@ func usableSize(_ pointer: UnsafeMutableRawPointer?) -> UInt {
 }
 
 /// realloc without the C conventions. Keeps the contents; grows and shrinks in place
-/// where the class or the following pages allow.
+/// where the class or the following pages allow. A heap-profile sample keeps its span
+/// whatever its new size (a page at least), so that a growing buffer that was sampled
+/// is not copied by every realloc; the profiler records its new size (Profile.swift).
 func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMutableRawPointer? {
     guard let pointer else { return allocate(size) }
     if size == 0 {
@@ -184,7 +204,8 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         if size <= oldUsable && (size > oldUsable / 2 || oldUsable <= 16) { return pointer }
     } else {
         oldUsable = span.pointee.pages &<< pageShift
-        if size > maxSmallSize, let resized = processPageHeap.resizeLarge(span, size) {
+        if size > maxSmallSize || span.pointee.profiled, let resized = processPageHeap.resizeLarge(span, size) {
+            if profilingOn { profileResized(span, from: address, to: UInt(bitPattern: resized), oldBytes: oldUsable, size: size) }
             afterSlowPath(allocating: true)
             return resized
         }

@@ -40,6 +40,7 @@ private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) ->
     if !reverse {
         body(initLock)
         body(processCaches.lockPointer)
+        body(profileLock)
         for cls in 0..<classCount { body((root.pointee.centrals + cls).lockPointer) }
         body(processPageHeap.lockPointer)
         body(metadataLockPointer)
@@ -51,6 +52,7 @@ private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) ->
             cls &-= 1
             body((root.pointee.centrals + cls).lockPointer)
         }
+        body(profileLock)
         body(processCaches.lockPointer)
         body(initLock)
     }

@@ -7,7 +7,7 @@
 //   scavengerRunner  Scavenger's runner lock: one tick at a time (ScavengerRunner.swift);
 //                    fork does not take it (the child reinitialises it)
 //   cacheRegistry    the thread caches' registry: records, the live list (ThreadCache.swift)
-//   profile          the heap profiler's tables (reserved for it)
+//   profile          the heap profiler's table: buckets and live samples (Profile.swift)
 //   central + class  each size class's central list, in class order (Central.swift)
 //   pageHeap         the page heap: page allocator, span records, span map writes (PageHeap.swift)
 //   metadata         persistentAlloc's cursor (Metadata.swift)

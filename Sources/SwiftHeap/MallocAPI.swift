@@ -117,7 +117,7 @@ public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutabl
 }
 
 /// Runs from the shared object's constructor: the parts of initialisation that need a
-/// working C runtime (the thread-exit key, the fork handlers).
+/// working C runtime (the thread-exit key, the fork handlers, the heap profiler).
 @_cdecl("swiftheap_library_init")
 public func swiftheap_library_init() {
     if !ensureHeapInitialized() { return }
@@ -128,5 +128,6 @@ public func swiftheap_library_init() {
         installForkHandlers()
         processScavenger.allowToRun()
         if config.printStats { _ = atexit(printStatsAtExit) }
+        startProfilingIfConfigured(config)
     }
 }

@@ -84,19 +84,50 @@ struct ReportWriter {
     }
 
     /// `value` in decimal.
-    mutating func put(number value: UInt) {
+    mutating func put(number value: UInt) { put(value, radix: 10) }
+
+    /// `value` as 0x and lowercase hexadecimal digits.
+    mutating func put(hex value: UInt) {
+        put("0x")
+        put(value, radix: 16)
+    }
+
+    private mutating func put(_ value: UInt, radix: UInt) {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: UInt.max has 20 digits
         withUnsafeMutableBytes(of: &digits) { raw in
             var position = raw.count
             var remaining = value
             repeat {
                 position &-= 1
-                raw[position] = 48 &+ UInt8(truncatingIfNeeded: remaining % 10)
-                remaining /= 10
+                let digit = UInt8(truncatingIfNeeded: remaining % radix)
+                raw[position] = digit < 10 ? 48 &+ digit : 87 &+ digit
+                remaining /= radix
             } while remaining != 0
             put(bytes: raw.baseAddress!.assumingMemoryBound(to: UInt8.self) + position, count: raw.count &- position)
         }
     }
+
+    /// A file name template of the knobs (SWIFTHEAP_STATS_FILE, SWIFTHEAP_PROFILE), with
+    /// %p replaced by the process id and %% by %.
+    mutating func put(expanding template: UnsafePointer<CChar>) {
+        let source = UnsafeRawPointer(template).assumingMemoryBound(to: UInt8.self)
+        var index = 0
+        while source[index] != 0 {
+            if source[index] == 37 && source[index &+ 1] == 112 {         // %p
+                put(number: UInt(bitPattern: Int(getpid())))
+                index &+= 2
+            } else if source[index] == 37 && source[index &+ 1] == 37 {  // %%
+                put(byte: 37)
+                index &+= 2
+            } else {
+                put(byte: source[index])
+                index &+= 1
+            }
+        }
+    }
+
+    /// The bytes formatted and not yet drained (a writer used as a buffer).
+    var text: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: buffer, count: length) }
 
     // MARK: Fields
     //

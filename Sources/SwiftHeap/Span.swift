@@ -56,6 +56,9 @@ struct Span {
     var allocatedCount: UInt32 = 0
     /// True while the span is on its class's partial list.
     var onPartialList: Bool = false
+    /// A large span holding an allocation the heap profiler sampled (Profile.swift).
+    /// Written by the object's owner: at allocation, and by a realloc in place.
+    var profiled: Bool = false
     /// OS pages of this small span released to the OS while every object on them was
     /// free (bit i: the OS page at base + i·4 KiB). Guarded by the class's central lock.
     var releasedOSPages: UInt64 = 0

@@ -354,20 +354,7 @@ private func openStatsFile(_ template: UnsafePointer<CChar>) -> Int32 {
         // The name is shorter than 4096 bytes (Config) and %p grows 2 bytes to at most
         // 20: the expansion fits report memory, so the writer never drains (it has no sink).
         var path = ReportWriter(buffer: memory, capacity: Int(reportMemoryBytes), descriptor: -1)
-        let source = UnsafeRawPointer(template).assumingMemoryBound(to: UInt8.self)
-        var index = 0
-        while source[index] != 0 {
-            if source[index] == 37 && source[index &+ 1] == 112 {         // %p
-                path.put(number: UInt(bitPattern: Int(getpid())))
-                index &+= 2
-            } else if source[index] == 37 && source[index &+ 1] == 37 {  // %%
-                path.put(byte: 37)
-                index &+= 2
-            } else {
-                path.put(byte: source[index])
-                index &+= 1
-            }
-        }
+        path.put(expanding: template)
         path.put(byte: 0)
         return sh_open_append(UnsafeRawPointer(memory).assumingMemoryBound(to: CChar.self))
     }

@@ -58,6 +58,9 @@ struct CacheHeader {
     /// cache. Tests use them to see that the fast path takes no slow path.
     var refills: UInt
     var flushes: UInt
+    /// This thread's countdown to its next heap-profile sample (ProfileSampler.swift);
+    /// its thread alone reads and writes it, and never in the no-cache record.
+    var profile: ProfileThreadState
 }
 
 /// A thread's cache record (see the file comment). Never constructed as a value: it is
@@ -143,7 +146,7 @@ struct CacheRegistry {
             noCache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: dummySlot))
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
-                                                  isNoCache: true, refills: 0, flushes: 0))
+                                                  isNoCache: true, refills: 0, flushes: 0, profile: ProfileThreadState()))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes), noCache: noCache,
                                        classes: classes, centrals: centrals))
         return true
@@ -183,7 +186,8 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
             slots += Int(remote)
         }
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
-                                                isNoCache: false, refills: 0, flushes: 0))
+                                                isNoCache: false, refills: 0, flushes: 0,
+                                                profile: ProfileThreadState()))
         if let first = pointee.live { first.header.pointee.previous = cache }
         pointee.live = cache
         pointee.liveCount &+= 1

@@ -26,7 +26,7 @@ private func zeroBuffer() -> Buffer512 {
 }
 
 /// A static string's bytes as a C string (static strings are NUL-terminated).
-private func cString(_ text: StaticString) -> UnsafePointer<CChar> {
+func cString(_ text: StaticString) -> UnsafePointer<CChar> {
     UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 

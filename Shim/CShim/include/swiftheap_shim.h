@@ -23,6 +23,7 @@
 #include <string.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <dlfcn.h>
 #include <stdio.h>
 
 // ---- thread-local slot ---------------------------------------------------------
@@ -94,6 +95,8 @@ static inline int64_t sh_thread_cpu_nanos(void) {
 static inline long sh_gettid(void) { return syscall(SYS_gettid); }
 static inline int sh_open_readonly(const char *path) { return open(path, O_RDONLY | O_CLOEXEC); }
 static inline long sh_getdents64(int fd, void *buffer, size_t bytes) { return syscall(SYS_getdents64, fd, buffer, bytes); }
+// open(2) is variadic, which Swift cannot call: a file for writing, created or truncated.
+static inline int sh_open_create(const char *path) { return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); }
 // For the stats file (SWIFTHEAP_STATS_FILE): reports are appended, one write each.
 static inline int sh_open_append(const char *path) { return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644); }
 // A close-on-exec copy of fd, numbered at least `lowest` (fcntl is variadic: Swift cannot call it).
@@ -132,4 +135,43 @@ static inline int sh_libc_single_threaded(void) {
 extern unsigned char swiftheap_static_area[SWIFTHEAP_STATIC_AREA_BYTES] __attribute__((visibility("hidden")));
 static inline void *sh_static_area(void) { return swiftheap_static_area; }
 static inline size_t sh_static_area_bytes(void) { return SWIFTHEAP_STATIC_AREA_BYTES; }
+
+// ---- the heap profiler (Sources/SwiftHeap/Profile*.swift) ------------------------------
+// The largest request malloc's fast path serves: maxSmallSize (SizeClasses.swift) until
+// heap profiling is turned on, then 0, so that every malloc takes the slow path, which
+// counts bytes toward the next sample. Statically initialised, so the first malloc of
+// the process reads the right value; written once, from the library constructor.
+#define SWIFTHEAP_MAX_SMALL_SIZE 32768
+extern uintptr_t swiftheap_small_limit __attribute__((visibility("hidden")));
+static inline uintptr_t sh_small_limit(void) { return swiftheap_small_limit; }
+static inline void sh_set_small_limit(uintptr_t limit) { __atomic_store_n(&swiftheap_small_limit, limit, __ATOMIC_RELEASE); }
+
+// The profiler's root state: zeroed static storage, like the static area above.
+#define SWIFTHEAP_PROFILE_AREA_BYTES 1024
+extern unsigned char swiftheap_profile_area[SWIFTHEAP_PROFILE_AREA_BYTES] __attribute__((visibility("hidden")));
+static inline void *sh_profile_area(void) { return swiftheap_profile_area; }
+static inline size_t sh_profile_area_bytes(void) { return SWIFTHEAP_PROFILE_AREA_BYTES; }
+
+// libgcc_s's unwinder, found with dlsym when profiling is on (the library must not
+// depend on libgcc_s). _Unwind_Reason_Code is an int-sized enum; the context is opaque.
+typedef int (*sh_unwind_trace_fn)(void *context, void *argument);
+typedef int (*sh_unwind_backtrace_fn)(sh_unwind_trace_fn trace, void *argument);
+typedef uintptr_t (*sh_unwind_get_ip_fn)(void *context);
+typedef const void *(*sh_unwind_find_fde_fn)(void *pc, void *bases);
+// Embedded Swift emits no DWARF unwind tables (.eh_frame), only frame pointers, so the
+// unwinder cannot step through Swift frames. The profiler walks its own frames by
+// their frame pointers (this function's frame, inlined into the Swift caller, starts
+// the walk), then has the unwinder continue from the first frame that has tables:
+// sh_unwind_from (shim.c, a few instructions of assembly) calls backtrace(trace,
+// argument) from a frame whose unwind table names (ra, sp, fp) as its caller's
+// return address, stack pointer and frame pointer.
+static inline __attribute__((always_inline)) void *sh_frame_address(void) { return __builtin_frame_address(0); }
+int sh_unwind_from(uintptr_t sp, uintptr_t ra, uintptr_t fp, sh_unwind_backtrace_fn backtrace,
+                   sh_unwind_trace_fn trace, void *argument) __attribute__((visibility("hidden")));
+// The first and last bytes of this object's image (the linker defines both, hidden,
+// in each object): the unwinder skips frames inside it, the allocator's own.
+extern const char __ehdr_start[] __attribute__((visibility("hidden")));
+extern const char _end[] __attribute__((visibility("hidden")));
+static inline uintptr_t sh_own_image_start(void) { return (uintptr_t)__ehdr_start; }
+static inline uintptr_t sh_own_image_end(void) { return (uintptr_t)_end; }
 #endif
