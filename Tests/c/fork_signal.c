@@ -81,28 +81,6 @@ static int run(void) {
 int main(void) {
     check_preload();
     setvbuf(stdout, NULL, _IONBF, 0);
-    // The scenario runs in a child, so that a deadlock is seen and reported here.
-    pid_t child = fork();
-    REQUIRE(child >= 0, "fork");
-    if (child == 0) _exit(run());
-    double start = now_seconds();
-    int status = 0;
-    for (;;) {
-        pid_t r = waitpid(child, &status, WNOHANG);
-        if (r == child) break;
-        if (now_seconds() - start > TIMEOUT_S) {
-            fprintf(stderr, "FAIL fork_signal: no progress after %d s: fork from a signal handler "
-                            "deadlocked against an allocator lock\n", TIMEOUT_S);
-            kill(child, SIGKILL);
-            // The sender is the child's child: it exits when its kill() fails.
-            waitpid(child, NULL, 0);
-            return 1;
-        }
-        usleep(10000);
-    }
-    if (!WIFEXITED(status)) {
-        fprintf(stderr, "FAIL fork_signal: the test process died (status 0x%x)\n", status);
-        return 1;
-    }
-    return WEXITSTATUS(status);
+    int rc = run_with_watchdog(run, TIMEOUT_S, "fork from a signal handler deadlocked against an allocator lock");
+    return rc;
 }

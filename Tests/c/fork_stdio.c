@@ -108,27 +108,7 @@ static int run(void) {
 int main(void) {
     check_preload();
     setvbuf(stdout, NULL, _IONBF, 0);
-    pid_t child = fork();
-    REQUIRE(child >= 0, "fork");
-    if (child == 0) _exit(run());
-    double start = now_seconds();
-    int status = 0;
-    for (;;) {
-        pid_t r = waitpid(child, &status, WNOHANG);
-        if (r == child) break;
-        if (now_seconds() - start > TIMEOUT_S) {
-            fprintf(stderr, "FAIL fork_stdio: still running after %d s (run time %d s): fork deadlocked "
-                            "against stdio's locks\n", TIMEOUT_S, RUN_S);
-            kill(child, SIGKILL);
-            waitpid(child, NULL, 0);
-            system("rm -f /tmp/swiftheap-fork-stdio-*");
-            return 1;
-        }
-        usleep(10000);
-    }
-    if (!WIFEXITED(status)) {
-        fprintf(stderr, "FAIL fork_stdio: the test process died (status 0x%x)\n", status);
-        return 1;
-    }
-    return WEXITSTATUS(status);
+    int rc = run_with_watchdog(run, TIMEOUT_S, "fork deadlocked against stdio's locks");
+    system("rm -f /tmp/swiftheap-fork-stdio-*");
+    return rc;
 }

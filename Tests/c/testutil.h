@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -155,6 +157,34 @@ static inline void check_preload(void) {
             _exit(3);
         }
     }
+}
+
+// Runs `body` in a child process and waits at most `timeout_s` seconds for it: a test
+// whose failure mode is a hang (a deadlock) then fails with `what` instead of hanging the
+// run. Returns the child's exit status, or 1 if it hung or died.
+static inline int run_with_watchdog(int (*body)(void), int timeout_s, const char *what) {
+    fflush(NULL);
+    pid_t child = fork();
+    REQUIRE(child >= 0, "fork");
+    if (child == 0) _exit(body());
+    double start = now_seconds();
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(child, &status, WNOHANG);
+        if (r == child) break;
+        if (now_seconds() - start > timeout_s) {
+            fprintf(stderr, "FAIL still running after %d s: %s\n", timeout_s, what);
+            kill(child, SIGKILL);
+            waitpid(child, NULL, 0);
+            return 1;
+        }
+        usleep(10000);
+    }
+    if (!WIFEXITED(status)) {
+        fprintf(stderr, "FAIL the test process died (status 0x%x)\n", status);
+        return 1;
+    }
+    return WEXITSTATUS(status);
 }
 
 static inline int test_exit(const char *name) {
