@@ -1,6 +1,7 @@
 // The storage behind swiftheap_shim.h: the thread-local slot, the static areas of the
 // heap and of the profiler, malloc's fast-path size limit, the profiler's unwinding
-// trampoline, the version string.
+// trampoline, the version string, mremap.
+#define _GNU_SOURCE  // mremap's MREMAP_MAYMOVE
 #include "swiftheap_shim.h"
 
 __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visibility("hidden"))) = NULL;
@@ -44,3 +45,8 @@ __asm__(
     ".size sh_unwind_from, .-sh_unwind_from\n");
 // Package.swift defines SWIFTHEAP_VERSION for this target.
 __attribute__((visibility("hidden"))) const char *sh_version(void) { return SWIFTHEAP_VERSION; }
+
+void *sh_mremap(void *old, size_t oldSize, size_t newSize) {
+    void *p = mremap(old, oldSize, newSize, MREMAP_MAYMOVE);
+    return p == MAP_FAILED ? NULL : p;
+}

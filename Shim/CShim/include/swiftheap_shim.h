@@ -5,9 +5,9 @@
 #ifndef SWIFTHEAP_SHIM_H
 #define SWIFTHEAP_SHIM_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE  // mremap, MAP_FIXED_NOREPLACE
-#endif
+// No _GNU_SOURCE here: this header is a Clang module that the tests import beside
+// Glibc and Foundation, and system types (fd_set) must read the same in all of them.
+// What needs GNU names (mremap) lives out of line in shim.c.
 
 #include <stdint.h>
 #include <stddef.h>
@@ -77,11 +77,8 @@ static inline void *sh_mmap(void *addr, size_t len, int prot, int flags) {
     void *p = mmap(addr, len, prot, flags | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
-// mremap is variadic, which Swift cannot call.
-static inline void *sh_mremap(void *old, size_t oldSize, size_t newSize) {
-    void *p = mremap(old, oldSize, newSize, MREMAP_MAYMOVE);
-    return p == MAP_FAILED ? NULL : p;
-}
+// mremap is variadic, which Swift cannot call, and a GNU name (shim.c).
+void *sh_mremap(void *old, size_t oldSize, size_t newSize) __attribute__((visibility("hidden")));
 static inline int64_t sh_monotonic_nanos(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
