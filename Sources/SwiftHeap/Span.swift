@@ -29,27 +29,33 @@ enum SpanState: UInt32 {
 let spanBitmapWords = 8
 
 struct Span {
-    /// Free objects, one bit each, 1 = free. Guarded by the class's central lock.
-    var freeBits: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    // Layout: records are 64-byte aligned (SlabPool), and free's fast path reads
+    // base, owner, sizeClass, objectSize and reciprocal, then one word of freeBits. The
+    // five fields fill the first 32 bytes and freeBits follows, so that for an object of
+    // index below 256 everything free reads is on the record's first cache line.
+    // (SpanTests checks the offsets.)
+
     /// First byte of the span (page-aligned).
     var base: UInt = 0
-    /// Length in pages.
-    var pages: UInt = 0
-    /// Links of the central list this span is on (partial spans of its class).
-    var next: UnsafeMutablePointer<Span>? = nil
-    var previous: UnsafeMutablePointer<Span>? = nil
-    var state: SpanState = .free
+    /// The thread cache that last refilled from this span (compared, never followed,
+    /// by the free path; guarded by the central lock for writes).
+    var owner: UnsafeMutableRawPointer? = nil
     /// Size class (0 for a large span).
     var sizeClass: UInt32 = 0
     /// Object size (small) — for a large span the usable size in bytes is pages * pageSize.
     var objectSize: UInt32 = 0
     /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
     var reciprocal: UInt32 = 0
+    var state: SpanState = .free
+    /// Free objects, one bit each, 1 = free. Guarded by the class's central lock.
+    var freeBits: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    /// Length in pages.
+    var pages: UInt = 0
+    /// Links of the central list this span is on (partial spans of its class).
+    var next: UnsafeMutablePointer<Span>? = nil
+    var previous: UnsafeMutablePointer<Span>? = nil
     /// A large object mapped on its own (Heap.swift: allocDirectSpan), not from the page heap.
     var direct: Bool = false
-    /// The thread cache that last refilled from this span (compared, never followed,
-    /// by the free path; guarded by the central lock for writes).
-    var owner: UnsafeMutableRawPointer? = nil
     /// Objects in the span.
     var objectCount: UInt32 = 0
     /// Objects not free in the bitmap: handed to a thread cache or to the program.

@@ -2,6 +2,19 @@ import Testing
 @testable import SwiftHeap
 
 @Suite struct SpanTests {
+    /// free's fast path reads base, owner, sizeClass, objectSize, reciprocal and a word
+    /// of freeBits: on a 64-byte-aligned record (SlabPool), the fields and the words for
+    /// objects 0..<256 share the first cache line.
+    @Test func freePathFieldsShareTheRecordsFirstCacheLine() {
+        let hot: [Int] = [MemoryLayout<Span>.offset(of: \.base)!, MemoryLayout<Span>.offset(of: \.owner)!,
+                          MemoryLayout<Span>.offset(of: \.sizeClass)!, MemoryLayout<Span>.offset(of: \.objectSize)!,
+                          MemoryLayout<Span>.offset(of: \.reciprocal)!]
+        #expect(hot.allSatisfy { $0 < 32 })
+        #expect(MemoryLayout<Span>.offset(of: \.freeBits)! == 32)
+        let pool = SlabPool(recordBytes: UInt(MemoryLayout<Span>.stride))
+        #expect(pool.recordBytes % 64 == 0)
+    }
+
     @Test func setAllFreeMarksExactlyTheObjects() {
         for count: UInt32 in [1, 8, 63, 64, 65, 100, 511, 512] {
             let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
