@@ -24,7 +24,12 @@ let unchecked = Context.environment["SWIFTHEAP_UNCHECKED"] == "1"
 
 let allocatorSettings: [SwiftSetting] = embedded
     ? [.enableExperimentalFeature("Embedded"),
-       .unsafeFlags(["-wmo", "-Xcc", "-fPIC", "-no-allocations"] + (unchecked ? ["-DSWIFTHEAP_UNCHECKED"] : []))]
+       // -momit-leaf-frame-pointer: functions that call nothing (malloc's and free's fast
+       // paths, which end in a jump to their slow paths) set up no frame; every function
+       // that calls keeps its frame pointer, which the heap profiler's walk needs
+       // (ProfileStack.swift; scripts/check-lib checks both).
+       .unsafeFlags(["-wmo", "-Xcc", "-fPIC", "-Xcc", "-momit-leaf-frame-pointer", "-no-allocations"]
+                    + (unchecked ? ["-DSWIFTHEAP_UNCHECKED"] : []))]
     : [.unsafeFlags(["-enforce-exclusivity=unchecked"]),
        // The lock-order check of LockRanks.swift, in the unit tests only.
        .define("SWIFTHEAP_LOCK_RANKS")]
@@ -45,7 +50,7 @@ if embedded {
     // record libswiftheap.so.MAJOR, as any system library.
     let exportsMap = Context.packageDirectory + "/Shim/exports.map"
     targets.append(.target(name: "CExports", dependencies: ["SwiftHeap"], path: "Shim/CExports", publicHeadersPath: ".",
-                           cSettings: [.unsafeFlags(["-O2", "-fPIC", "-fomit-frame-pointer"])],
+                           cSettings: [.unsafeFlags(["-O2", "-fPIC", "-momit-leaf-frame-pointer"])],
                            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=" + exportsMap,
                                                           "-Xlinker", "-z", "-Xlinker", "nodelete",
                                                           "-Xlinker", "-soname=" + soname])]))

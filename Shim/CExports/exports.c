@@ -1,27 +1,32 @@
 // The libc and C++ names SwiftHeap exports. Each is a tail call into the Swift
-// implementation (`swiftheap_*`, @_cdecl in Sources/SwiftHeap/MallocAPI.swift); with -O2
-// each compiles to a single jump. This file is linked into libswiftheap.so only, never
-// into the test process (whose own runtime would then allocate through us).
+// implementation (`swiftheap_*`); with -O2 and no frame of its own
+// (-momit-leaf-frame-pointer, Package.swift) each compiles to a single jump. The malloc
+// family (Sources/SwiftHeap/MallocAPI.swift) are Swift functions under these names
+// (@_silgen_name), declared here with Swift's calling convention (swiftcall), so that
+// the jump lands in the Swift code itself and not in a C thunk that jumps again; the
+// rest (@_cdecl) are cold. This file is linked into libswiftheap.so only, never into
+// the test process (whose own runtime would then allocate through us).
 #define _GNU_SOURCE
 #include <stddef.h>
 #include <stdint.h>
 #include <dlfcn.h>
 #include <stdio.h>
 
-void *swiftheap_malloc(size_t size);
-void swiftheap_free(void *p);
-void *swiftheap_calloc(size_t count, size_t size);
-void *swiftheap_realloc(void *p, size_t size);
-void *swiftheap_reallocarray(void *p, size_t count, size_t size);
-int swiftheap_posix_memalign(void **out, size_t alignment, size_t size);
-void *swiftheap_aligned_alloc(size_t alignment, size_t size);
-void *swiftheap_memalign(size_t alignment, size_t size);
-void *swiftheap_valloc(size_t size);
-void *swiftheap_pvalloc(size_t size);
-size_t swiftheap_malloc_usable_size(void *p);
-int swiftheap_malloc_trim(size_t pad);
-void *swiftheap_new_aligned(size_t size, size_t alignment);
-void swiftheap_library_init(void);
+#define SWIFTCC __attribute__((swiftcall))
+void *swiftheap_malloc(size_t size) SWIFTCC;
+void swiftheap_free(void *p) SWIFTCC;
+void *swiftheap_calloc(size_t count, size_t size) SWIFTCC;
+void *swiftheap_realloc(void *p, size_t size) SWIFTCC;
+void *swiftheap_reallocarray(void *p, size_t count, size_t size) SWIFTCC;
+int swiftheap_posix_memalign(void **out, size_t alignment, size_t size) SWIFTCC;
+void *swiftheap_aligned_alloc(size_t alignment, size_t size) SWIFTCC;
+void *swiftheap_memalign(size_t alignment, size_t size) SWIFTCC;
+void *swiftheap_valloc(size_t size) SWIFTCC;
+void *swiftheap_pvalloc(size_t size) SWIFTCC;
+size_t swiftheap_malloc_usable_size(void *p) SWIFTCC;
+int swiftheap_malloc_trim(size_t pad) SWIFTCC;
+void *swiftheap_new_aligned(size_t size, size_t alignment) SWIFTCC;
+void swiftheap_library_init(void) SWIFTCC;
 void swiftheap_malloc_stats(void);
 void swiftheap_mallinfo(size_t fields[10]);
 int swiftheap_profile_write(const char *path);

@@ -1,7 +1,8 @@
 // The C ABI: the malloc family with glibc's documented semantics, as Swift functions
-// with C names of our own (`swiftheap_*`). The libc names themselves (malloc, free,
-// the C++ operators, ...) are defined in Shim/CExports, linked into the shared object
-// only, as single-jump tail calls to these.
+// with symbol names of our own (`swiftheap_*`, @_silgen_name: Swift's calling
+// convention, which Shim/CExports declares as swiftcall). The libc names themselves
+// (malloc, free, the C++ operators, ...) are defined in Shim/CExports, linked into the
+// shared object only, as single-jump tail calls straight into these functions.
 //
 // Conventions kept here: NULL and errno ENOMEM for impossible sizes and exhausted
 // memory; EINVAL for bad alignments; free(NULL) does nothing; realloc(NULL, n) is
@@ -9,27 +10,27 @@
 
 import CShim
 
-@_cdecl("swiftheap_malloc")
+@_silgen_name("swiftheap_malloc")
 public func swiftheap_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
     allocate(UInt(bitPattern: size))
 }
 
-@_cdecl("swiftheap_free")
+@_silgen_name("swiftheap_free")
 public func swiftheap_free(_ pointer: UnsafeMutableRawPointer?) {
     deallocate(pointer)
 }
 
-@_cdecl("swiftheap_calloc")
+@_silgen_name("swiftheap_calloc")
 public func swiftheap_calloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     allocateZeroed(count: UInt(bitPattern: count), size: UInt(bitPattern: size))
 }
 
-@_cdecl("swiftheap_realloc")
+@_silgen_name("swiftheap_realloc")
 public func swiftheap_realloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> UnsafeMutableRawPointer? {
     reallocate(pointer, UInt(bitPattern: size))
 }
 
-@_cdecl("swiftheap_reallocarray")
+@_silgen_name("swiftheap_reallocarray")
 public func swiftheap_reallocarray(_ pointer: UnsafeMutableRawPointer?, _ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     let (total, overflow) = UInt(bitPattern: count).multipliedReportingOverflow(by: UInt(bitPattern: size))
     if overflow {
@@ -43,7 +44,7 @@ public func swiftheap_reallocarray(_ pointer: UnsafeMutableRawPointer?, _ count:
     value != 0 && value & (value &- 1) == 0
 }
 
-@_cdecl("swiftheap_posix_memalign")
+@_silgen_name("swiftheap_posix_memalign")
 public func swiftheap_posix_memalign(_ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ alignment: Int, _ size: Int) -> Int32 {
     let align = UInt(bitPattern: alignment)
     if !isPowerOfTwo(align) || align % UInt(MemoryLayout<UnsafeRawPointer>.size) != 0 { return EINVAL }
@@ -56,7 +57,7 @@ public func swiftheap_posix_memalign(_ out: UnsafeMutablePointer<UnsafeMutableRa
     return 0
 }
 
-@_cdecl("swiftheap_aligned_alloc")
+@_silgen_name("swiftheap_aligned_alloc")
 public func swiftheap_aligned_alloc(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     let align = UInt(bitPattern: alignment)
     if !isPowerOfTwo(align) {
@@ -68,7 +69,7 @@ public func swiftheap_aligned_alloc(_ alignment: Int, _ size: Int) -> UnsafeMuta
 
 /// memalign is glibc's own legacy function and keeps glibc's rules: an alignment that is
 /// not a power of two is rounded up to the next one; above 2^63 it is EINVAL.
-@_cdecl("swiftheap_memalign")
+@_silgen_name("swiftheap_memalign")
 public func swiftheap_memalign(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     var align = UInt(bitPattern: alignment)
     if align <= minAlignment { return allocate(UInt(bitPattern: size)) }
@@ -80,12 +81,12 @@ public func swiftheap_memalign(_ alignment: Int, _ size: Int) -> UnsafeMutableRa
     return allocateAligned(UInt(bitPattern: size), alignment: align)
 }
 
-@_cdecl("swiftheap_valloc")
+@_silgen_name("swiftheap_valloc")
 public func swiftheap_valloc(_ size: Int) -> UnsafeMutableRawPointer? {
     allocateAligned(UInt(bitPattern: size), alignment: osPageSize)
 }
 
-@_cdecl("swiftheap_pvalloc")
+@_silgen_name("swiftheap_pvalloc")
 public func swiftheap_pvalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     let (rounded, overflow) = UInt(bitPattern: size).addingReportingOverflow(osPageSize &- 1)
     if overflow {
@@ -95,12 +96,12 @@ public func swiftheap_pvalloc(_ size: Int) -> UnsafeMutableRawPointer? {
     return allocateAligned(max(alignDown(rounded, osPageSize), osPageSize), alignment: osPageSize)
 }
 
-@_cdecl("swiftheap_malloc_usable_size")
+@_silgen_name("swiftheap_malloc_usable_size")
 public func swiftheap_malloc_usable_size(_ pointer: UnsafeMutableRawPointer?) -> Int {
     Int(bitPattern: usableSize(pointer))
 }
 
-@_cdecl("swiftheap_malloc_trim")
+@_silgen_name("swiftheap_malloc_trim")
 public func swiftheap_malloc_trim(_ pad: Int) -> Int32 {
     let savedErrno = sh_errno_get()
     let released = trimHeap()
@@ -109,7 +110,7 @@ public func swiftheap_malloc_trim(_ pad: Int) -> Int32 {
 }
 
 /// C++ aligned operator new (the caller handles failure: new-handler, bad_alloc).
-@_cdecl("swiftheap_new_aligned")
+@_silgen_name("swiftheap_new_aligned")
 public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutableRawPointer? {
     let align = UInt(bitPattern: alignment)
     if !isPowerOfTwo(align) { return nil }
@@ -118,7 +119,7 @@ public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutabl
 
 /// Runs from the shared object's constructor: the parts of initialisation that need a
 /// working C runtime (the thread-exit key, the fork handlers, the heap profiler).
-@_cdecl("swiftheap_library_init")
+@_silgen_name("swiftheap_library_init")
 public func swiftheap_library_init() {
     if !ensureHeapInitialized() { return }
     if processCaches.createThreadExitKey() {
