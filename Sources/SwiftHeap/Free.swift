@@ -31,9 +31,10 @@ import CShim
 /// lock, no atomic.
 @inline(__always) func cacheFreeFast(_ address: UInt, spanMap: SpanMap) -> Bool {
     guard let slot = sh_tls_get(), let span = spanMap.span(containing: address) else { return false }
+    // A large span (class 0) falls through to bin 0, whose capacity is 0 in every cache.
     let cls = Int(span.pointee.sizeClass)
     let index = span.objectIndex(of: address)
-    if cls == 0 || (misuseChecks && !span.isObjectStart(address, index: index)) { return false }
+    if misuseChecks && !span.isObjectStart(address, index: index) { return false }
     let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
     let bin = cache.bin(cls)
     let count = bin.pointee.count
@@ -50,18 +51,12 @@ import CShim
 /// span's free bitmap is set, or it is one of the last four objects pushed on `bin`.
 /// See the file comment for why the unlocked read of the bitmap is sound. Kept short:
 /// in a memory-bound program every instruction here delays the program's next miss.
+/// With fewer than four objects in the bin the compares read its guard words, which are
+/// zero (ThreadCache.swift: binGuardWords), never an object's address.
 @inline(__always) func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
                                   bin: UnsafeMutablePointer<CacheBin>) -> Bool {
-    let count = Int(bin.pointee.count)
-    let slots = bin.pointee.slots
-    var recent = false
-    if count >= 4 {
-        recent = slots[count &- 1] == address || slots[count &- 2] == address
-            || slots[count &- 3] == address || slots[count &- 4] == address
-    } else {
-        var i = 0
-        while i < count { recent = recent || slots[i] == address; i &+= 1 }
-    }
+    let top = bin.pointee.slots + Int(bin.pointee.count)
+    let recent = top[-1] == address || top[-2] == address || top[-3] == address || top[-4] == address
     return recent || span.isFree(index)
 }
 

@@ -40,8 +40,14 @@ import CShim
 struct CacheBin {
     var count: UInt32
     var capacity: UInt32
+    /// The bin's objects, slots[0..<count]. The binGuardWords words below slots[0] are
+    /// zero and never written, so that free's double-free check reads the last four
+    /// slots below count without a test of count (Free.swift: looksFreed).
     var slots: UnsafeMutablePointer<UInt>
 }
+
+/// Zero words in front of every bin's slot array (CacheBin.slots).
+let binGuardWords = 4
 
 /// Per-thread fields that follow the bins.
 struct CacheHeader {
@@ -134,13 +140,18 @@ struct CacheRegistry {
         for cls in 1..<classes.count {
             let size = UInt(classes.info[cls].size)
             slotCount &+= UInt(cacheCapacity(objectSize: size)) &+ UInt(remoteCapacity(objectSize: size))
+                &+ 2 &* UInt(binGuardWords)
         }
         let recordBytes = UInt(MemoryLayout<ThreadCache>.stride) &+ slotCount &* 8
         // The no-cache record: every bin has count and capacity 0, and a slot array of
-        // one word that is never written (capacity 0 sends every push to the slow path).
-        guard let noCacheMemory = persistentAlloc(UInt(MemoryLayout<ThreadCache>.stride) &+ 8, alignment: 64) else { return false }
+        // one word, behind its guard words, that is never written (capacity 0 sends every
+        // push to the slow path). persistentAlloc's memory is zeroed.
+        let guardBytes = UInt(binGuardWords) &* 8
+        guard let noCacheMemory = persistentAlloc(UInt(MemoryLayout<ThreadCache>.stride) &+ guardBytes &+ 8,
+                                                  alignment: 64) else { return false }
         let noCache = noCacheMemory.bindMemory(to: ThreadCache.self, capacity: 1)
-        let dummySlot = (noCacheMemory + MemoryLayout<ThreadCache>.stride).assumingMemoryBound(to: UInt.self)
+        let dummySlot = (noCacheMemory + Int(UInt(MemoryLayout<ThreadCache>.stride) &+ guardBytes))
+            .assumingMemoryBound(to: UInt.self)
         for cls in 0..<maxSizeClasses {
             noCache.bin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: dummySlot))
             noCache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: dummySlot))
@@ -170,18 +181,26 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         let cache = record.bindMemory(to: ThreadCache.self, capacity: 1)
         // Lay out the bins' slot arrays after the record.
         let classes = pointee.classes
+        // Each array behind its zeroed guard words (a reused record's may hold old data).
+        // Bin 0 (large objects) and the classes past the table have capacity 0, so that
+        // free's fast path sends them to the slow path without a test of its own.
         var slots = (record + MemoryLayout<ThreadCache>.stride).assumingMemoryBound(to: UInt.self)
+        let firstArray = slots + binGuardWords
         for cls in 0..<maxSizeClasses {
             if cls == 0 || cls >= classes.count {
-                cache.bin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: slots))
-                cache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: slots))
+                cache.bin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: firstArray))
+                cache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: firstArray))
                 continue
             }
             let size = UInt(classes.info[cls].size)
             let capacity = cacheCapacity(objectSize: size)
+            slots.initialize(repeating: 0, count: binGuardWords)
+            slots += binGuardWords
             cache.bin(cls).initialize(to: CacheBin(count: 0, capacity: capacity, slots: slots))
             slots += Int(capacity)
             let remote = remoteCapacity(objectSize: size)
+            slots.initialize(repeating: 0, count: binGuardWords)
+            slots += binGuardWords
             cache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: remote, slots: slots))
             slots += Int(remote)
         }
