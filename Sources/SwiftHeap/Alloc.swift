@@ -1,6 +1,6 @@
 // Allocation from the thread cache: the malloc fast path and its refill.
 //
-// The fast path (cacheAllocateFast) is: read the thread-local cache pointer, look the
+// The fast path (cacheBinFast, then popNonEmpty) is: read the thread-local cache pointer, look the
 // size's class up in a byte table, pop the class's bin. Anything else — no cache yet, an
 // empty bin, a large or aligned request — returns nil to the C ABI's slow path
 // (Entry.swift), so the fast path stays a handful of instructions with no call, lock,
@@ -9,21 +9,34 @@
 
 import CShim
 
-/// A small object of `size` bytes from the calling thread's bin, or nil when the fast
-/// path cannot serve it (see the file comment). `limit` is the largest size served:
-/// maxSmallSize, or 0 to send every request to the slow path (the C ABI passes a limit
-/// read from memory, which is the same one compare as the constant). No lock, no atomic.
-@inline(__always) func cacheAllocateFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutableRawPointer? {
+/// The calling thread's bin for a small request of `size` bytes if it holds an object,
+/// or nil when the fast path cannot serve the request (see the file comment); pop it
+/// with popNonEmpty. `limit` is the largest size served: maxSmallSize, or 0 to send
+/// every request to the slow path (the C ABI passes a limit read from memory, which is
+/// the same one compare as the constant). No lock, no atomic. (Two steps so that the
+/// popped address goes back to the caller with no test of its own.)
+@inline(__always) func cacheBinFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutablePointer<CacheBin>? {
     if size <= limit, let slot = sh_tls_get() {
         let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).bin(classes.sizeClass(of: size))
-        let count = bin.pointee.count
-        if count != 0 {
-            let top = count &- 1
-            bin.pointee.count = top
-            return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(top)])
-        }
+        if bin.pointee.count != 0 { return bin }
     }
     return nil
+}
+
+/// A small object of `size` bytes from the calling thread's bin, or nil when the fast
+/// path cannot serve it (cacheBinFast).
+@inline(__always) func cacheAllocateFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutableRawPointer? {
+    if let bin = cacheBinFast(size, limit: limit, classes: classes) { return bin.popNonEmpty() }
+    return nil
+}
+
+extension UnsafeMutablePointer where Pointee == CacheBin {
+    /// Takes the top object of a bin whose count is not 0.
+    @inline(__always) func popNonEmpty() -> UnsafeMutableRawPointer? {
+        let top = pointee.count &- 1
+        pointee.count = top
+        return UnsafeMutableRawPointer(bitPattern: pointee.slots[Int(top)])
+    }
 }
 
 /// An object of class `sizeClass` from `cache`, refilling its bin if empty; nil if the

@@ -24,7 +24,7 @@ import CShim
 
 /// malloc without the C conventions: nil on failure with errno set.
 @inline(__always) func allocate(_ size: UInt) -> UnsafeMutableRawPointer? {
-    if let object = cacheAllocateFast(size, limit: sh_small_limit(), classes: heap.pointee.classes) { return object }
+    if let bin = cacheBinFast(size, limit: sh_small_limit(), classes: heap.pointee.classes) { return bin.popNonEmpty() }
     return allocateSlow(size)
 }
 

@@ -17,9 +17,9 @@
 //   * a span holds at most maxObjectsPerSpan (512) objects: its free bitmap is fixed
 //     size, inside the span record.
 //
-// Lookup is two byte tables: sizes up to 1024 by 16-byte steps, sizes up to 32 KiB
-// by 128-byte steps (every class above 1024 is a multiple of 128, so the coarse step
-// never skips a class). Object index within a span is computed by multiplication with
+// Lookup is one byte table over every small size by 16-byte steps (2 KiB; every class
+// is a multiple of 16, so the step never skips a class): malloc's fast path is one
+// add, one shift and one load, with no test of which table. Object index within a span is computed by multiplication with
 // a per-class reciprocal (Go's divMagic), exact for every offset inside a span.
 //
 // Class 0 means "not a small object": large objects are spans of their own.
@@ -27,7 +27,6 @@
 import CShim
 
 let maxSmallSize: UInt = 32 << 10
-let smallLookupLimit: UInt = 1024
 let maxObjectsPerSpan: UInt = 512
 let minObjectsPerSpan: UInt = 8
 let maxSizeClasses = 80
@@ -47,22 +46,17 @@ struct SizeClassTable {
     /// Number of classes including class 0.
     var count: Int = 0
     var info: UnsafeMutablePointer<SizeClassInfo>
-    /// Class of sizes 0...1024, indexed by (size + 15) >> 4.
-    var smallIndex: UnsafeMutablePointer<UInt8>
-    /// Class of sizes 1025...32768, indexed by (size - 1024 + 127) >> 7.
-    var mediumIndex: UnsafeMutablePointer<UInt8>
+    /// Class of sizes 0...maxSmallSize, indexed by (size + 15) >> 4.
+    var classIndex: UnsafeMutablePointer<UInt8>
 
     /// Builds the table in metadata memory. Returns nil if metadata memory is exhausted.
     static func make() -> SizeClassTable? {
-        let smallEntries = Int(smallLookupLimit >> 4) + 1
-        let mediumEntries = Int((maxSmallSize - smallLookupLimit) >> 7) + 1
+        let entries = Int(maxSmallSize >> 4) + 1
         guard let infoMemory = persistentAlloc(UInt(maxSizeClasses * MemoryLayout<SizeClassInfo>.stride)),
-              let smallMemory = persistentAlloc(UInt(smallEntries)),
-              let mediumMemory = persistentAlloc(UInt(mediumEntries)) else { return nil }
+              let indexMemory = persistentAlloc(UInt(entries)) else { return nil }
         var table = SizeClassTable(
             info: infoMemory.bindMemory(to: SizeClassInfo.self, capacity: maxSizeClasses),
-            smallIndex: smallMemory.bindMemory(to: UInt8.self, capacity: smallEntries),
-            mediumIndex: mediumMemory.bindMemory(to: UInt8.self, capacity: mediumEntries))
+            classIndex: indexMemory.bindMemory(to: UInt8.self, capacity: entries))
         table.info[0] = SizeClassInfo(size: 0, pages: 0, objects: 0, reciprocal: 0)
         var count = 1
         var size: UInt = 16
@@ -76,17 +70,12 @@ struct SizeClassTable {
             size += sizeStep(after: size)
         }
         table.count = count
-        // Fill the lookup tables: each entry gets the smallest class that fits.
+        // Fill the lookup table: each entry gets the smallest class that fits.
         var cls = 1
-        for i in 0..<smallEntries {
+        for i in 0..<entries {
             let request = UInt(i) << 4
             while UInt(table.info[cls].size) < request { cls += 1 }
-            table.smallIndex[i] = UInt8(cls)
-        }
-        for i in 0..<mediumEntries {
-            let request = smallLookupLimit + (UInt(i) << 7)
-            while UInt(table.info[cls].size) < request { cls += 1 }
-            table.mediumIndex[i] = UInt8(cls)
+            table.classIndex[i] = UInt8(cls)
         }
         return table
     }
@@ -115,9 +104,6 @@ struct SizeClassTable {
 
     /// The class of a small request (size <= maxSmallSize).
     @inline(__always) func sizeClass(of size: UInt) -> Int {
-        if size <= smallLookupLimit {
-            return Int(smallIndex[Int(bitPattern: (size &+ 15) >> 4)])
-        }
-        return Int(mediumIndex[Int(bitPattern: (size &- smallLookupLimit &+ 127) >> 7)])
+        Int(classIndex[Int(bitPattern: (size &+ 15) >> 4)])
     }
 }
