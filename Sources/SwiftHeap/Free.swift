@@ -3,8 +3,9 @@
 //
 // free(p) finds p's span through the page→span map (no lock), checks that p is the
 // start of an object of that span, and pushes it on the calling thread's bin for the
-// span's class. The check costs a multiply and a compare and catches frees of interior
-// pointers; pointers SwiftHeap never returned find no span.
+// span's class. The check costs two compares on the multiply that finds the object's
+// index (Span.swift: objectStart) and catches frees of interior pointers and of
+// pointers into a span's tail; pointers SwiftHeap never returned find no span.
 //
 // Double frees are caught from the allocator's own metadata, without touching the
 // object (writing a marker into every freed object, as glibc's tcache does, dirties a
@@ -31,10 +32,11 @@ import CShim
 /// lock, no atomic.
 @inline(__always) func cacheFreeFast(_ address: UInt, spanMap: SpanMap) -> Bool {
     guard let slot = sh_tls_get(), let span = spanMap.span(containing: address) else { return false }
-    // A large span (class 0) falls through to bin 0, whose capacity is 0 in every cache.
+    // A large span (class 0) is never an object start here (its reciprocal is 0), and
+    // without the checks it falls through to bin 0, whose capacity is 0 in every cache.
     let cls = Int(span.pointee.sizeClass)
-    let index = span.objectIndex(of: address)
-    if misuseChecks && !span.isObjectStart(address, index: index) { return false }
+    let (index, isStart) = span.objectStart(of: address)
+    if misuseChecks && !isStart { return false }
     let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
     let bin = cache.bin(cls)
     let count = bin.pointee.count

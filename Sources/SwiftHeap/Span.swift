@@ -30,8 +30,8 @@ let spanBitmapWords = 8
 
 struct Span {
     // Layout: records are 64-byte aligned (SlabPool), and free's fast path reads
-    // base, owner, sizeClass, objectSize and reciprocal, then one word of freeBits. The
-    // five fields fill the first 32 bytes and freeBits follows, so that for an object of
+    // base, owner, sizeClass, reciprocal and objectCount, then one word of freeBits. The
+    // hot fields fill the first 32 bytes and freeBits follows, so that for an object of
     // index below 256 everything free reads is on the record's first cache line.
     // (SpanTests checks the offsets.)
 
@@ -46,9 +46,11 @@ struct Span {
     var objectSize: UInt32 = 0
     /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
     var reciprocal: UInt32 = 0
-    var state: SpanState = .free
+    /// Objects in the span.
+    var objectCount: UInt32 = 0
     /// Free objects, one bit each, 1 = free. Guarded by the class's central lock.
     var freeBits: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    var state: SpanState = .free
     /// Length in pages.
     var pages: UInt = 0
     /// Links of the central list this span is on (partial spans of its class).
@@ -56,8 +58,6 @@ struct Span {
     var previous: UnsafeMutablePointer<Span>? = nil
     /// A large object mapped on its own (Heap.swift: allocDirectSpan), not from the page heap.
     var direct: Bool = false
-    /// Objects in the span.
-    var objectCount: UInt32 = 0
     /// Objects not free in the bitmap: handed to a thread cache or to the program.
     var allocatedCount: UInt32 = 0
     /// True while the span is on its class's partial list.
@@ -86,9 +86,25 @@ extension UnsafeMutablePointer where Pointee == Span {
         ((address &- pointee.base) &* UInt(pointee.reciprocal)) >> 32
     }
 
-    /// Whether `address` is the start of object `index` (its objectIndex) of this span.
+    /// Whether `address` is the start of object `index` (its objectIndex) of this span:
+    /// a whole number of objects from base, and not in the span's tail (the bytes after
+    /// the last whole object, where an "object" would run into the next span).
     @inline(__always) func isObjectStart(_ address: UInt, index: UInt) -> Bool {
-        pointee.base &+ index &* UInt(pointee.objectSize) == address
+        index < UInt(pointee.objectCount) && pointee.base &+ index &* UInt(pointee.objectSize) == address
+    }
+
+    /// objectIndex and isObjectStart from one multiply, for free's fast path. With
+    /// offset = i·size + r (r < size) and reciprocal R = (2^32 + e) / size (0 <= e <
+    /// size), offset·R = i·2^32 + (i·e + r·R): the high half is i, and the low half is
+    /// i·e when r = 0 and at least R otherwise, so r = 0 exactly when the low half is
+    /// below R, as long as i·e < R for every object of the span. That holds for every
+    /// class (SpanTests checks each offset of each class's span against isObjectStart);
+    /// a large span has R = 0 and is never a start here.
+    @inline(__always) func objectStart(of address: UInt) -> (index: UInt, isStart: Bool) {
+        let reciprocal = pointee.reciprocal
+        let product = (address &- pointee.base) &* UInt(reciprocal)
+        let index = product >> 32
+        return (index, UInt32(truncatingIfNeeded: product) < reciprocal && index < UInt(pointee.objectCount))
     }
 
     /// Whether object `index` is free in the span's bitmap (read without the central lock

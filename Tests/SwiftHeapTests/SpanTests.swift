@@ -2,17 +2,56 @@ import Testing
 @testable import SwiftHeap
 
 @Suite struct SpanTests {
-    /// free's fast path reads base, owner, sizeClass, objectSize, reciprocal and a word
+    /// free's fast path reads base, owner, sizeClass, reciprocal, objectCount and a word
     /// of freeBits: on a 64-byte-aligned record (SlabPool), the fields and the words for
     /// objects 0..<256 share the first cache line.
     @Test func freePathFieldsShareTheRecordsFirstCacheLine() {
         let hot: [Int] = [MemoryLayout<Span>.offset(of: \.base)!, MemoryLayout<Span>.offset(of: \.owner)!,
                           MemoryLayout<Span>.offset(of: \.sizeClass)!, MemoryLayout<Span>.offset(of: \.objectSize)!,
-                          MemoryLayout<Span>.offset(of: \.reciprocal)!]
+                          MemoryLayout<Span>.offset(of: \.reciprocal)!, MemoryLayout<Span>.offset(of: \.objectCount)!]
         #expect(hot.allSatisfy { $0 < 32 })
         #expect(MemoryLayout<Span>.offset(of: \.freeBits)! == 32)
         let pool = SlabPool(recordBytes: UInt(MemoryLayout<Span>.stride))
         #expect(pool.recordBytes % 64 == 0)
+    }
+
+    /// free's fast test (objectStart: the low half of one multiply) agrees with the
+    /// exact one (isObjectStart) on every byte of every class's span and of its tail,
+    /// and finds the same index: no valid pointer is sent to the slow path's diagnosis,
+    /// and no tail address passes.
+    @Test func fastObjectStartTestAgreesWithTheExactOneForEveryClassAndOffset() {
+        let table = SizeClassTable.make()!
+        let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
+        defer { span.deallocate() }
+        var mismatches = 0
+        var tailStarts = 0
+        for cls in 1..<table.count {
+            let info = table.info[cls]
+            span.initialize(to: Span())
+            span.initializeSmall(sizeClass: UInt32(cls), info: info)
+            span.pointee.base = 0x7000_0000_0000
+            span.pointee.pages = UInt(info.pages)
+            let bytes = UInt(info.pages) << pageShift
+            var offset: UInt = 0
+            while offset < bytes {
+                let address = span.pointee.base + offset
+                let (index, isStart) = span.objectStart(of: address)
+                let exactIndex = span.objectIndex(of: address)
+                if index != exactIndex || isStart != span.isObjectStart(address, index: exactIndex) { mismatches += 1 }
+                if isStart && offset + UInt(info.size) > bytes { tailStarts += 1 }
+                offset += 1
+            }
+        }
+        #expect(mismatches == 0)
+        #expect(tailStarts == 0)
+        // The tail object of a class whose tail is a multiple of 16: not a start.
+        span.initialize(to: Span())
+        let cls = table.sizeClass(of: 48)
+        span.initializeSmall(sizeClass: UInt32(cls), info: table.info[cls])
+        span.pointee.base = 0x7000_0000_0000
+        let tail = span.pointee.base + UInt(table.info[cls].objects) * 48
+        #expect(!span.objectStart(of: tail).isStart)
+        #expect(!span.isObjectStart(tail, index: span.objectIndex(of: tail)))
     }
 
     @Test func setAllFreeMarksExactlyTheObjects() {

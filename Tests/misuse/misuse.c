@@ -53,6 +53,7 @@ static const case_t cases[] = {
     { "free-interior-small",    "free",    "free(malloc(64) + 8)" },
     { "free-interior-misaligned","free",   "free(malloc(64) + 1)" },
     { "free-interior-large",    "free",    "free(malloc(1 MiB) + 512 KiB)" },
+    { "free-span-tail",         "free",    "free of the 16-byte-aligned address after the last whole 48-byte object of an 8 KiB page (a span's tail)" },
     { "free-interior-large-page","free",   "free of a page-aligned pointer inside malloc(1 MiB)" },
     { "free-mmap",              "free",    "free of a page from mmap" },
     { "realloc-stack",          "realloc", "realloc of a stack address" },
@@ -112,6 +113,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "free-interior-small"))      { char *p = malloc(64); do_free(p + 8); }
     else if (!strcmp(c, "free-interior-misaligned")) { char *p = malloc(64); do_free(p + 1); }
     else if (!strcmp(c, "free-interior-large"))      { char *p = malloc(1 << 20); do_free(p + (512 << 10)); }
+    else if (!strcmp(c, "free-span-tail")) {
+        // 48-byte objects fill an 8 KiB span 170 to a page, leaving a 32-byte tail whose
+        // start is a whole number of objects from the span's base: not an object.
+        char *p = malloc(48);
+        do_free((char *)(((uintptr_t)p & ~(uintptr_t)8191) + 170 * 48));
+    }
     else if (!strcmp(c, "free-interior-large-page")) { char *p = malloc(1 << 20); do_free((char *)(((uintptr_t)p + 8192) & ~(uintptr_t)4095)); }
     else if (!strcmp(c, "free-mmap")) {
         char *p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
