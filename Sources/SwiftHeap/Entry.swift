@@ -204,13 +204,20 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         if size <= oldUsable && (size > oldUsable / 2 || oldUsable <= 16) { return pointer }
     } else {
         oldUsable = span.pointee.pages &<< pageShift
+        // Keep the headroom a growing move left (below): a size at most a quarter under
+        // the object's stays in place (a sampled object is resized, for its profile).
+        if size <= oldUsable && size >= oldUsable - oldUsable / 4 && !span.pointee.profiled { return pointer }
         if size > maxSmallSize || span.pointee.profiled, let resized = processPageHeap.resizeLarge(span, size) {
             if profilingOn { profileResized(span, from: address, to: UInt(bitPattern: resized), oldBytes: oldUsable, size: size) }
             afterSlowPath(allocating: true)
             return resized
         }
     }
-    guard let moved = allocate(size) else { return nil }
+    // Growing by a move: take a quarter more than asked (as tcmalloc does), so that a
+    // buffer grown by small steps moves, and is copied, once per 25% of growth rather
+    // than at every size class (8 per doubling); the exact size if that fails.
+    let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
+    guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
     deallocate(pointer)
     return moved

@@ -150,6 +150,44 @@ static void test_shrink_in_place(void) {
     }
 }
 
+// Eight buffers grown in turn by small appends (string building), so that a buffer can
+// seldom grow into the pages after it: each move copies the whole buffer, and a move
+// must buy room for a quarter more, not for the next size class or page only. Then
+// the bytes copied are about 1/0.25 = 4 times the bytes appended, at most: checked as
+// at most 6 times (growing to each class and page count copied 12 times here).
+static void test_growth_moves_rarely(void) {
+    enum { BUFFERS = 8 };
+    unsigned char *b[BUFFERS];
+    size_t len[BUFFERS];
+    size_t copied = 0, appended = 0;
+    uint64_t s = 42;
+    for (int i = 0; i < BUFFERS; i++) { b[i] = NULL; len[i] = 0; }
+    for (long n = 0; n < 200000; n++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        int i = (int)(s % BUFFERS);
+        size_t add = 1 + (size_t)((s >> 20) % 512);
+        unsigned char *q = realloc(b[i], len[i] + add);
+        REQUIRE(q, "realloc(%zu) failed", len[i] + add);
+        if (b[i] && q != b[i]) copied += len[i];
+        memcpy(q + len[i], ref + len[i], add);
+        b[i] = q;
+        len[i] += add;
+        appended += add;
+        if (len[i] >= ((size_t)4 << 20)) {
+            check_prefix(b[i], len[i], "grown by appends", 0, len[i]);
+            free(b[i]);
+            b[i] = NULL;
+            len[i] = 0;
+        }
+    }
+    for (int i = 0; i < BUFFERS; i++) {
+        if (b[i]) check_prefix(b[i], len[i], "grown by appends", 0, len[i]);
+        free(b[i]);
+    }
+    CHECK(copied <= 6 * appended, "appending %zu B to %d buffers copied %zu B (%.1f times; at most 6 expected)",
+          appended, BUFFERS, copied, (double)copied / (double)appended);
+}
+
 // realloc of blocks from the aligned functions keeps their content.
 static void test_realloc_aligned(void) {
     static const size_t aligns[] = {32, 256, 4096, 65536, 1 << 21};
@@ -176,6 +214,7 @@ int main(void) {
     test_small_steps();
     test_large();
     test_shrink_in_place();
+    test_growth_moves_rarely();
     test_realloc_aligned();
     free(ref);
     return test_exit("realloc");
