@@ -21,9 +21,11 @@
 // when the two copies reach the span and the second finds its bit already set; if the
 // object is handed out meanwhile, two owners share it until then.
 //
-// Anything the fast path does not finish (no cache yet, a full bin, a span another cache
-// draws from, a large object, a misuse to diagnose) goes to the C ABI's slow path
-// (Entry.swift), which calls cacheFree here for small objects.
+// A free of an object whose span another thread's cache draws from (a remote free)
+// takes the same fast path into this thread's remote bin of the class; the slow path
+// sends a full remote bin to the central list in one batch. Anything else the fast path
+// does not finish (no cache yet, a full bin, a large object, a misuse to diagnose) goes
+// to the C ABI's slow path (Entry.swift), which calls cacheFree here for small objects.
 
 import CShim
 
@@ -37,11 +39,12 @@ import CShim
     let cls = Int(span.pointee.sizeClass)
     let (index, isStart) = span.objectStart(of: address)
     if misuseChecks && !isStart { return false }
+    // The object goes to the class's bin if this cache draws from its span, else to
+    // the class's remote bin (ThreadCache.swift): the same push either way.
     let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
-    let bin = cache.bin(cls)
+    let bin = span.pointee.owner == UnsafeMutableRawPointer(cache) ? cache.bin(cls) : cache.remoteBin(cls)
     let count = bin.pointee.count
-    if count < bin.pointee.capacity && span.pointee.owner == UnsafeMutableRawPointer(cache)
-        && (!misuseChecks || !looksFreed(address, index: index, span: span, bin: bin)) {
+    if count < bin.pointee.capacity && (!misuseChecks || !looksFreed(address, index: index, span: span, bin: bin)) {
         bin.pointee.slots[Int(count)] = address
         bin.pointee.count = count &+ 1
         return true

@@ -43,6 +43,30 @@ import Foundation
         #expect(slowPaths * 32 <= 20_000, "\(slowPaths) slow-path entries for 20000 operations")
     }
 
+    /// A free from another thread than the one whose cache draws from the object's span
+    /// (a remote free) takes the fast path into that thread's remote bin of the class,
+    /// until the bin is full. (A size no other test uses: tests run in parallel.)
+    @Test func remoteFreesTakeTheFastPathIntoTheRemoteBin() throws {
+        let size: UInt = 368
+        let cls = heap.pointee.classes.sizeClass(of: size)
+        let objects = UnsafeMutablePointer<UInt>.allocate(capacity: 40)
+        defer { objects.deallocate() }
+        for i in 0..<40 { objects[i] = UInt(bitPattern: try #require(allocate(size))) }
+        let results = SharedCounter()
+        let pointers = UInt(bitPattern: objects)
+        onThreads(1) { _ in
+            let objects = UnsafeMutablePointer<UInt>(bitPattern: pointers)!
+            let cache = processCaches.currentCache()!
+            let remote = cache.remoteBin(cls)
+            let capacity = Int(remote.pointee.capacity)
+            var fast = 0
+            for i in 0..<min(40, capacity) where cacheFreeFast(objects[i], spanMap: heap.pointee.pageHeap.spanMap) { fast += 1 }
+            results.add(fast == min(40, capacity) && Int(remote.pointee.count) == fast ? 1 : 0)
+            for i in fast..<40 { deallocate(UnsafeMutableRawPointer(bitPattern: objects[i])) }
+        }
+        #expect(results.value == 1)
+    }
+
     /// Thousands of short-lived threads: each exit flushes and retires its cache, so
     /// the number of live caches and of cache records does not grow.
     @Test func exitedThreadsLeaveNoCachesBehind() {
