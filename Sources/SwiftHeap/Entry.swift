@@ -205,8 +205,13 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     } else {
         oldUsable = span.pointee.pages &<< pageShift
         // Keep the headroom a growing move left (below): a size at most a quarter under
-        // the object's stays in place (a sampled object is resized, for its profile).
-        if size <= oldUsable && size >= oldUsable - oldUsable / 4 && !span.pointee.profiled { return pointer }
+        // the object's stays in place (a sampled object's profile takes the new size).
+        if size <= oldUsable && size >= oldUsable - oldUsable / 4 {
+            if profilingOn && span.pointee.profiled {
+                profileResized(span, from: address, to: address, oldBytes: oldUsable, size: size)
+            }
+            return pointer
+        }
         if size > maxSmallSize || span.pointee.profiled, let resized = processPageHeap.resizeLarge(span, size) {
             if profilingOn { profileResized(span, from: address, to: UInt(bitPattern: resized), oldBytes: oldUsable, size: size) }
             afterSlowPath(allocating: true)

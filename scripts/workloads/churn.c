@@ -14,24 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "workload.h"
 
 static long ops_per_thread, nslots;
 static int errors;
 
-static inline uint64_t rnd(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return *s = x;
-}
 
-static inline size_t pick_size(uint64_t *s) {
-    uint64_t r = rnd(s);
-    unsigned p = (unsigned)(r % 100);
-    r >>= 8;
-    if (p < 70) return 8 + r % 57;      /* 8..64   */
-    if (p < 95) return 65 + r % 192;    /* 65..256 */
-    return 257 + r % 256;               /* 257..512 */
-}
+static const size_mix mix = {70, 95, 8, 64, 65, 256, 257, 512};
+static inline size_t pick_size(uint64_t *s) { return pick_from(&mix, s); }
 
 static inline void *make(size_t sz, uint32_t tag) {
     unsigned char *p = malloc(sz);

@@ -18,14 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "workload.h"
 
 static long ops, live;
 
-static inline uint64_t rnd(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return *s = x;
-}
 
 struct blk { unsigned char *p; size_t sz; uint8_t tag; };
 struct result { uint64_t sum; long errors; };

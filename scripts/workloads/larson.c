@@ -14,16 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "workload.h"
 
 static long ops_per_thread, nslots, minsz, maxsz;
 static unsigned char **slots;
 static int errors;
 
-static inline uint64_t rnd(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return *s = x;
-}
 
 static inline unsigned char *make(uint64_t *s, uint64_t *sum) {
     size_t sz = (size_t)(minsz + (long)(rnd(s) % (uint64_t)(maxsz - minsz + 1)));

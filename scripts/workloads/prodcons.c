@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "workload.h"
 
 static long blocks_per_producer, batch, qcap;
 static void ***queue;
@@ -26,20 +27,9 @@ static pthread_cond_t not_full = PTHREAD_COND_INITIALIZER, not_empty = PTHREAD_C
 static uint64_t produced_sum, consumed_sum;
 static int errors;
 
-static inline uint64_t rnd(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return *s = x;
-}
 
-static inline size_t pick_size(uint64_t *s) {
-    uint64_t r = rnd(s);
-    unsigned p = (unsigned)(r % 100);
-    r >>= 8;
-    if (p < 75) return 16 + r % 113;    /* 16..128 */
-    if (p < 95) return 129 + r % 384;   /* 129..512 */
-    return 513 + r % 512;               /* 513..1024 */
-}
+static const size_mix mix = {75, 95, 16, 128, 129, 512, 513, 1024};
+static inline size_t pick_size(uint64_t *s) { return pick_from(&mix, s); }
 
 static void *producer(void *arg) {
     long id = (long)arg;

@@ -13,12 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "workload.h"
 
-static inline uint64_t rnd(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return *s = x;
-}
 
 struct buf { unsigned char *p; size_t len, target; uint8_t seed; };
 

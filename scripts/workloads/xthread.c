@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "workload.h"
 
 #define RING 16384                  /* entries per ring, a power of two */
 #define PUBLISH 64                  /* the producer publishes its tail every PUBLISH pushes */
@@ -53,20 +54,9 @@ typedef struct {
 static long objects_per_thread, nslots;
 static unsigned remote_percent;
 
-static inline uint64_t rnd(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return *s = x;
-}
 
-static inline size_t pick_size(uint64_t *s) {
-    uint64_t r = rnd(s);
-    unsigned p = (unsigned)(r % 100);
-    r >>= 8;
-    if (p < 70) return 16 + r % 49;     /* 16..64   */
-    if (p < 95) return 65 + r % 192;    /* 65..256  */
-    return 257 + r % 256;               /* 257..512 */
-}
+static const size_mix mix = {70, 95, 16, 64, 65, 256, 257, 512};
+static inline size_t pick_size(uint64_t *s) { return pick_from(&mix, s); }
 
 static inline unsigned char *make(worker_t *w, uint64_t *s, uint32_t tag) {
     size_t sz = pick_size(s);
