@@ -20,15 +20,16 @@ func osMap(_ bytes: UInt) -> UInt {
 /// Maps `bytes` of metadata memory (osMap) aligned to `alignment` (a power of two at
 /// least the OS page), by over-mapping and trimming. Returns 0 on failure.
 func osMapAligned(_ bytes: UInt, alignment: UInt) -> UInt {
-    let (padded, overflow) = bytes.addingReportingOverflow(alignment &- osPageSize)
-    if overflow { return 0 }
-    let raw = osMap(padded)
-    if raw == 0 { return 0 }
-    return trimAligned(raw, padded: padded, bytes: bytes, alignment: alignment)
+    mapAligned(bytes, alignment: alignment, objectMemory: false)
 }
 
-/// The aligned `bytes` inside the mapping [raw, raw + padded), the rest unmapped.
-private func trimAligned(_ raw: UInt, padded: UInt, bytes: UInt, alignment: UInt) -> UInt {
+/// `bytes` aligned to `alignment` from osMapMemory (objectMemory) or osMap: the aligned
+/// part of a mapping padded by the alignment, the rest unmapped. Returns 0 on failure.
+private func mapAligned(_ bytes: UInt, alignment: UInt, objectMemory: Bool) -> UInt {
+    let (padded, overflow) = bytes.addingReportingOverflow(alignment &- osPageSize)
+    if overflow { return 0 }
+    let raw = objectMemory ? osMapMemory(padded) : osMap(padded)
+    if raw == 0 { return 0 }
     let base = alignUp(raw, alignment)
     if base > raw { osUnmap(raw, base &- raw) }
     let end = base &+ bytes
@@ -61,11 +62,7 @@ func osMapMemory(_ bytes: UInt, at hint: UInt = 0) -> UInt {
 /// Maps `bytes` of object memory (osMapMemory) aligned to `alignment` (a power of two at
 /// least the OS page), by over-mapping and trimming. Returns 0 on failure.
 func osMapMemoryAligned(_ bytes: UInt, alignment: UInt) -> UInt {
-    let (padded, overflow) = bytes.addingReportingOverflow(alignment &- osPageSize)
-    if overflow { return 0 }
-    let raw = osMapMemory(padded)
-    if raw == 0 { return 0 }
-    return trimAligned(raw, padded: padded, bytes: bytes, alignment: alignment)
+    mapAligned(bytes, alignment: alignment, objectMemory: true)
 }
 
 /// Resizes the mapping [address, address+oldBytes) to newBytes, moving it if it must.
