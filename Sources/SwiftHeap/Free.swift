@@ -39,10 +39,7 @@ import CShim
     let cls = Int(span.pointee.sizeClass)
     let (index, isStart) = span.objectStart(of: address)
     if misuseChecks && !isStart { return false }
-    // The object goes to the class's bin if this cache draws from its span, else to
-    // the class's remote bin (ThreadCache.swift): the same push either way.
-    let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
-    let bin = span.pointee.owner == UnsafeMutableRawPointer(cache) ? cache.bin(cls) : cache.remoteBin(cls)
+    let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(cls, span: span)
     let count = bin.pointee.count
     if count < bin.pointee.capacity && (!misuseChecks || !looksFreed(address, index: index, span: span, bin: bin)) {
         bin.pointee.slots[Int(count)] = address
@@ -72,9 +69,16 @@ func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
                 cache: UnsafeMutablePointer<ThreadCache>?) -> Bool {
     if span.isFree(index) { return true }
     guard let cache else { return false }
-    let cls = Int(span.pointee.sizeClass)
-    let bin = span.pointee.owner == UnsafeMutableRawPointer(cache) ? cache.bin(cls) : cache.remoteBin(cls)
-    return looksFreed(address, index: index, span: span, bin: bin)
+    return looksFreed(address, index: index, span: span, bin: cache.freeBin(Int(span.pointee.sizeClass), span: span))
+}
+
+extension UnsafeMutablePointer where Pointee == ThreadCache {
+    /// The bin a free of an object of class `sizeClass` from `span` goes to: the class's
+    /// bin if this cache draws from the span, else the class's remote bin
+    /// (ThreadCache.swift). The fast path pushes on either the same way.
+    @inline(__always) func freeBin(_ sizeClass: Int, span: UnsafeMutablePointer<Span>) -> UnsafeMutablePointer<CacheBin> {
+        span.pointee.owner == UnsafeMutableRawPointer(self) ? bin(sizeClass) : remoteBin(sizeClass)
+    }
 }
 
 /// Caches the live small object at `address` of `span` in `cache`: in its bin (flushing
