@@ -12,24 +12,81 @@
 // it depends on nothing above it and publishes the OS pages it releases or reclaims
 // inside spans into the page heap's HeapEvents (the scavenger reads them).
 //
+// Spans belong to the thread cache that draws from them (their owner). A refill takes
+// from the owner's own partial spans first, then from spans nobody owns, and only then
+// from a fresh span: never from a span another live cache draws from, whose other
+// objects are in that thread's hands. Handing one span's objects to two threads puts
+// both threads' objects on the same cache lines, and every write by one then steals the
+// line from the other's core (active false sharing: a churn loop in 2 threads ran at
+// 1.5x the time of one whose spans stay private, with 7% of its objects' cache lines
+// shared between the threads). So a partial span is on two lists: the class's partial
+// list (every partial span, for the scavenger's in-span pass) and exactly one span list,
+// its owner's (in the owner's OwnedSpans, which the owner's record holds and never
+// touches) or the class's unowned list. Objects returned to a span, by its owner or by
+// any other thread (remote frees), put it on its owner's list; a span whose owner has
+// gone goes on the unowned list, where whichever cache refills first takes it over. A
+// cache that goes away (thread exit; in a fork child, the threads that do not exist
+// there) hands its lists over to the unowned lists and closes them (disown); a reused
+// record opens each class's list again at its first refill of that class.
+//
+// Invariants, under the class's lock: a span is on the partial list iff it is partial
+// (onPartialList); then it is on exactly one span list (listHead), and a span on an
+// owner's list has that owner (owner, ownedSpans). A closed list is empty. An
+// OwnedSpans list head is written only under its class's lock (its record is never
+// zeroed on reuse: ThreadCache.swift), so that a thread returning objects to a span of
+// a cache that is going away sees the list either open (and the cache's disown then
+// moves the span on) or closed.
+//
 // Each class has its own lock (rank central(class)); records are padded to a cache line
 // so that classes do not share lines. A central's lock is taken before the page heap's.
 
 import CShim
+
+/// A refilling owner's partial spans (see the file comment): per class, the head of the
+/// list of spans it draws from that have free objects, or closedSpanList. Lives in the
+/// owner's record, zeroed when the record is first made (every list empty and open);
+/// each class's list is guarded by that class's central lock, and the owner never
+/// touches it itself.
+struct OwnedSpans {
+    var heads: InlineArray<80, UnsafeMutablePointer<Span>?>
+}
+
+/// The head of one span list (a class of an OwnedSpans, or a central's unowned list).
+typealias SpanListHead = UnsafeMutablePointer<UnsafeMutablePointer<Span>?>
+
+/// The head of a closed list: its owner has gone (never a span record's address).
+let closedSpanList = UnsafeMutablePointer<Span>(bitPattern: 1)
+
+extension UnsafeMutablePointer where Pointee == Span {
+    /// The span lists of the span's owner (Span.ownerLists, typed).
+    @inline(__always) var ownedSpans: UnsafeMutablePointer<OwnedSpans>? {
+        get { pointee.ownerLists?.assumingMemoryBound(to: OwnedSpans.self) }
+        nonmutating set { pointee.ownerLists = newValue.map { UnsafeMutableRawPointer($0) } }
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == OwnedSpans {
+    /// The head of the list of class `sizeClass`.
+    @inline(__always) func head(_ sizeClass: Int) -> SpanListHead {
+        UnsafeMutableRawPointer(self).assumingMemoryBound(to: UnsafeMutablePointer<Span>?.self) + sizeClass
+    }
+}
 
 struct Central {
     /// Guards the partial list, the counters, and the free bitmaps and counts of this
     /// class's spans.
     var lock: Mutex
     var sizeClass: UInt32
+    /// Spans of this class in use (partial or full).
+    var spanCount: UInt32 = 0
     /// The class's object size, span pages and objects (a copy of its SizeClassInfo).
     var info: SizeClassInfo
     /// The page heap this central's spans come from and go back to.
     var pageHeap: UnsafeMutablePointer<PageHeap>
     /// Spans of this class with at least one free object, most recently freed into first.
     var partial: UnsafeMutablePointer<Span>? = nil
-    /// Spans of this class in use (partial or full).
-    var spanCount: UInt = 0
+    /// The partial spans no live cache owns (a span list: see the file comment).
+    var unowned: UnsafeMutablePointer<Span>? = nil
     /// Objects handed out of this class's spans, net of those returned (for stats).
     /// (The fields fill exactly one cache line: a test checks the stride.)
     var allocatedObjects: UInt = 0
@@ -59,13 +116,63 @@ extension UnsafeMutablePointer where Pointee == Central {
     @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> { pointer(to: \.lock)! }
     @inline(__always) private var events: UnsafeMutablePointer<HeapEvents> { pointee.pageHeap.pointee.events }
 
-    /// Must hold this central's lock.
-    private func pushPartial(_ span: UnsafeMutablePointer<Span>) {
+    @inline(__always) private var unownedHead: SpanListHead { pointer(to: \.unowned)! }
+
+    /// Puts a span that has just become partial on the partial list and on the span list
+    /// `list`. Must hold this central's lock.
+    private func pushPartial(_ span: UnsafeMutablePointer<Span>, on list: SpanListHead) {
         span.pointee.previous = nil
         span.pointee.next = pointee.partial
         if let head = pointee.partial { head.pointee.previous = span }
         pointee.partial = span
         span.pointee.onPartialList = true
+        link(span, on: list)
+    }
+
+    /// Puts `span` (on no span list) first on `list`. Must hold this central's lock.
+    private func link(_ span: UnsafeMutablePointer<Span>, on list: SpanListHead) {
+        span.pointee.listPrevious = nil
+        span.pointee.listNext = list.pointee
+        if let first = list.pointee { first.pointee.listPrevious = span }
+        list.pointee = span
+        span.pointee.listHead = list
+    }
+
+    /// Takes `span` off its span list. Must hold this central's lock.
+    private func unlink(_ span: UnsafeMutablePointer<Span>) {
+        if let previous = span.pointee.listPrevious {
+            previous.pointee.listNext = span.pointee.listNext
+        } else {
+            span.pointee.listHead.unsafelyUnwrapped.pointee = span.pointee.listNext
+        }
+        if let next = span.pointee.listNext { next.pointee.listPrevious = span.pointee.listPrevious }
+        span.pointee.listNext = nil
+        span.pointee.listPrevious = nil
+        span.pointee.listHead = nil
+    }
+
+    /// Makes `span` `owner`'s (whose lists are `owned`), moving it to owned's list if it is
+    /// partial. Must hold this central's lock.
+    private func adopt(_ span: UnsafeMutablePointer<Span>, owner: UnsafeMutableRawPointer, owned: UnsafeMutablePointer<OwnedSpans>) {
+        span.pointee.owner = owner
+        span.ownedSpans = owned
+        if span.pointee.onPartialList {
+            unlink(span)
+            link(span, on: owned.head(Int(pointee.sizeClass)))
+        }
+    }
+
+    /// The span list a span that has just become partial goes on: its owner's, or the
+    /// unowned list if its owner has gone (then it has no owner). Must hold this
+    /// central's lock.
+    private func listForNewlyPartial(_ span: UnsafeMutablePointer<Span>) -> SpanListHead {
+        if let theirs = span.ownedSpans {
+            let head = theirs.head(Int(pointee.sizeClass))
+            if head.pointee != closedSpanList { return head }
+        }
+        span.pointee.owner = nil
+        span.ownedSpans = nil
+        return unownedHead
     }
 
     /// Must hold this central's lock.
@@ -79,50 +186,60 @@ extension UnsafeMutablePointer where Pointee == Central {
         span.pointee.next = nil
         span.pointee.previous = nil
         span.pointee.onPartialList = false
+        unlink(span)
     }
 
     /// Moves up to `want` free objects of this class into `slots`; returns how many
-    /// (0 only if the heap is out of memory).
+    /// (0 only if the heap is out of memory). The objects come from `owner`'s own partial
+    /// spans (in `owned`), then from unowned ones, which become `owner`'s, then from fresh
+    /// spans (see the file comment): frees into them from other threads go to remote bins
+    /// (see ThreadCache.swift).
     ///
     /// Takes this central's lock, and the page heap's lock when it needs a new span.
-    /// The spans taken from become `owner`'s: frees into them from other threads go to
-    /// remote bins (see ThreadCache.swift).
-    func refill(into slots: UnsafeMutablePointer<UInt>, want: Int, owner: UnsafeMutableRawPointer) -> Int {
+    func refill(into slots: UnsafeMutablePointer<UInt>, want: Int, owner: UnsafeMutableRawPointer,
+                owned: UnsafeMutablePointer<OwnedSpans>) -> Int {
         lockPointer.lock()
+        let mine = owned.head(Int(pointee.sizeClass))
+        if mine.pointee == closedSpanList { mine.pointee = nil }  // a reused record
         var got = 0
         while got < want {
-            var span = partialSpan(for: owner)
-            if span == nil {
+            let span: UnsafeMutablePointer<Span>
+            if let own = mine.pointee {
+                span = own
+            } else if let spare = pointee.unowned {
+                adopt(spare, owner: owner, owned: owned)
+                span = spare
+            } else {
                 guard let fresh = newSpan() else { break }
-                pushPartial(fresh)
+                fresh.pointee.owner = owner
+                fresh.ownedSpans = owned
+                pushPartial(fresh, on: mine)
                 span = fresh
             }
-            let s = span!
-            s.pointee.owner = owner
-            got = take(from: s, into: slots, already: got, want: want)
-            if s.pointee.allocatedCount == s.pointee.objectCount { removePartial(s) }
+            got = take(from: span, into: slots, already: got, want: want)
+            if span.pointee.allocatedCount == span.pointee.objectCount { removePartial(span) }
         }
         pointee.allocatedObjects &+= UInt(got)
         lockPointer.unlock()
         return got
     }
 
-    /// How many partial spans a refill looks at for one of its own.
-    private static let ownSpanSearchLimit = 8
-
-    /// A partial span for `owner`'s refill: preferably one it already draws from or one
-    /// nobody does, so that two threads' objects do not end up interleaved on the same
-    /// cache lines (active false sharing); failing that within a few spans, the first.
-    /// Must hold this central's lock.
-    private func partialSpan(for owner: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Span>? {
-        var span = pointee.partial
-        var looked = 0
-        while let candidate = span, looked < Self.ownSpanSearchLimit {
-            if candidate.pointee.owner == owner || candidate.pointee.owner == nil { return candidate }
-            span = candidate.pointee.next
-            looked &+= 1
+    /// Hands the partial spans of `owned` (an owner that goes away) to the unowned list,
+    /// and closes its list.
+    ///
+    /// Takes this central's lock; with `locked`, the caller holds it (or is the only
+    /// thread: a fork child).
+    func disown(_ owned: UnsafeMutablePointer<OwnedSpans>, locked: Bool = false) {
+        if !locked { lockPointer.lock() }
+        let list = owned.head(Int(pointee.sizeClass))
+        while let span = list.pointee, span != closedSpanList {
+            unlink(span)
+            span.pointee.owner = nil
+            span.ownedSpans = nil
+            link(span, on: unownedHead)
         }
-        return pointee.partial
+        list.pointee = closedSpanList
+        if !locked { lockPointer.unlock() }
     }
 
     /// Takes free objects from `span` (lowest addresses first) until `want` are in
@@ -258,9 +375,11 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
     }
 
-    /// Returns `count` objects of this class to their spans. A span left with no
-    /// allocated object goes back to the page heap. A pointer whose bit is already
-    /// free was freed twice: reported as heap misuse.
+    /// Returns `count` objects of this class to their spans, whoever frees them. A span
+    /// left with no allocated object goes back to the page heap; one that becomes partial
+    /// goes on its owner's list, or the unowned list if its owner has gone (see the file
+    /// comment). A pointer whose bit is already free was freed twice: reported as heap
+    /// misuse.
     ///
     /// Takes this central's lock, and the page heap's lock when a span empties.
     func release(_ objects: UnsafeMutablePointer<UInt>, count: Int) {
@@ -291,7 +410,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 pageHeap.freeSpanLocked(span, releasedOSPages: released)
                 pageHeap.lockPointer.unlock()
             } else if !span.pointee.onPartialList {
-                pushPartial(span)
+                pushPartial(span, on: listForNewlyPartial(span))
             }
         }
         pointee.allocatedObjects &-= UInt(count)

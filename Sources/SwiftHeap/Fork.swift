@@ -4,7 +4,8 @@
 // held at the fork would be held for ever in the child, so the prepare handler takes every
 // allocator lock, in the lock order, before the fork; the parent releases them after it,
 // and the child reinitialises them (their holders do not exist there). The child keeps the
-// heap as it was; the caches of threads that do not exist in the child are never used again.
+// heap as it was; the caches of threads that do not exist in the child are never used again,
+// and the spans they drew from are handed to the unowned lists (Central.swift).
 //
 // Two traps, both found by tests (Tests/c/fork_signal.c, Tests/c/fork_stdio.c):
 //   * glibc's fork runs the atfork prepare handlers, then takes stdio's list lock, then its
@@ -75,6 +76,7 @@ private func forkChild() {
     if forkTookLocks.pointee {
         forEachLock(reverse: true) { $0.reinitialize(heldByCaller: true) }
         _IO_list_resetlock()
+        processCaches.disownOtherCachesAfterFork()
     }
     if heapIsReady() { processScavenger.resetAfterFork() }
 }

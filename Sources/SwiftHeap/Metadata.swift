@@ -79,7 +79,9 @@ func persistentAlloc(_ bytes: UInt, alignment: UInt = 16) -> UnsafeMutableRawPoi
 
 /// A pool of fixed-size records (span records, thread caches) over metadata memory.
 /// Freed records go on a free list, linked through their first word, and are reused
-/// before new memory is carved. Records come back zeroed.
+/// before new memory is carved. New records are zeroed; reused ones too, unless the pool
+/// is made with zeroOnReuse false (then only the first word, the free-list link, is
+/// zeroed: the thread cache records, which keep state across reuse).
 ///
 /// Not synchronised: the owner's lock guards it.
 struct FixAlloc {
@@ -87,15 +89,21 @@ struct FixAlloc {
     var freeList: UnsafeMutableRawPointer? = nil
     /// Records handed out and not freed.
     var inUse: UInt = 0
+    var zeroOnReuse: Bool = true
 
-    init(recordBytes: UInt) {
+    init(recordBytes: UInt, zeroOnReuse: Bool = true) {
         self.recordBytes = alignUp(recordBytes, 16)
+        self.zeroOnReuse = zeroOnReuse
     }
 
     mutating func alloc() -> UnsafeMutableRawPointer? {
         if let record = freeList {
             freeList = record.load(as: UnsafeMutableRawPointer?.self)
-            memset(record, 0, Int(bitPattern: recordBytes))
+            if zeroOnReuse {
+                memset(record, 0, Int(bitPattern: recordBytes))
+            } else {
+                record.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+            }
             inUse &+= 1
             return record
         }

@@ -37,8 +37,8 @@ struct Span {
 
     /// First byte of the span (page-aligned).
     var base: UInt = 0
-    /// The thread cache that last refilled from this span (compared, never followed,
-    /// by the free path; guarded by the central lock for writes).
+    /// The thread cache that draws from this span (Central.swift: owners), nil if none:
+    /// compared, never followed, by the free path; written under the central lock.
     var owner: UnsafeMutableRawPointer? = nil
     /// Size class (0 for a large span).
     var sizeClass: UInt32 = 0
@@ -56,6 +56,14 @@ struct Span {
     /// Links of the central list this span is on (partial spans of its class).
     var next: UnsafeMutablePointer<Span>? = nil
     var previous: UnsafeMutablePointer<Span>? = nil
+    /// Links of the span list a partial span is on (its owner's or the unowned list, see
+    /// Central.swift), and that list's head. Guarded by the class's central lock.
+    var listNext: UnsafeMutablePointer<Span>? = nil
+    var listPrevious: UnsafeMutablePointer<Span>? = nil
+    var listHead: UnsafeMutablePointer<UnsafeMutablePointer<Span>?>? = nil
+    /// The span lists of its owner (nil with owner), opaque to this layer (an OwnedSpans
+    /// of Central.swift). Guarded by the class's central lock.
+    var ownerLists: UnsafeMutableRawPointer? = nil
     /// A large object mapped on its own (Heap.swift: allocDirectSpan), not from the page heap.
     var direct: Bool = false
     /// Objects not free in the bitmap: handed to a thread cache or to the program.
@@ -136,6 +144,8 @@ extension UnsafeMutablePointer where Pointee == Span {
         pointee.objectSize = info.size
         pointee.reciprocal = info.reciprocal
         pointee.objectCount = info.objects
+        pointee.owner = nil
+        pointee.ownerLists = nil
         pointee.allocatedCount = 0
         pointee.releasedOSPages = 0
         pointee.freeOSPagesSeen = 0

@@ -134,7 +134,7 @@ struct HeapReport {
             let info = root.pointee.classes.info[cls]
             (figures + cls).initialize(to: ClassFigures(size: UInt(info.size), pages: UInt(info.pages),
                                                         objectsPerSpan: UInt(info.objects),
-                                                        spans: cls == 0 ? 0 : central.spanCount,
+                                                        spans: cls == 0 ? 0 : UInt(central.spanCount),
                                                         allocated: cls == 0 ? 0 : central.allocatedObjects))
         }
         let caches = processCaches

@@ -75,6 +75,11 @@ struct ThreadCache {
     var bins: InlineArray<80, CacheBin>
     var remoteBins: InlineArray<80, CacheBin>
     var header: CacheHeader
+    /// The partial spans this cache draws from, per class (the central lists' business:
+    /// Central.swift). Zero in a fresh record; a retired record's lists are closed
+    /// (disownSpans) and stay so in the pool, which does not zero reused records: the
+    /// central lists open them again under their locks.
+    var spans: OwnedSpans
 }
 
 /// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
@@ -110,6 +115,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     }
 
     @inline(__always) var header: UnsafeMutablePointer<CacheHeader> { pointer(to: \.header)! }
+    @inline(__always) var spans: UnsafeMutablePointer<OwnedSpans> { pointer(to: \.spans)! }
 
     /// The central list of class `sizeClass` of this cache's registry.
     @inline(__always) func central(_ sizeClass: Int) -> UnsafeMutablePointer<Central> {
@@ -158,7 +164,7 @@ struct CacheRegistry {
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
                                                   isNoCache: true, refills: 0, flushes: 0, profile: ProfileThreadState()))
-        p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes), noCache: noCache,
+        p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
                                        classes: classes, centrals: centrals))
         return true
     }
@@ -239,6 +245,18 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         return true
     }
 
+    /// In a fork child: hands the partial spans of every cache but the calling thread's
+    /// (their threads do not exist in the child) to the unowned lists, so that the child's
+    /// refills can use them. Takes no lock (the child has one thread).
+    func disownOtherCachesAfterFork() {
+        let current = sh_tls_get()
+        var cache = pointee.live
+        while let c = cache {
+            if UnsafeMutableRawPointer(c) != current { c.disownSpans(locked: true) }
+            cache = c.header.pointee.next
+        }
+    }
+
     /// Unlinks an (already flushed) cache from the live list and returns it to the pool.
     ///
     /// Takes the registry lock.
@@ -271,6 +289,7 @@ private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
         _ = pthread_setspecific(registry.pointee.key, argument)
     } else {
         sh_tls_set(UnsafeMutableRawPointer(registry.pointee.noCache))
+        cache.disownSpans()
         registry.retire(cache)
     }
     sh_errno_set(savedErrno)
@@ -288,6 +307,16 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
             releaseAll(bin(cls), sizeClass: cls)
             releaseAll(remoteBin(cls), sizeClass: cls)
         }
+    }
+
+    /// Hands this cache's partial spans to the central lists' unowned lists, for a cache
+    /// that will not be used again (see Central.swift). With `locked`, the caller is the
+    /// only thread (a fork child) and no lock is taken.
+    ///
+    /// Takes central locks (unless `locked`); must not hold any allocator lock.
+    func disownSpans(locked: Bool = false) {
+        let classCount = header.pointee.registry.pointee.classes.count
+        for cls in 1..<classCount { central(cls).disown(spans, locked: locked) }
     }
 
     /// Returns every object of a bin to the class's central list.
@@ -312,10 +341,10 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         let owner = UnsafeMutableRawPointer(self)
         if capacity == 0 {
             var object: UInt = 0
-            return central.refill(into: &object, want: 1, owner: owner) == 1 ? object : 0
+            return central.refill(into: &object, want: 1, owner: owner, owned: spans) == 1 ? object : 0
         }
         header.pointee.refills &+= 1
-        let got = central.refill(into: bin.pointee.slots, want: capacity / 2, owner: owner)
+        let got = central.refill(into: bin.pointee.slots, want: capacity / 2, owner: owner, owned: spans)
         if got == 0 { return 0 }
         bin.pointee.count = UInt32(got &- 1)
         return bin.pointee.slots[got &- 1]

@@ -5,6 +5,28 @@ import Testing
 /// release puts them back, an emptied span goes back to the page heap, and the counters
 /// say exactly that.
 @Suite struct CentralTests {
+    /// A refilling owner: an identity and its (zeroed, so empty) span lists.
+    final class Owner {
+        let id: UnsafeMutableRawPointer
+        let spans = UnsafeMutablePointer<OwnedSpans>.allocate(capacity: 1)
+        init(_ id: UInt) {
+            self.id = UnsafeMutableRawPointer(bitPattern: id)!
+            UnsafeMutableRawPointer(spans).initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<OwnedSpans>.size)
+        }
+        deinit { spans.deallocate() }
+        func refill(_ central: UnsafeMutablePointer<Central>, _ want: Int) -> [UInt] {
+            var slots = [UInt](repeating: 0, count: want)
+            let got = slots.withUnsafeMutableBufferPointer {
+                central.refill(into: $0.baseAddress!, want: want, owner: id, owned: spans)
+            }
+            return Array(slots.prefix(got))
+        }
+        func release(_ central: UnsafeMutablePointer<Central>, _ objects: [UInt]) {
+            var copy = objects
+            copy.withUnsafeMutableBufferPointer { central.release($0.baseAddress!, count: $0.count) }
+        }
+    }
+
     @Test func recordsFillWholeCacheLines() {
         #expect(MemoryLayout<Central>.stride == 64)
     }
@@ -15,35 +37,84 @@ import Testing
         let info = h.classes.info[cls]
         let spanBytes = UInt(info.pages) * pageSize
         let want = Int(info.objects) * 3 + 1  // crosses four spans
-        var slots = [UInt](repeating: 0, count: want)
-        let owner = UnsafeMutableRawPointer(bitPattern: 0x10)!
-        let got = slots.withUnsafeMutableBufferPointer { central.refill(into: $0.baseAddress!, want: want, owner: owner) }
-        #expect(got == want)
+        let owner = Owner(0x10)
+        var slots = owner.refill(central, want)
+        #expect(slots.count == want)
         #expect(Set(slots).count == want, "no object handed out twice")
         #expect(central.pointee.spanCount == 4 && central.pointee.allocatedObjects == UInt(want))
         #expect(h.pageHeap.pointee.stats.spanBytes == 4 * spanBytes)
         let map = h.pageHeap.pointee.spanMap
         for address in slots {
             let span = map.span(containing: address)
-            #expect(span != nil && span!.pointee.sizeClass == UInt32(cls) && span!.pointee.owner == owner)
+            #expect(span != nil && span!.pointee.sizeClass == UInt32(cls) && span!.pointee.owner == owner.id)
             #expect((address - span!.pointee.base) % UInt(info.size) == 0)
             UnsafeMutableRawPointer(bitPattern: address)!.storeBytes(of: address, as: UInt.self)
         }
         // Give back all but the last object: three spans empty and go back to the page heap.
         let firstSpanBase = map.span(containing: slots[0])!.pointee.base
-        slots.withUnsafeMutableBufferPointer { central.release($0.baseAddress!, count: want - 1) }
+        owner.release(central, Array(slots.prefix(want - 1)))
         #expect(central.pointee.spanCount == 1 && central.pointee.allocatedObjects == 1)
         #expect(map.span(containing: firstSpanBase) == nil)
         #expect(h.pageHeap.pointee.stats.spanBytes == spanBytes)
         #expect(h.events.pointee.freedSinceEpoch == 3 * spanBytes)
         // The last span is on the partial list with every object but one free: the next
         // refill takes from it before making a new span.
-        var more = [UInt](repeating: 0, count: 2)
-        #expect(more.withUnsafeMutableBufferPointer { central.refill(into: $0.baseAddress!, want: 2, owner: owner) } == 2)
+        var more = owner.refill(central, 2)
+        #expect(more.count == 2)
         #expect(central.pointee.spanCount == 1 && map.span(containing: more[0]) == map.span(containing: slots[want - 1]))
         more.append(slots[want - 1])
-        more.withUnsafeMutableBufferPointer { central.release($0.baseAddress!, count: 3) }
+        owner.release(central, more)
         #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
         #expect(h.pageHeap.pointee.stats.spanBytes == 0)
+    }
+
+    /// Spans stay with the cache that draws from them: another owner's refill takes a
+    /// fresh span rather than free objects of a span whose other objects the first owner
+    /// holds (they would share cache lines), whether the owner or another thread freed
+    /// them, and takes the span over once the first owner has gone (disown).
+    @Test func refillsTakeOwnSpansThenUnownedOnesThenFreshOnes() {
+        let h = PrivateHeap()
+        let (cls, central) = h.central(forSize: 64)
+        let objects = Int(h.classes.info[cls].objects)
+        let map = h.pageHeap.pointee.spanMap
+        let a = Owner(0x10), b = Owner(0x20), c = Owner(0x30)
+        let first = a.refill(central, objects)  // all of one fresh span
+        let spanA = map.span(containing: first[0])!
+        #expect(first.allSatisfy { map.span(containing: $0) == spanA } && spanA.pointee.owner == a.id)
+        a.release(central, Array(first.prefix(objects / 2)))  // partial, on a's list
+        let fromB = b.refill(central, objects)
+        let spanB = map.span(containing: fromB[0])!
+        #expect(spanB != spanA && fromB.allSatisfy { map.span(containing: $0) == spanB },
+                "b takes a fresh span, not the free half of a's")
+        #expect(central.pointee.spanCount == 2)
+        let again = a.refill(central, 4)
+        #expect(again.count == 4 && again.allSatisfy { map.span(containing: $0) == spanA },
+                "a draws from its own partial span first")
+        // a goes away: its partial span is nobody's, and b's next refill takes it over.
+        a.release(central, again)
+        central.disown(a.spans)
+        #expect(spanA.pointee.owner == nil)
+        let later = b.refill(central, 4)
+        #expect(later.allSatisfy { map.span(containing: $0) == spanA } && spanA.pointee.owner == b.id)
+        // Objects of b's full span freed by another thread: the span goes back on b's list,
+        // and another owner's refill takes a fresh span.
+        b.release(central, Array(fromB.prefix(4)))
+        #expect(spanB.pointee.owner == b.id && spanB.pointee.listHead == b.spans.head(cls))
+        let fromC = c.refill(central, 2)
+        let spanC = map.span(containing: fromC[0])!
+        #expect(spanC != spanA && spanC != spanB && central.pointee.spanCount == 3)
+        // b goes away: both its partial spans are nobody's; a record reused for a new
+        // cache opens its list again, and its refill takes them over.
+        central.disown(b.spans)
+        #expect(b.spans.head(cls).pointee == closedSpanList)
+        #expect(spanA.pointee.owner == nil && spanB.pointee.owner == nil && spanA.pointee.listHead == central.pointer(to: \.unowned))
+        let reused = b.refill(central, 2)
+        let taken = map.span(containing: reused[0])!
+        #expect((taken == spanA || taken == spanB) && taken.pointee.owner == b.id && central.pointee.spanCount == 3)
+        b.release(central, Array(first.suffix(objects - objects / 2)) + later + Array(fromB.dropFirst(4)) + reused)
+        c.release(central, fromC)
+        #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
+        #expect(central.pointee.partial == nil && central.pointee.unowned == nil)
+        #expect(b.spans.head(cls).pointee == nil && c.spans.head(cls).pointee == nil)
     }
 }
