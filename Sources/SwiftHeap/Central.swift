@@ -24,7 +24,13 @@
 // its owner's (in the owner's OwnedSpans, which the owner's record holds and never
 // touches) or the class's unowned list. Objects returned to a span, by its owner or by
 // any other thread (remote frees), put it on its owner's list; a span whose owner has
-// gone goes on the unowned list, where whichever cache refills first takes it over. A
+// gone goes on the unowned list, where whichever cache refills first takes it over, and
+// so does a span to which other threads return objects while its owner is idle for the
+// class (it has not refilled while the others refilled it some times per owner), or
+// which they leave at most a quarter allocated: its free memory would otherwise wait
+// for an owner that may never allocate it again, and the owner holds few of its
+// objects or is not writing new ones (larson's main thread fills the array, then only
+// waits: its spans, drained by the workers, kept the run at twice the peak RSS). A
 // cache that goes away (thread exit; in a fork child, the threads that do not exist
 // there) hands its lists over to the unowned lists and closes them (disown); a reused
 // record opens each class's list again at its first refill of that class.
@@ -49,6 +55,9 @@ import CShim
 /// touches it itself.
 struct OwnedSpans {
     var heads: InlineArray<80, UnsafeMutablePointer<Span>?>
+    /// Per class, the class's refill clock (Central.refills) at the owner's last refill;
+    /// 0 if it has not refilled the class (or has gone).
+    var lastRefill: InlineArray<80, UInt>
 }
 
 /// The head of one span list (a class of an OwnedSpans, or a central's unowned list).
@@ -70,6 +79,12 @@ extension UnsafeMutablePointer where Pointee == OwnedSpans {
     @inline(__always) func head(_ sizeClass: Int) -> SpanListHead {
         UnsafeMutableRawPointer(self).assumingMemoryBound(to: UnsafeMutablePointer<Span>?.self) + sizeClass
     }
+
+    /// The class's refill clock at the owner's last refill of class `sizeClass`.
+    @inline(__always) func lastRefill(_ sizeClass: Int) -> UnsafeMutablePointer<UInt> {
+        (UnsafeMutableRawPointer(self) + MemoryLayout<OwnedSpans>.offset(of: \.lastRefill)!)
+            .assumingMemoryBound(to: UInt.self) + sizeClass
+    }
 }
 
 struct Central {
@@ -88,8 +103,15 @@ struct Central {
     /// The partial spans no live cache owns (a span list: see the file comment).
     var unowned: UnsafeMutablePointer<Span>? = nil
     /// Objects handed out of this class's spans, net of those returned (for stats).
-    /// (The fields fill exactly one cache line: a test checks the stride.)
     var allocatedObjects: UInt = 0
+    /// Refills of this class so far, by any cache: the clock by which an owner that has
+    /// not refilled for idleOwnerRefills of them counts as idle (see the file comment).
+    var refills: UInt = 0
+    /// Owners that have refilled this class and not gone (disown): the idle threshold
+    /// grows with them.
+    var owners: UInt = 0
+    /// Pads the record to two whole cache lines (a test checks the stride).
+    var padding: (UInt, UInt, UInt, UInt, UInt, UInt) = (0, 0, 0, 0, 0, 0)
 
     init(sizeClass: Int, info: SizeClassInfo, pageHeap: UnsafeMutablePointer<PageHeap>) {
         self.lock = Mutex(rank: .central(sizeClass))
@@ -110,6 +132,18 @@ struct Central {
         }
         return centrals
     }
+}
+
+extension Central {
+    /// An owner that has not refilled a class while others refilled it
+    /// idleRefillsPerOwner times per owner of the class, plus idleRefillsMinimum, counts as
+    /// idle for it. An active owner among n refills about once in n refills of the class:
+    /// a gap of 4n + 16 happens to one in a few hundred of them (it then loses a span to
+    /// another thread: as before spans had owners, not worse); larson's main thread, which
+    /// filled the array and then waits, is idle after a few thousand of the workers'
+    /// objects of each class.
+    static let idleRefillsPerOwner: UInt = 4
+    static let idleRefillsMinimum: UInt = 16
 }
 
 extension UnsafeMutablePointer where Pointee == Central {
@@ -162,13 +196,33 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
     }
 
-    /// The span list a span that has just become partial goes on: its owner's, or the
-    /// unowned list if its owner has gone (then it has no owner). Must hold this
+    /// Whether the objects just returned to `span`, by `releaser`, leave it to the unowned
+    /// list rather than its owner's: returned by a cache other than the owner, and the
+    /// span is at most a quarter allocated or its owner idle for this class (see the file
+    /// comment). Must hold this central's lock.
+    private func leavesOwner(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?) -> Bool {
+        guard span.pointee.owner != releaser, let theirs = span.ownedSpans else { return false }
+        if span.pointee.allocatedCount &<< 2 <= span.pointee.objectCount { return true }
+        let idleAfter = pointee.owners &* Central.idleRefillsPerOwner &+ Central.idleRefillsMinimum
+        return pointee.refills &- theirs.lastRefill(Int(pointee.sizeClass)).pointee > idleAfter
+    }
+
+    /// Moves partial `span` from its owner's list to the unowned list. Must hold this
     /// central's lock.
-    private func listForNewlyPartial(_ span: UnsafeMutablePointer<Span>) -> SpanListHead {
+    private func makeUnowned(_ span: UnsafeMutablePointer<Span>) {
+        unlink(span)
+        span.pointee.owner = nil
+        span.ownedSpans = nil
+        link(span, on: unownedHead)
+    }
+
+    /// The span list a span that has just become partial, by objects `releaser` returned,
+    /// goes on: its owner's, or the unowned list if its owner has gone or the span leaves
+    /// it (leavesOwner; then it has no owner). Must hold this central's lock.
+    private func listForNewlyPartial(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?) -> SpanListHead {
         if let theirs = span.ownedSpans {
             let head = theirs.head(Int(pointee.sizeClass))
-            if head.pointee != closedSpanList { return head }
+            if head.pointee != closedSpanList && !leavesOwner(span, releaser: releaser) { return head }
         }
         span.pointee.owner = nil
         span.ownedSpans = nil
@@ -201,6 +255,10 @@ extension UnsafeMutablePointer where Pointee == Central {
         lockPointer.lock()
         let mine = owned.head(Int(pointee.sizeClass))
         if mine.pointee == closedSpanList { mine.pointee = nil }  // a reused record
+        pointee.refills &+= 1
+        let stamp = owned.lastRefill(Int(pointee.sizeClass))
+        if stamp.pointee == 0 { pointee.owners &+= 1 }
+        stamp.pointee = pointee.refills
         var got = 0
         while got < want {
             let span: UnsafeMutablePointer<Span>
@@ -232,13 +290,11 @@ extension UnsafeMutablePointer where Pointee == Central {
     func disown(_ owned: UnsafeMutablePointer<OwnedSpans>, locked: Bool = false) {
         if !locked { lockPointer.lock() }
         let list = owned.head(Int(pointee.sizeClass))
-        while let span = list.pointee, span != closedSpanList {
-            unlink(span)
-            span.pointee.owner = nil
-            span.ownedSpans = nil
-            link(span, on: unownedHead)
-        }
+        while let span = list.pointee, span != closedSpanList { makeUnowned(span) }
         list.pointee = closedSpanList
+        let stamp = owned.lastRefill(Int(pointee.sizeClass))
+        if stamp.pointee != 0 { pointee.owners &-= 1 }
+        stamp.pointee = 0
         if !locked { lockPointer.unlock() }
     }
 
@@ -375,14 +431,16 @@ extension UnsafeMutablePointer where Pointee == Central {
         }
     }
 
-    /// Returns `count` objects of this class to their spans, whoever frees them. A span
-    /// left with no allocated object goes back to the page heap; one that becomes partial
-    /// goes on its owner's list, or the unowned list if its owner has gone (see the file
-    /// comment). A pointer whose bit is already free was freed twice: reported as heap
-    /// misuse.
+    /// Returns `count` objects of this class to their spans, for `releaser` (the cache
+    /// returning them; nil: none in particular). A span left with no allocated object goes
+    /// back to the page heap; one that becomes partial goes on its owner's list, or the
+    /// unowned list if its owner has gone; one that a releaser other than its owner
+    /// leaves at most a quarter allocated, or whose owner is idle, goes to the unowned
+    /// list (leavesOwner; see the file comment).
+    /// A pointer whose bit is already free was freed twice: reported as heap misuse.
     ///
     /// Takes this central's lock, and the page heap's lock when a span empties.
-    func release(_ objects: UnsafeMutablePointer<UInt>, count: Int) {
+    func release(_ objects: UnsafeMutablePointer<UInt>, count: Int, by releaser: UnsafeMutableRawPointer? = nil) {
         lockPointer.lock()
         let pageHeap = pointee.pageHeap
         let spanMap = pageHeap.pointee.spanMap
@@ -410,7 +468,9 @@ extension UnsafeMutablePointer where Pointee == Central {
                 pageHeap.freeSpanLocked(span, releasedOSPages: released)
                 pageHeap.lockPointer.unlock()
             } else if !span.pointee.onPartialList {
-                pushPartial(span, on: listForNewlyPartial(span))
+                pushPartial(span, on: listForNewlyPartial(span, releaser: releaser))
+            } else if span.pointee.listHead != unownedHead && leavesOwner(span, releaser: releaser) {
+                makeUnowned(span)
             }
         }
         pointee.allocatedObjects &-= UInt(count)

@@ -325,7 +325,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     private func releaseAll(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) {
         let count = Int(bin.pointee.count)
         if count > 0 {
-            central(sizeClass).release(bin.pointee.slots, count: count)
+            central(sizeClass).release(bin.pointee.slots, count: count, by: UnsafeMutableRawPointer(self))
             bin.pointee.count = 0
         }
     }
@@ -360,13 +360,13 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         let capacity = Int(bin.pointee.capacity)
         if capacity == 0 {
             var single = object
-            central.release(&single, count: 1)
+            central.release(&single, count: 1, by: UnsafeMutableRawPointer(self))
             return
         }
         header.pointee.flushes &+= 1
         let flushCount = capacity / 2
         let slots = bin.pointee.slots
-        central.release(slots, count: flushCount)
+        central.release(slots, count: flushCount, by: UnsafeMutableRawPointer(self))
         let kept = Int(bin.pointee.count) &- flushCount
         memmove(slots, slots + flushCount, kept &* MemoryLayout<UInt>.stride)
         slots[kept] = object
@@ -383,7 +383,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         if bin.pointee.count == bin.pointee.capacity {
             if bin.pointee.capacity == 0 {
                 var single = object
-                central(sizeClass).release(&single, count: 1)
+                central(sizeClass).release(&single, count: 1, by: UnsafeMutableRawPointer(self))
                 return
             }
             releaseAll(bin, sizeClass: sizeClass)

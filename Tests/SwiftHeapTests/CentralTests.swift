@@ -23,12 +23,12 @@ import Testing
         }
         func release(_ central: UnsafeMutablePointer<Central>, _ objects: [UInt]) {
             var copy = objects
-            copy.withUnsafeMutableBufferPointer { central.release($0.baseAddress!, count: $0.count) }
+            copy.withUnsafeMutableBufferPointer { central.release($0.baseAddress!, count: $0.count, by: id) }
         }
     }
 
     @Test func recordsFillWholeCacheLines() {
-        #expect(MemoryLayout<Central>.stride == 64)
+        #expect(MemoryLayout<Central>.stride == 128)
     }
 
     @Test func refillAndReleaseRoundTrip() {
@@ -98,7 +98,7 @@ import Testing
         #expect(later.allSatisfy { map.span(containing: $0) == spanA } && spanA.pointee.owner == b.id)
         // Objects of b's full span freed by another thread: the span goes back on b's list,
         // and another owner's refill takes a fresh span.
-        b.release(central, Array(fromB.prefix(4)))
+        c.release(central, Array(fromB.prefix(4)))
         #expect(spanB.pointee.owner == b.id && spanB.pointee.listHead == b.spans.head(cls))
         let fromC = c.refill(central, 2)
         let spanC = map.span(containing: fromC[0])!
@@ -116,5 +116,61 @@ import Testing
         #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
         #expect(central.pointee.partial == nil && central.pointee.unowned == nil)
         #expect(b.spans.head(cls).pointee == nil && c.spans.head(cls).pointee == nil)
+    }
+
+    /// A span that other threads' frees leave at most a quarter allocated goes to the
+    /// unowned list (its owner may never allocate again); the owner's own frees keep it.
+    @Test func spansMostlyFreedByOtherThreadsBecomeUnowned() {
+        let h = PrivateHeap()
+        let (cls, central) = h.central(forSize: 64)
+        let objects = Int(h.classes.info[cls].objects)
+        let map = h.pageHeap.pointee.spanMap
+        let a = Owner(0x10), b = Owner(0x20)
+        let own = a.refill(central, objects)
+        let span = map.span(containing: own[0])!
+        let quarter = objects / 4
+        a.release(central, Array(own.prefix(objects - quarter)))  // a's own frees: stays a's
+        #expect(span.pointee.owner == a.id && span.pointee.listHead == a.spans.head(cls))
+        let more = a.refill(central, objects - quarter)  // full again
+        #expect(more.allSatisfy { map.span(containing: $0) == span })
+        let all = Array(own.suffix(quarter)) + more
+        b.release(central, Array(all.prefix(objects - quarter - 1)))  // quarter + 1 left
+        #expect(span.pointee.owner == a.id && span.pointee.listHead == a.spans.head(cls))
+        b.release(central, [all[objects - quarter - 1]])  // a quarter left
+        #expect(span.pointee.owner == nil && span.pointee.listHead == central.pointer(to: \.unowned))
+        let taken = b.refill(central, 1)
+        #expect(map.span(containing: taken[0]) == span && span.pointee.owner == b.id)
+        b.release(central, Array(all.suffix(quarter)) + taken)
+        #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
+    }
+
+    /// Objects another thread returns to the span of an owner that has stopped refilling
+    /// the class (while the others refilled it 4 times per owner, plus 16) put the span on
+    /// the unowned list; before that, on the owner's.
+    @Test func idleOwnersLoseSpansOthersFreeInto() {
+        let h = PrivateHeap()
+        let (cls, central) = h.central(forSize: 64)
+        let objects = Int(h.classes.info[cls].objects)
+        let map = h.pageHeap.pointee.spanMap
+        let a = Owner(0x10), b = Owner(0x20)
+        let own = a.refill(central, objects)
+        let span = map.span(containing: own[0])!
+        b.release(central, [own[0]])
+        #expect(span.pointee.owner == a.id && span.pointee.listHead == a.spans.head(cls))
+        var fromB: [UInt] = []
+        #expect(Central.idleRefillsPerOwner == 4 && Central.idleRefillsMinimum == 16)
+        for _ in 0..<(2 * 4 + 16) { fromB += b.refill(central, 1) }  // two owners: a, b
+        #expect(central.pointee.owners == 2)
+        #expect(!fromB.contains { map.span(containing: $0) == span })
+        b.release(central, [own[1]])
+        #expect(span.pointee.owner == a.id, "not idle yet: a refilled within the last 2 * 4 + 16 refills")
+        fromB += b.refill(central, 1)
+        b.release(central, [own[2]])
+        #expect(span.pointee.owner == nil && span.pointee.listHead == central.pointer(to: \.unowned))
+        b.release(central, Array(own.dropFirst(3)) + fromB)
+        #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
+        central.disown(a.spans)
+        central.disown(b.spans)
+        #expect(central.pointee.owners == 0)
     }
 }
