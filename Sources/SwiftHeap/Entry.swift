@@ -72,9 +72,9 @@ import CShim
 
 /// free without the C conventions.
 @inline(__always) func deallocate(_ pointer: UnsafeMutableRawPointer?) {
-    guard let pointer else { return }
     let address = UInt(bitPattern: pointer)
     if cacheFreeFast(address, spanMap: heap.pointee.pageHeap.spanMap) { return }
+    if address == 0 { return }
     deallocateSlow(address, call: "free()")
 }
 

@@ -193,9 +193,13 @@ struct SpanMap {
     /// The span `address` maps to, or nil (see the file comment: for a large span only
     /// its base maps to it). Takes no lock.
     @inline(__always) func span(containing address: UInt) -> UnsafeMutablePointer<Span>? {
-        let slot = address >> spanMapSlotShift
-        if slot >= spanMapSlotCount { return nil }
-        guard let pages = slots[Int(bitPattern: slot)] else { return nil }
+        if address >> spanMapSlotShift >= spanMapSlotCount { return nil }
+        return span(containingMapped: address)
+    }
+
+    /// span(containing:) for an address the caller has checked is below 2^heapAddressBits.
+    @inline(__always) func span(containingMapped address: UInt) -> UnsafeMutablePointer<Span>? {
+        guard let pages = slots[Int(bitPattern: address >> spanMapSlotShift)] else { return nil }
         return pages[Int(bitPattern: (address >> pageShift) & (spanMapSlotPages &- 1))]
     }
 
