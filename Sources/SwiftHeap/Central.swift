@@ -88,30 +88,36 @@ extension UnsafeMutablePointer where Pointee == OwnedSpans {
 }
 
 struct Central {
+    // Layout: the fields a refill or release writes fill the first cache line; the
+    // second holds what they only read (info, pageHeap), so that two threads' visits to
+    // one class move one line between their cores, not two.
+
     /// Guards the partial list, the counters, and the free bitmaps and counts of this
     /// class's spans.
     var lock: Mutex
     var sizeClass: UInt32
     /// Spans of this class in use (partial or full).
     var spanCount: UInt32 = 0
-    /// The class's object size, span pages and objects (a copy of its SizeClassInfo).
-    var info: SizeClassInfo
-    /// The page heap this central's spans come from and go back to.
-    var pageHeap: UnsafeMutablePointer<PageHeap>
     /// Spans of this class with at least one free object, most recently freed into first.
     var partial: UnsafeMutablePointer<Span>? = nil
     /// The partial spans no live cache owns (a span list: see the file comment).
     var unowned: UnsafeMutablePointer<Span>? = nil
     /// Objects handed out of this class's spans, net of those returned (for stats).
     var allocatedObjects: UInt = 0
-    /// Refills of this class so far, by any cache: the clock by which an owner that has
-    /// not refilled for idleOwnerRefills of them counts as idle (see the file comment).
+    /// Refills of this class so far, by any cache: the clock by which an owner counts as
+    /// idle (see the file comment).
     var refills: UInt = 0
     /// Owners that have refilled this class and not gone (disown): the idle threshold
     /// grows with them.
     var owners: UInt = 0
+    /// Ends the first line.
+    var linePadding: UInt = 0
+    /// The class's object size, span pages and objects (a copy of its SizeClassInfo).
+    var info: SizeClassInfo
+    /// The page heap this central's spans come from and go back to.
+    var pageHeap: UnsafeMutablePointer<PageHeap>
     /// Pads the record to two whole cache lines (a test checks the stride).
-    var padding: (UInt, UInt, UInt, UInt, UInt, UInt) = (0, 0, 0, 0, 0, 0)
+    var padding: (UInt, UInt, UInt, UInt, UInt) = (0, 0, 0, 0, 0)
 
     init(sizeClass: Int, info: SizeClassInfo, pageHeap: UnsafeMutablePointer<PageHeap>) {
         self.lock = Mutex(rank: .central(sizeClass))

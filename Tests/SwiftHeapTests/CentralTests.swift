@@ -29,6 +29,13 @@ import Testing
 
     @Test func recordsFillWholeCacheLines() {
         #expect(MemoryLayout<Central>.stride == 128)
+        // What refill and release write is on the first line, what they only read on the second.
+        for offset in [MemoryLayout<Central>.offset(of: \.lock)!, MemoryLayout<Central>.offset(of: \.partial)!,
+                       MemoryLayout<Central>.offset(of: \.unowned)!, MemoryLayout<Central>.offset(of: \.allocatedObjects)!,
+                       MemoryLayout<Central>.offset(of: \.refills)!, MemoryLayout<Central>.offset(of: \.owners)!] {
+            #expect(offset + 8 <= 64)
+        }
+        #expect(MemoryLayout<Central>.offset(of: \.info)! >= 64 && MemoryLayout<Central>.offset(of: \.pageHeap)! >= 64)
     }
 
     @Test func refillAndReleaseRoundTrip() {
