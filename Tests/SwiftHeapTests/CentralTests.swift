@@ -27,6 +27,25 @@ import Testing
         }
     }
 
+    /// Two owners of the 64-byte class on a private heap; a holds every object of one span.
+    struct OneFullSpan {
+        let h = PrivateHeap()
+        let cls: Int
+        let central: UnsafeMutablePointer<Central>
+        let objects: Int
+        let map: SpanMap
+        let a = Owner(0x10), b = Owner(0x20)
+        let own: [UInt]
+        let span: UnsafeMutablePointer<Span>
+        init() {
+            (cls, central) = h.central(forSize: 64)
+            objects = Int(h.classes.info[cls].objects)
+            map = h.pageHeap.pointee.spanMap
+            own = a.refill(central, objects)
+            span = map.span(containing: own[0])!
+        }
+    }
+
     @Test func recordsFillWholeCacheLines() {
         #expect(MemoryLayout<Central>.stride == 128)
         // What refill and release write is on the first line, what they only read on the second.
@@ -45,7 +64,7 @@ import Testing
         let spanBytes = UInt(info.pages) * pageSize
         let want = Int(info.objects) * 3 + 1  // crosses four spans
         let owner = Owner(0x10)
-        var slots = owner.refill(central, want)
+        let slots = owner.refill(central, want)
         #expect(slots.count == want)
         #expect(Set(slots).count == want, "no object handed out twice")
         #expect(central.pointee.spanCount == 4 && central.pointee.allocatedObjects == UInt(want))
@@ -128,13 +147,8 @@ import Testing
     /// A span that other threads' frees leave at most a quarter allocated goes to the
     /// unowned list (its owner may never allocate again); the owner's own frees keep it.
     @Test func spansMostlyFreedByOtherThreadsBecomeUnowned() {
-        let h = PrivateHeap()
-        let (cls, central) = h.central(forSize: 64)
-        let objects = Int(h.classes.info[cls].objects)
-        let map = h.pageHeap.pointee.spanMap
-        let a = Owner(0x10), b = Owner(0x20)
-        let own = a.refill(central, objects)
-        let span = map.span(containing: own[0])!
+        let f = OneFullSpan()
+        let (cls, central, objects, map, a, b, own, span) = (f.cls, f.central, f.objects, f.map, f.a, f.b, f.own, f.span)
         let quarter = objects / 4
         a.release(central, Array(own.prefix(objects - quarter)))  // a's own frees: stays a's
         #expect(span.pointee.owner == a.id && span.pointee.listHead == a.spans.head(cls))
@@ -155,13 +169,8 @@ import Testing
     /// the class (while the others refilled it 4 times per owner, plus 16) put the span on
     /// the unowned list; before that, on the owner's.
     @Test func idleOwnersLoseSpansOthersFreeInto() {
-        let h = PrivateHeap()
-        let (cls, central) = h.central(forSize: 64)
-        let objects = Int(h.classes.info[cls].objects)
-        let map = h.pageHeap.pointee.spanMap
-        let a = Owner(0x10), b = Owner(0x20)
-        let own = a.refill(central, objects)
-        let span = map.span(containing: own[0])!
+        let f = OneFullSpan()
+        let (cls, central, map, a, b, own, span) = (f.cls, f.central, f.map, f.a, f.b, f.own, f.span)
         b.release(central, [own[0]])
         #expect(span.pointee.owner == a.id && span.pointee.listHead == a.spans.head(cls))
         var fromB: [UInt] = []
