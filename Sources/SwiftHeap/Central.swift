@@ -191,15 +191,13 @@ extension UnsafeMutablePointer where Pointee == Central {
         span.pointee.listHead = nil
     }
 
-    /// Makes `span` `owner`'s (whose lists are `owned`), moving it to owned's list if it is
-    /// partial. Must hold this central's lock.
+    /// Moves `span` from the unowned list to the list of `owned` and makes it `owner`'s.
+    /// Must hold this central's lock.
     private func adopt(_ span: UnsafeMutablePointer<Span>, owner: UnsafeMutableRawPointer, owned: UnsafeMutablePointer<OwnedSpans>) {
         span.pointee.owner = owner
         span.ownedSpans = owned
-        if span.pointee.onPartialList {
-            unlink(span)
-            link(span, on: owned.head(Int(pointee.sizeClass)))
-        }
+        unlink(span)
+        link(span, on: owned.head(Int(pointee.sizeClass)))
     }
 
     /// Whether the objects just returned to `span`, by `releaser`, leave it to the unowned
@@ -475,7 +473,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 pageHeap.lockPointer.unlock()
             } else if !span.pointee.onPartialList {
                 pushPartial(span, on: listForNewlyPartial(span, releaser: releaser))
-            } else if span.pointee.listHead != unownedHead && leavesOwner(span, releaser: releaser) {
+            } else if leavesOwner(span, releaser: releaser) {  // false for an unowned span: no owner lists
                 makeUnowned(span)
             }
         }
