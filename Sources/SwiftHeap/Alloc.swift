@@ -18,7 +18,7 @@ import CShim
 @inline(__always) func cacheBinFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutablePointer<CacheBin>? {
     if size <= limit, let slot = sh_tls_get() {
         let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).bin(classes.sizeClass(of: size))
-        if bin.pointee.count != 0 { return bin }
+        if !bin.pointee.isEmpty { return bin }
     }
     return nil
 }
@@ -31,11 +31,11 @@ import CShim
 }
 
 extension UnsafeMutablePointer where Pointee == CacheBin {
-    /// Takes the top object of a bin whose count is not 0.
+    /// Takes the top object of a bin that is not empty.
     @inline(__always) func popNonEmpty() -> UnsafeMutableRawPointer? {
-        let top = pointee.count &- 1
-        pointee.count = top
-        return UnsafeMutableRawPointer(bitPattern: pointee.slots[Int(top)])
+        let top = pointee.top - 1
+        pointee.top = top
+        return UnsafeMutableRawPointer(bitPattern: top.pointee)
     }
 }
 
@@ -45,10 +45,6 @@ extension UnsafeMutablePointer where Pointee == CacheBin {
 /// Takes the class's central lock (and the page heap's) when it refills.
 @inline(__always) func cacheAllocate(_ cache: UnsafeMutablePointer<ThreadCache>, _ sizeClass: Int) -> UnsafeMutableRawPointer? {
     let bin = cache.bin(sizeClass)
-    let count = bin.pointee.count
-    if count != 0 {
-        bin.pointee.count = count &- 1
-        return UnsafeMutableRawPointer(bitPattern: bin.pointee.slots[Int(count &- 1)])
-    }
+    if !bin.pointee.isEmpty { return bin.popNonEmpty() }
     return UnsafeMutableRawPointer(bitPattern: cache.refillBin(sizeClass))
 }

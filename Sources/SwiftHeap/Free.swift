@@ -47,24 +47,25 @@ let fastFreeAddressBits: UInt = 47
     let (index, isStart) = span.objectStart(of: address)
     if misuseChecks && !isStart { return false }
     let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(cls, span: span)
-    let count = bin.pointee.count
-    if count < bin.pointee.capacity && (!misuseChecks || !looksFreed(address, index: index, span: span, bin: bin)) {
-        bin.pointee.slots[Int(count)] = address
-        bin.pointee.count = count &+ 1
+    let top = bin.pointee.top
+    if CacheBin.mark(top) != bin.pointee.fullMark
+        && (!misuseChecks || !looksFreed(address, index: index, span: span, top: top)) {
+        top.pointee = address
+        bin.pointee.top = top + 1
         return true
     }
     return false
 }
 
 /// Whether object `index` of `span` (at `address`) is free already: its bit in the
-/// span's free bitmap is set, or it is one of the last four objects pushed on `bin`.
-/// See the file comment for why the unlocked read of the bitmap is sound. Kept short:
-/// in a memory-bound program every instruction here delays the program's next miss.
-/// With fewer than four objects in the bin the compares read its guard words, which are
-/// zero (ThreadCache.swift: binGuardWords), never an object's address.
+/// span's free bitmap is set, or it is one of the last four objects pushed on the bin
+/// whose top is `top`. See the file comment for why the unlocked read of the bitmap is
+/// sound. Kept short: in a memory-bound program every instruction here delays the
+/// program's next miss. With fewer than four objects in the bin the compares read its
+/// guard words, which are zero (ThreadCache.swift: binGuardWords), never an object's
+/// address.
 @inline(__always) func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
-                                  bin: UnsafeMutablePointer<CacheBin>) -> Bool {
-    let top = bin.pointee.slots + Int(bin.pointee.count)
+                                  top: UnsafeMutablePointer<UInt>) -> Bool {
     let recent = top[-1] == address || top[-2] == address || top[-3] == address || top[-4] == address
     return recent || span.isFree(index)
 }
@@ -76,7 +77,7 @@ func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
                 cache: UnsafeMutablePointer<ThreadCache>?) -> Bool {
     if span.isFree(index) { return true }
     guard let cache else { return false }
-    return looksFreed(address, index: index, span: span, bin: cache.freeBin(Int(span.pointee.sizeClass), span: span))
+    return looksFreed(address, index: index, span: span, top: cache.freeBin(Int(span.pointee.sizeClass), span: span).pointee.top)
 }
 
 extension UnsafeMutablePointer where Pointee == ThreadCache {
@@ -100,10 +101,9 @@ func cacheFree(_ cache: UnsafeMutablePointer<ThreadCache>, _ span: UnsafeMutable
         return
     }
     let bin = cache.bin(cls)
-    let count = bin.pointee.count
-    if count < bin.pointee.capacity {
-        bin.pointee.slots[Int(count)] = address
-        bin.pointee.count = count &+ 1
+    if !bin.pointee.isFull {
+        bin.pointee.top.pointee = address
+        bin.pointee.top += 1
     } else {
         cache.flushBinAndPush(cls, address)
     }

@@ -3,7 +3,7 @@
 // thread-local slot.
 //
 // malloc and free of a small object touch only the calling thread's cache: no lock,
-// no atomic. A bin is a count, a capacity and an array of object addresses kept in
+// no atomic. A bin is an array of object addresses and a pointer to its top, kept in
 // the cache record, not a list linked through the objects: the fast path reads and
 // writes no user memory, and a use-after-free write cannot redirect it. When a bin is
 // empty, a refill moves half a bin's worth of objects from the class's central list;
@@ -38,15 +38,51 @@
 import CShim
 
 struct CacheBin {
-    var count: UInt32
-    var capacity: UInt32
-    /// The bin's objects, slots[0..<count]. The binGuardWords words below slots[0] are
-    /// zero and never written, so that free's double-free check reads the last four
-    /// slots below count without a test of count (Free.swift: looksFreed).
-    var slots: UnsafeMutablePointer<UInt>
+    /// The slot the next push writes: the bin's objects are the words from the start of
+    /// its slot array up to here (`slots[0..<count]`). The fast paths move it and read
+    /// or write the word next to it, and nothing else of the bin.
+    var top: UnsafeMutablePointer<UInt>
+    /// The low 32 bits of `top`'s address when the bin is empty (the slot array's
+    /// start) and when it is full (its end). The fast paths compare the low half of
+    /// `top` with one of them: a slot array is far smaller than 4 GiB, so the low halves
+    /// of two of its addresses are equal only if the addresses are. A bin of capacity 0
+    /// is empty and full at once, so that both fast paths send it to the slow path.
+    var emptyMark: UInt32
+    var fullMark: UInt32
+
+    /// A bin of `capacity` slots at `slots`, holding `count` objects.
+    init(slots: UnsafeMutablePointer<UInt>, capacity: UInt32, count: UInt32 = 0) {
+        top = slots + Int(count)
+        emptyMark = CacheBin.mark(slots)
+        fullMark = CacheBin.mark(slots + Int(capacity))
+    }
+
+    /// The low half of a slot address, as the marks hold it.
+    @inline(__always) static func mark(_ slot: UnsafeMutablePointer<UInt>) -> UInt32 {
+        UInt32(truncatingIfNeeded: UInt(bitPattern: slot))
+    }
+
+    @inline(__always) var isEmpty: Bool { CacheBin.mark(top) == emptyMark }
+    @inline(__always) var isFull: Bool { CacheBin.mark(top) == fullMark }
+
+    /// Objects in the bin. Setting it moves `top`.
+    var count: UInt32 {
+        @inline(__always) get { (CacheBin.mark(top) &- emptyMark) / UInt32(MemoryLayout<UInt>.stride) }
+        @inline(__always) set { top = slots + Int(newValue) }
+    }
+
+    /// Slots in the bin.
+    var capacity: UInt32 { (fullMark &- emptyMark) / UInt32(MemoryLayout<UInt>.stride) }
+
+    /// The start of the slot array.
+    var slots: UnsafeMutablePointer<UInt> {
+        @inline(__always) get { top - Int((CacheBin.mark(top) &- emptyMark) / UInt32(MemoryLayout<UInt>.stride)) }
+    }
 }
 
-/// Zero words in front of every bin's slot array (CacheBin.slots).
+/// Zero words in front of every bin's slot array (CacheBin.slots), never written, so
+/// that free's double-free check reads the four words below `top` without a test of
+/// the count (Free.swift: looksFreed).
 let binGuardWords = 4
 
 /// Per-thread fields that follow the bins.
@@ -159,8 +195,8 @@ struct CacheRegistry {
         let dummySlot = (noCacheMemory + Int(UInt(MemoryLayout<ThreadCache>.stride) &+ guardBytes))
             .assumingMemoryBound(to: UInt.self)
         for cls in 0..<maxSizeClasses {
-            noCache.bin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: dummySlot))
-            noCache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: dummySlot))
+            noCache.bin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
+            noCache.remoteBin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
                                                   isNoCache: true, refills: 0, flushes: 0, profile: ProfileThreadState()))
@@ -194,20 +230,20 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         let firstArray = slots + binGuardWords
         for cls in 0..<maxSizeClasses {
             if cls == 0 || cls >= classes.count {
-                cache.bin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: firstArray))
-                cache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: 0, slots: firstArray))
+                cache.bin(cls).initialize(to: CacheBin(slots: firstArray, capacity: 0))
+                cache.remoteBin(cls).initialize(to: CacheBin(slots: firstArray, capacity: 0))
                 continue
             }
             let size = UInt(classes.info[cls].size)
             let capacity = cacheCapacity(objectSize: size)
             slots.initialize(repeating: 0, count: binGuardWords)
             slots += binGuardWords
-            cache.bin(cls).initialize(to: CacheBin(count: 0, capacity: capacity, slots: slots))
+            cache.bin(cls).initialize(to: CacheBin(slots: slots, capacity: capacity))
             slots += Int(capacity)
             let remote = remoteCapacity(objectSize: size)
             slots.initialize(repeating: 0, count: binGuardWords)
             slots += binGuardWords
-            cache.remoteBin(cls).initialize(to: CacheBin(count: 0, capacity: remote, slots: slots))
+            cache.remoteBin(cls).initialize(to: CacheBin(slots: slots, capacity: remote))
             slots += Int(remote)
         }
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
@@ -380,15 +416,15 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     /// Takes the class's central lock when the bin is full.
     @inline(never) func pushRemote(_ sizeClass: Int, _ object: UInt) {
         let bin = remoteBin(sizeClass)
-        if bin.pointee.count == bin.pointee.capacity {
-            if bin.pointee.capacity == 0 {
+        if bin.pointee.isFull {
+            if bin.pointee.isEmpty {
                 var single = object
                 central(sizeClass).release(&single, count: 1, by: UnsafeMutableRawPointer(self))
                 return
             }
             releaseAll(bin, sizeClass: sizeClass)
         }
-        bin.pointee.slots[Int(bin.pointee.count)] = object
-        bin.pointee.count &+= 1
+        bin.pointee.top.pointee = object
+        bin.pointee.top += 1
     }
 }
