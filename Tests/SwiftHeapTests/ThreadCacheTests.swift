@@ -7,6 +7,24 @@ import Foundation
         swiftheap_library_init()
     }
 
+    /// A bin's count, capacity, start and its empty and full tests come from its top and
+    /// the low halves of its end addresses, also when the slot array straddles a 4 GiB
+    /// boundary (where the low halves wrap). Computed only: the addresses are never read.
+    @Test(arguments: [UInt(0x7f00_0000_1000), 0x1_0000_0000 - 24, 0xffff_fff8, 0x2_0000_0000 - 8 * 64])
+    func binFiguresComeFromTopAndMarks(start: UInt) throws {
+        let slots = try #require(UnsafeMutablePointer<UInt>(bitPattern: start))
+        for (capacity, count) in [(0, 0), (1, 0), (1, 1), (8, 0), (8, 3), (8, 8), (128, 127)] as [(UInt32, UInt32)] {
+            var bin = CacheBin(slots: slots, capacity: capacity, count: count)
+            #expect(bin.count == count && bin.capacity == capacity && bin.slots == slots)
+            #expect(bin.top == slots + Int(count))
+            #expect(bin.isEmpty == (count == 0) && bin.isFull == (count == capacity))
+            if count > 0 {
+                bin.count = count - 1
+                #expect(bin.top == slots + Int(count) - 1 && bin.slots == slots && !bin.isFull)
+            }
+        }
+    }
+
     /// After warming up, malloc/free pairs of one size stay on the fast path: the
     /// thread's slow-path counters do not move.
     @Test func steadyStateMallocFreeTakesNoSlowPath() throws {
