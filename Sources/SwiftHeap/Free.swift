@@ -48,8 +48,7 @@ let fastFreeAddressBits: UInt = 47
     if misuseChecks && !isStart { return false }
     let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(cls, span: span)
     let top = bin.pointee.top
-    if CacheBin.mark(top) != bin.pointee.fullMark
-        && (!misuseChecks || !looksFreed(address, index: index, span: span, top: top)) {
+    if !bin.pointee.isFull && (!misuseChecks || !looksFreed(address, index: index, span: span, top: top)) {
         top.pointee = address
         bin.pointee.top = top + 1
         return true

@@ -76,7 +76,7 @@ struct CacheBin {
 
     /// The start of the slot array.
     var slots: UnsafeMutablePointer<UInt> {
-        @inline(__always) get { top - Int((CacheBin.mark(top) &- emptyMark) / UInt32(MemoryLayout<UInt>.stride)) }
+        @inline(__always) get { top - Int(count) }
     }
 }
 
@@ -417,7 +417,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     @inline(never) func pushRemote(_ sizeClass: Int, _ object: UInt) {
         let bin = remoteBin(sizeClass)
         if bin.pointee.isFull {
-            if bin.pointee.isEmpty {
+            if bin.pointee.capacity == 0 {
                 var single = object
                 central(sizeClass).release(&single, count: 1, by: UnsafeMutableRawPointer(self))
                 return
