@@ -37,6 +37,13 @@ extension UnsafeMutablePointer where Pointee == CacheBin {
         pointee.top = top
         return UnsafeMutableRawPointer(bitPattern: top.pointee)
     }
+
+    /// Puts `object` on top of a bin that is not full.
+    @inline(__always) func pushNonFull(_ object: UInt) {
+        let top = pointee.top
+        top.pointee = object
+        pointee.top = top + 1
+    }
 }
 
 /// An object of class `sizeClass` from `cache`, refilling its bin if empty; nil if the

@@ -49,8 +49,7 @@ let fastFreeAddressBits: UInt = 47
     let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(cls, span: span)
     let top = bin.pointee.top
     if !bin.pointee.isFull && (!misuseChecks || !looksFreed(address, index: index, span: span, top: top)) {
-        top.pointee = address
-        bin.pointee.top = top + 1
+        bin.pushNonFull(address)
         return true
     }
     return false
@@ -101,8 +100,7 @@ func cacheFree(_ cache: UnsafeMutablePointer<ThreadCache>, _ span: UnsafeMutable
     }
     let bin = cache.bin(cls)
     if !bin.pointee.isFull {
-        bin.pointee.top.pointee = address
-        bin.pointee.top += 1
+        bin.pushNonFull(address)
     } else {
         cache.flushBinAndPush(cls, address)
     }

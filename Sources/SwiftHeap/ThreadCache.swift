@@ -424,7 +424,6 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
             }
             releaseAll(bin, sizeClass: sizeClass)
         }
-        bin.pointee.top.pointee = object
-        bin.pointee.top += 1
+        bin.pushNonFull(object)
     }
 }
