@@ -1,7 +1,7 @@
 // Allocation from the thread cache: the malloc fast path and its refill.
 //
 // The fast path (cacheBinFast, then popNonEmpty) is: read the thread-local cache pointer, look the
-// size's class up in a byte table, pop the class's bin. Anything else — no cache yet, an
+// size's bin up in a table of bin offsets, pop that bin. Anything else — no cache yet, an
 // empty bin, a large or aligned request — returns nil to the C ABI's slow path
 // (Entry.swift), so the fast path stays a handful of instructions with no call, lock,
 // atomic or overflow trap. This layer knows the caches and the central lists only:
@@ -17,7 +17,7 @@ import CShim
 /// popped address goes back to the caller with no test of its own.)
 @inline(__always) func cacheBinFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutablePointer<CacheBin>? {
     if size <= limit, let slot = sh_tls_get() {
-        let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).bin(classes.sizeClass(of: size))
+        let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).bin(atOffset: classes.binOffset(of: size))
         if !bin.pointee.isEmpty { return bin }
     }
     return nil

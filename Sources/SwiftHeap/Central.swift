@@ -452,7 +452,7 @@ extension UnsafeMutablePointer where Pointee == Central {
         while i < count {
             let address = objects[i]
             i &+= 1
-            guard let span = spanMap.span(containing: address), span.pointee.sizeClass == pointee.sizeClass else {
+            guard let span = spanMap.span(containing: address), UInt32(span.pointee.sizeClass) == pointee.sizeClass else {
                 fatalMisuse("free()", "invalid pointer", address: address)
             }
             let index = span.objectIndex(of: address)

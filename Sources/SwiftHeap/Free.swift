@@ -43,10 +43,9 @@ let fastFreeAddressBits: UInt = 47
           let span = spanMap.span(containingMapped: address) else { return false }
     // A large span (class 0) is never an object start here (its reciprocal is 0), and
     // without the checks it falls through to bin 0, whose capacity is 0 in every cache.
-    let cls = Int(span.pointee.sizeClass)
     let (index, isStart) = span.objectStart(of: address)
     if misuseChecks && !isStart { return false }
-    let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(cls, span: span)
+    let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(span)
     let top = bin.pointee.top
     if !bin.pointee.isFull && (!misuseChecks || !looksFreed(address, index: index, span: span, top: top)) {
         bin.pushNonFull(address)
@@ -75,15 +74,16 @@ func looksFreed(_ address: UInt, index: UInt, span: UnsafeMutablePointer<Span>,
                 cache: UnsafeMutablePointer<ThreadCache>?) -> Bool {
     if span.isFree(index) { return true }
     guard let cache else { return false }
-    return looksFreed(address, index: index, span: span, top: cache.freeBin(Int(span.pointee.sizeClass), span: span).pointee.top)
+    return looksFreed(address, index: index, span: span, top: cache.freeBin(span).pointee.top)
 }
 
 extension UnsafeMutablePointer where Pointee == ThreadCache {
-    /// The bin a free of an object of class `sizeClass` from `span` goes to: the class's
-    /// bin if this cache draws from the span, else the class's remote bin
-    /// (ThreadCache.swift). The fast path pushes on either the same way.
-    @inline(__always) func freeBin(_ sizeClass: Int, span: UnsafeMutablePointer<Span>) -> UnsafeMutablePointer<CacheBin> {
-        span.pointee.owner == UnsafeMutableRawPointer(self) ? bin(sizeClass) : remoteBin(sizeClass)
+    /// The bin a free of an object of small span `span` goes to: its class's bin if this
+    /// cache draws from the span, else the class's remote bin (ThreadCache.swift), found
+    /// from the span's binOffset. The fast path pushes on either the same way.
+    @inline(__always) func freeBin(_ span: UnsafeMutablePointer<Span>) -> UnsafeMutablePointer<CacheBin> {
+        let offset = Int(span.pointee.binOffset)
+        return span.pointee.owner == UnsafeMutableRawPointer(self) ? bin(atOffset: offset) : remoteBin(atOffset: offset)
     }
 }
 

@@ -46,17 +46,19 @@ struct SizeClassTable {
     /// Number of classes including class 0.
     var count: Int = 0
     var info: UnsafeMutablePointer<SizeClassInfo>
-    /// Class of sizes 0...maxSmallSize, indexed by (size + 15) >> 4.
-    var classIndex: UnsafeMutablePointer<UInt8>
+    /// The class of sizes 0...maxSmallSize as its bin's offset (cacheBinOffset(ofClass:)),
+    /// indexed by (size + 15) >> 4: malloc's fast path adds it to
+    /// the cache's address as it is, and sizeClass(of:) divides it back.
+    var binOffsets: UnsafeMutablePointer<UInt16>
 
     /// Builds the table in metadata memory. Returns nil if metadata memory is exhausted.
     static func make() -> SizeClassTable? {
         let entries = Int(maxSmallSize >> 4) + 1
         guard let infoMemory = persistentAlloc(UInt(maxSizeClasses * MemoryLayout<SizeClassInfo>.stride)),
-              let indexMemory = persistentAlloc(UInt(entries)) else { return nil }
+              let indexMemory = persistentAlloc(UInt(entries * MemoryLayout<UInt16>.stride)) else { return nil }
         var table = SizeClassTable(
             info: infoMemory.bindMemory(to: SizeClassInfo.self, capacity: maxSizeClasses),
-            classIndex: indexMemory.bindMemory(to: UInt8.self, capacity: entries))
+            binOffsets: indexMemory.bindMemory(to: UInt16.self, capacity: entries))
         table.info[0] = SizeClassInfo(size: 0, pages: 0, objects: 0, reciprocal: 0)
         var count = 1
         var size: UInt = 16
@@ -75,7 +77,7 @@ struct SizeClassTable {
         for i in 0..<entries {
             let request = UInt(i) << 4
             while UInt(table.info[cls].size) < request { cls += 1 }
-            table.classIndex[i] = UInt8(cls)
+            table.binOffsets[i] = UInt16(cacheBinOffset(ofClass: cls))
         }
         return table
     }
@@ -104,6 +106,26 @@ struct SizeClassTable {
 
     /// The class of a small request (size <= maxSmallSize).
     @inline(__always) func sizeClass(of size: UInt) -> Int {
-        Int(classIndex[Int(bitPattern: (size &+ 15) >> 4)])
+        binOffset(of: size) / cacheBinStride
     }
+
+    /// The offset of the bin of a small request's class (size <= maxSmallSize): the
+    /// malloc fast path's lookup.
+    @inline(__always) func binOffset(of size: UInt) -> Int {
+        Int(binOffsets[Int(bitPattern: (size &+ 15) >> 4)])
+    }
+}
+
+/// The size of a thread cache's bin (ThreadCache.swift: CacheBin, whose stride
+/// ThreadCacheTests checks is this). The size-class layer publishes bins' offsets for the
+/// thread cache above it, so the unit is fixed here rather than read from the type.
+let cacheBinStride = 16
+
+/// The offset of class `sizeClass`'s bin from the start of a cache's bins (and of its
+/// remote bin from the start of the remote bins). The size-class table and every small
+/// span keep it beside the class (SizeClassTable.binOffsets, Span.binOffset), so that
+/// neither fast path scales a class number; it fits in 16 bits (maxSizeClasses bins of
+/// cacheBinStride bytes; SpanTests checks it for every class).
+@inline(__always) func cacheBinOffset(ofClass sizeClass: Int) -> Int {
+    sizeClass &* cacheBinStride
 }

@@ -30,7 +30,7 @@ let spanBitmapWords = 8
 
 struct Span {
     // Layout: records are 64-byte aligned (SlabPool), and free's fast path reads
-    // base, owner, sizeClass, reciprocal and objectCount, then one word of freeBits. The
+    // base, owner, binOffset, reciprocal and objectCount, then one word of freeBits. The
     // hot fields fill the first 32 bytes and freeBits follows, so that for an object of
     // index below 256 everything free reads is on the record's first cache line.
     // (SpanTests checks the offsets.)
@@ -41,7 +41,11 @@ struct Span {
     /// compared, never followed, by the free path; written under the central lock.
     var owner: UnsafeMutableRawPointer? = nil
     /// Size class (0 for a large span).
-    var sizeClass: UInt32 = 0
+    var sizeClass: UInt16 = 0
+    /// The offset of the class's bin in a thread cache (SizeClasses.swift:
+    /// cacheBinOffset(ofClass:)), so that free's fast path finds its bin
+    /// with no multiply or shift of its own. 0 for a large span, like its class.
+    var binOffset: UInt16 = 0
     /// Object size (small) — for a large span the usable size in bytes is pages * pageSize.
     var objectSize: UInt32 = 0
     /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
@@ -140,7 +144,8 @@ extension UnsafeMutablePointer where Pointee == Span {
     /// Sets up a fresh small span of class `sizeClass`, every object free.
     func initializeSmall(sizeClass: UInt32, info: SizeClassInfo) {
         pointee.state = .small
-        pointee.sizeClass = sizeClass
+        pointee.sizeClass = UInt16(sizeClass)
+        pointee.binOffset = UInt16(cacheBinOffset(ofClass: Int(sizeClass)))
         pointee.objectSize = info.size
         pointee.reciprocal = info.reciprocal
         pointee.objectCount = info.objects

@@ -141,13 +141,24 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
 
     /// The bin of class `sizeClass`.
     @inline(__always) func bin(_ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
-        UnsafeMutableRawPointer(self).assumingMemoryBound(to: CacheBin.self) + sizeClass
+        bin(atOffset: cacheBinOffset(ofClass: sizeClass))
     }
 
     /// The remote bin of class `sizeClass`.
     @inline(__always) func remoteBin(_ sizeClass: Int) -> UnsafeMutablePointer<CacheBin> {
-        (UnsafeMutableRawPointer(self) + MemoryLayout<ThreadCache>.offset(of: \.remoteBins)!)
-            .assumingMemoryBound(to: CacheBin.self) + sizeClass
+        remoteBin(atOffset: cacheBinOffset(ofClass: sizeClass))
+    }
+
+    /// The bin at `offset` (cacheBinOffset(ofClass:) of its class): what the fast paths use,
+    /// with the offset read from the size-class table (malloc) or the span (free).
+    @inline(__always) func bin(atOffset offset: Int) -> UnsafeMutablePointer<CacheBin> {
+        (UnsafeMutableRawPointer(self) + offset).assumingMemoryBound(to: CacheBin.self)
+    }
+
+    /// The remote bin at `offset` (cacheBinOffset(ofClass:) of its class).
+    @inline(__always) func remoteBin(atOffset offset: Int) -> UnsafeMutablePointer<CacheBin> {
+        (UnsafeMutableRawPointer(self) + MemoryLayout<ThreadCache>.offset(of: \.remoteBins)! + offset)
+            .assumingMemoryBound(to: CacheBin.self)
     }
 
     @inline(__always) var header: UnsafeMutablePointer<CacheHeader> { pointer(to: \.header)! }

@@ -72,7 +72,7 @@ import Testing
         let map = h.pageHeap.pointee.spanMap
         for address in slots {
             let span = map.span(containing: address)
-            #expect(span != nil && span!.pointee.sizeClass == UInt32(cls) && span!.pointee.owner == owner.id)
+            #expect(span != nil && Int(span!.pointee.sizeClass) == cls && span!.pointee.owner == owner.id)
             #expect((address - span!.pointee.base) % UInt(info.size) == 0)
             UnsafeMutableRawPointer(bitPattern: address)!.storeBytes(of: address, as: UInt.self)
         }

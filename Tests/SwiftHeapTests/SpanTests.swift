@@ -2,12 +2,13 @@ import Testing
 @testable import SwiftHeap
 
 @Suite struct SpanTests {
-    /// free's fast path reads base, owner, sizeClass, reciprocal, objectCount and a word
+    /// free's fast path reads base, owner, binOffset, reciprocal, objectCount and a word
     /// of freeBits: on a 64-byte-aligned record (SlabPool), the fields and the words for
     /// objects 0..<256 share the first cache line.
     @Test func freePathFieldsShareTheRecordsFirstCacheLine() {
         let hot: [Int] = [MemoryLayout<Span>.offset(of: \.base)!, MemoryLayout<Span>.offset(of: \.owner)!,
-                          MemoryLayout<Span>.offset(of: \.sizeClass)!, MemoryLayout<Span>.offset(of: \.objectSize)!,
+                          MemoryLayout<Span>.offset(of: \.sizeClass)!, MemoryLayout<Span>.offset(of: \.binOffset)!,
+                          MemoryLayout<Span>.offset(of: \.objectSize)!,
                           MemoryLayout<Span>.offset(of: \.reciprocal)!, MemoryLayout<Span>.offset(of: \.objectCount)!]
         #expect(hot.allSatisfy { $0 < 32 })
         #expect(MemoryLayout<Span>.offset(of: \.freeBits)! == 32)
@@ -52,6 +53,43 @@ import Testing
         let tail = span.pointee.base + UInt(table.info[cls].objects) * 48
         #expect(!span.objectStart(of: tail).isStart)
         #expect(!span.isObjectStart(tail, index: span.objectIndex(of: tail)))
+    }
+
+    /// A small span's binOffset finds its class's bin and remote bin in a thread cache,
+    /// for every class (free's fast path reads it instead of scaling the class); the
+    /// size-class table's offset for every small size agrees with the size's class.
+    @Test func binOffsetsFindEveryClasssBinsFromTheSpanAndTheSizeTable() {
+        let table = SizeClassTable.make()!
+        let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
+        defer { span.deallocate() }
+        let cache = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<ThreadCache>.stride, alignment: 64)
+            .assumingMemoryBound(to: ThreadCache.self)
+        defer { cache.deallocate() }
+        // The size-class layer's unit is the thread cache's bin: class n's bin is the n-th.
+        #expect(MemoryLayout<CacheBin>.stride == cacheBinStride)
+        let bins = UnsafeMutableRawPointer(cache).assumingMemoryBound(to: CacheBin.self)
+        var wrong = 0
+        for cls in 1..<table.count {
+            if cache.bin(cls) != bins + cls { wrong += 1 }
+            span.initialize(to: Span())
+            span.initializeSmall(sizeClass: UInt32(cls), info: table.info[cls])
+            if Int(span.pointee.sizeClass) != cls { wrong += 1 }
+            span.pointee.owner = UnsafeMutableRawPointer(cache)
+            if cache.freeBin(span) != cache.bin(cls) { wrong += 1 }
+            span.pointee.owner = nil
+            if cache.freeBin(span) != cache.remoteBin(cls) { wrong += 1 }
+        }
+        #expect(wrong == 0)
+        #expect(cache.remoteBin(table.count - 1) < UnsafeMutableRawPointer(cache.header).assumingMemoryBound(to: CacheBin.self))
+        var size: UInt = 0
+        var mismatched = 0
+        while size <= maxSmallSize {
+            let cls = table.sizeClass(of: size)
+            if cache.bin(atOffset: table.binOffset(of: size)) != cache.bin(cls) || UInt(table.info[cls].size) < size
+                || (cls > 1 && UInt(table.info[cls - 1].size) >= size) { mismatched += 1 }
+            size += 1
+        }
+        #expect(mismatched == 0)
     }
 
     @Test func setAllFreeMarksExactlyTheObjects() {
