@@ -7,6 +7,11 @@
 // of the last 5 s, the drop from that peak is credited, once, at shrinkCreditNanosPerMiB (up to shrinkCreditCapNanos in the bucket), so a
 // program that drops a phase again and again gets its memory back each time, paid for
 // by what it let go of; a heap that churns at one size earns nothing, and stays at 1%.
+// A credit buys the release of the peak's bytes and no more: releasing costs less than
+// the credit's rate on most machines, and a heap that swings far and back (a loop of big
+// objects) would otherwise have every swing released and faulted in again while the
+// credit lasts (a credit for 25 MiB released 200 MiB there); once the peak's bytes are
+// released, the credit's unspent time is withdrawn (RunnerState.creditNanos).
 //
 // Decay. Reaching the goal leaves up to retainPercent of the heap in free, resident
 // pages, and in a heap that keeps churning more: allocations land on other free runs
@@ -141,7 +146,10 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             if goal < peak / 4 && now &- pointee.lastCreditNanos >= creditIntervalNanos {
                 pointee.lastCreditNanos = now
                 let credit = Int64(peak >> 20) &* shrinkCreditNanosPerMiB
-                state.pointee.tokensNanos = min(state.pointee.tokensNanos &+ credit, max(state.pointee.tokensNanos, shrinkCreditCapNanos))
+                let before = state.pointee.tokensNanos
+                state.pointee.tokensNanos = min(before &+ credit, max(before, shrinkCreditCapNanos))
+                state.pointee.creditNanos &+= state.pointee.tokensNanos &- before
+                state.pointee.creditBytes &+= peak
             }
         }
         let goal = max(pointee.goalBytes, liveBytesEstimate() / 100 &* (100 &+ config.retainPercent))
@@ -171,12 +179,14 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
 
         // Inline, a slice at a time; a longer one for a while after a shrink credit (a
         // phase is being dropped: its release should keep up with its frees).
-        let inlineSlice = now &- pointee.lastCreditNanos < creditIntervalNanos ? inlineCreditSliceNanos : inlineSliceNanos
+        let inlineSlice = creditLasts(now) ? inlineCreditSliceNanos : inlineSliceNanos
         let slice = inline ? min(state.pointee.tokensNanos, inlineSlice) : state.pointee.tokensNanos
         let cpuBefore = sh_thread_cpu_nanos()
+        var releasedBytes: UInt = 0
         if goalPending {
             let (released, finished) = scavengeTowardGoal(goal, budgetNanos: slice,
                                                           stepBytes: inline ? inlineStepBytes : threadStepBytes)
+            releasedBytes &+= released
             state.pointee.freeSamples.subtract(released)
             state.pointee.lastSample &-= min(state.pointee.lastSample, released)
             if finished {
@@ -189,6 +199,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         } else if decayTicks > 0 {
             if unneeded >= decayMinimumBytes {
                 let (released, trace) = releaseDecayed(inline ? min(unneeded, inlineStepBytes) : unneeded)
+                releasedBytes &+= released
                 state.pointee.freeSamples.subtract(released)
                 state.pointee.lastSample &-= min(state.pointee.lastSample, released)
                 if released > 0 { busy = true }
@@ -198,11 +209,38 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             // to the next: a pass every two windows.
             if now &- state.pointee.lastInSpanPassNanos >= Int64(decayTicks) &* 2 &* scavengerTickNanos {
                 state.pointee.lastInSpanPassNanos = now
-                if releaseFreeObjectPages(confirmed: true) > 0 { busy = true }
+                let released = releaseFreeObjectPages(confirmed: true)
+                releasedBytes &+= released
+                if released > 0 { busy = true }
             }
         }
         let spent = sh_thread_cpu_nanos() &- cpuBefore
         state.pointee.tokensNanos &-= spent
+        chargeCredit(spentNanos: spent, releasedBytes: releasedBytes)
         return (spent, busy)
+    }
+
+    /// Charges a tick's work to the shrink credit first: `spentNanos` off its time and
+    /// `releasedBytes` off its bytes; once its bytes are all released, its time left is
+    /// withdrawn from the bucket (see the file comment).
+    ///
+    /// Must hold the runner lock.
+    func chargeCredit(spentNanos: Int64, releasedBytes: UInt) {
+        let state = pointer(to: \.runner)!
+        if state.pointee.creditBytes == 0 { return }
+        state.pointee.creditNanos = max(0, state.pointee.creditNanos &- spentNanos)
+        state.pointee.creditBytes &-= min(state.pointee.creditBytes, releasedBytes)
+        if state.pointee.creditBytes == 0 || state.pointee.creditNanos == 0 {
+            state.pointee.tokensNanos &-= state.pointee.creditNanos
+            state.pointee.creditNanos = 0
+            state.pointee.creditBytes = 0
+        }
+    }
+
+    /// Whether a shrink credit is being spent: credited within creditIntervalNanos and its
+    /// bytes not all released. (Read by the inline runner without the runner lock, as its
+    /// other timing fields: a stale value only moves a tick.)
+    func creditLasts(_ now: Int64) -> Bool {
+        now &- pointee.lastCreditNanos < creditIntervalNanos && pointee.runner.creditBytes != 0
     }
 }

@@ -11,8 +11,8 @@
 //     the page heap (events.pagesMoved: a span made or given back, a large object
 //     allocated or freed), holding no lock. It runs a tick when work is flagged (an epoch
 //     due, a generation's goal not yet met) and a millisecond has passed since the last
-//     tick — at every such call for half a second after a phase dropped (a shrink credit)
-//     — or when a tick period (100 ms) has, with at most inlineSliceNanos of CPU
+//     tick — at every such call for half a second after a phase dropped (a shrink credit),
+//     until the credit's bytes are released — or when a tick period (100 ms) has, with at most inlineSliceNanos of CPU
 //     (inlineCreditSliceNanos for half a second after a phase being dropped credited the
 //     budget) and inlineStepBytes per release step: no call of malloc or free stalls for long, and a burst of frees
 //     releases its memory as it goes. Between ticks the free, resident bytes of the page
@@ -45,6 +45,11 @@ struct RunnerState {
     var lastInSpanPassNanos: Int64 = 0
     var tokensNanos: Int64 = 0
     var lastRefillNanos: Int64 = 0
+    /// What is left of the shrink credits in tokensNanos (ScavengerPacing.swift): CPU time
+    /// not yet spent, and the bytes they may still release. Once the bytes are released
+    /// the time left is withdrawn, and the credit's longer inline slices end.
+    var creditNanos: Int64 = 0
+    var creditBytes: UInt = 0
     var started: Bool = false
     /// Consecutive thread ticks with nothing to do.
     var quietTicks: Int = 0
@@ -110,7 +115,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let now = sh_monotonic_nanos()
         // A heap dropping a phase (credited lately) is followed at every call; other
         // flagged work at most every inlineFlaggedTickNanos; the rest at the tick period.
-        let urgent = flagged && now &- pointee.lastCreditNanos < creditIntervalNanos
+        let urgent = flagged && creditLasts(now)
         let interval = urgent ? 0 : flagged ? inlineFlaggedTickNanos : scavengerTickNanos
         if now &- pointee.runner.lastTickNanos < interval { return }
         if !runnerLock.tryLock() { return }

@@ -271,6 +271,44 @@ extension ScavengerTests {
     }
 }
 
+extension ScavengerTests {
+    /// A shrink credit pays for releasing the peak it was credited for, once: a heap that
+    /// swings below a quarter of its peak and back again and again (a loop of big objects)
+    /// must not have every swing released, and faulted in again, while the credit's time
+    /// lasts. With no time-filled budget (0% of a core), what one credit for a 64 MiB peak
+    /// releases over twelve 16 MiB swings is the peak and at most one swing more.
+    @Test func aShrinkCreditReleasesAtMostThePeakItWasCreditedFor() throws {
+        var config = Config()
+        config.scavengeCPUPercent = 0
+        let h = PrivateHeap(config: config)
+        let s = h.scavenger
+        let runner = s.pointer(to: \.runner.lock)!
+        var now: Int64 = 1_000_000_000
+        func tick() {
+            runner.lock()
+            _ = s.tick(now: now, inline: true)
+            runner.unlock()
+            now += 1_000_000
+        }
+        tick()
+        #expect(s.pointee.runner.tokensNanos == 0, "the bucket starts empty and time adds nothing")
+        let peak: UInt = 64 << 20, swing: UInt = 16 << 20
+        s.pointee.recentPeakSpanBytes = peak
+        s.pointee.recentPeakNanos = now
+        var released: UInt = 0
+        for _ in 0..<12 {  // 192 MiB of swings, all within one credit interval (12 x 40 ms)
+            try makeDirtyFreePages(h, swing / pageSize)
+            h.events.pointee.peakSpanBytes = 0  // the goal: nothing live
+            let before = h.locked { s.retainedBytesLocked() }
+            for _ in 0..<40 { tick() }
+            released += before - h.locked { s.retainedBytesLocked() }
+        }
+        #expect(now - 1_000_000_000 < creditIntervalNanos)
+        #expect(released >= swing, "the credit paid for releasing a swing at least")
+        #expect(released <= peak + swing, "released \(released >> 20) MiB on a credit for \(peak >> 20) MiB")
+    }
+}
+
 /// The lock-order check of the test build (LockRanks.swift).
 @Suite struct LockRankTests {
     @Test func locksTakenInOrderAreTracked() {
