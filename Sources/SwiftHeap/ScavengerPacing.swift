@@ -222,7 +222,8 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
 
     /// Charges a tick's work to the shrink credit first: `spentNanos` off its time and
     /// `releasedBytes` off its bytes; once its bytes are all released, its time left is
-    /// withdrawn from the bucket (see the file comment).
+    /// withdrawn from the bucket (see the file comment). A credit whose time runs out
+    /// first ends as well.
     ///
     /// Must hold the runner lock.
     func chargeCredit(spentNanos: Int64, releasedBytes: UInt) {

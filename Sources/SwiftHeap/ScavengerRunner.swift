@@ -13,8 +13,8 @@
 //     due, a generation's goal not yet met) and a millisecond has passed since the last
 //     tick — at every such call for half a second after a phase dropped (a shrink credit),
 //     until the credit's bytes are released — or when a tick period (100 ms) has, with at most inlineSliceNanos of CPU
-//     (inlineCreditSliceNanos for half a second after a phase being dropped credited the
-//     budget) and inlineStepBytes per release step: no call of malloc or free stalls for long, and a burst of frees
+//     (inlineCreditSliceNanos while a shrink credit lasts: ScavengerPacing.swift,
+//     creditLasts) and inlineStepBytes per release step: no call of malloc or free stalls for long, and a burst of frees
 //     releases its memory as it goes. Between ticks the free, resident bytes of the page
 //     heap change only at such events, so decay's samples for the ticks that had no call
 //     repeat the last value.

@@ -117,7 +117,7 @@ struct SizeClassTable {
 }
 
 /// The size of a thread cache's bin (ThreadCache.swift: CacheBin, whose stride
-/// ThreadCacheTests checks is this). The size-class layer publishes bins' offsets for the
+/// SpanTests checks is this). The size-class layer publishes bins' offsets for the
 /// thread cache above it, so the unit is fixed here rather than read from the type.
 let cacheBinStride = 16
 
