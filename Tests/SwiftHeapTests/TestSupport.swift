@@ -46,19 +46,57 @@ final class PrivateHeap {
     }
 }
 
-/// Runs `body` on `count` threads at once and waits for them.
+/// Runs `body` on `count` threads at once and joins them: when it returns, every thread
+/// has exited, its key destructors (the cache flush and retire) included. (Waiting for
+/// the bodies alone would race with the exits: a thread leaves the body before it
+/// retires its cache.) Holds the thread census shared: a test that counts the
+/// process's thread caches runs while no other test's threads do.
 func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let group = DispatchGroup()
-    for index in 0..<count {
-        group.enter()
-        let thread = Thread {
-            body(index)
-            group.leave()
-        }
-        thread.start()
-    }
-    group.wait()
+    threadCensus.shared { spawnAndJoin(count, body) }
 }
+
+/// `onThreads` inside `threadCensus.exclusive`, where the census is already held.
+func spawnAndJoin(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    final class Start {
+        let body: @Sendable (Int) -> Void
+        let index: Int
+        init(_ body: @escaping @Sendable (Int) -> Void, _ index: Int) { self.body = body; self.index = index }
+    }
+    var threads: [pthread_t] = []
+    for index in 0..<count {
+        var thread = pthread_t()
+        let start = Unmanaged.passRetained(Start(body, index)).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            let start = Unmanaged<Start>.fromOpaque(raw!).takeRetainedValue()
+            start.body(start.index)
+            return nil
+        }, start)
+        precondition(rc == 0, "pthread_create: \(rc)")
+        threads.append(thread)
+    }
+    for thread in threads { precondition(pthread_join(thread, nil) == 0) }
+}
+
+/// Tests run in parallel. One that counts live thread caches holds this exclusively;
+/// every test that starts threads holds it shared (through `onThreads`).
+final class ThreadCensus: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t> = {
+        let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+        precondition(pthread_rwlock_init(lock, nil) == 0)
+        return lock
+    }()
+    func shared<T>(_ body: () throws -> T) rethrows -> T {
+        precondition(pthread_rwlock_rdlock(lock) == 0)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+    func exclusive<T>(_ body: () throws -> T) rethrows -> T {
+        precondition(pthread_rwlock_wrlock(lock) == 0)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}
+let threadCensus = ThreadCensus()
 
 /// A slot array handed between test threads (they synchronise by joining).
 struct SharedSlots: @unchecked Sendable {

@@ -87,13 +87,13 @@ import Foundation
 
     /// Thousands of short-lived threads: each exit flushes and retires its cache, so
     /// the number of live caches and of cache records does not grow.
-    @Test func exitedThreadsLeaveNoCachesBehind() {
-        onThreads(1) { _ in deallocate(allocate(10)) }  // warm the pool
+    @Test func exitedThreadsLeaveNoCachesBehind() { threadCensus.exclusive {
+        spawnAndJoin(1) { _ in deallocate(allocate(10)) }  // warm the pool
         let liveBefore = processCaches.pointee.liveCount
         let recordsBefore = processCaches.pointee.pool.inUse
         let objectsBefore = (heap.pointee.centrals + heap.pointee.classes.sizeClass(of: 200)).pointee.allocatedObjects
         for _ in 0..<50 {
-            onThreads(20) { _ in
+            spawnAndJoin(20) { _ in
                 var kept: [UnsafeMutableRawPointer] = []
                 for i in 0..<300 { kept.append(allocate(UInt(200 - i % 8))!) }
                 for p in kept { deallocate(p) }
@@ -103,6 +103,23 @@ import Foundation
         #expect(processCaches.pointee.pool.inUse <= recordsBefore + 2)
         let objectsAfter = (heap.pointee.centrals + heap.pointee.classes.sizeClass(of: 200)).pointee.allocatedObjects
         #expect(objectsAfter <= objectsBefore + 256, "objects of exited threads went back to the central list")
+    } }
+
+    /// The premise of the count above: `onThreads` returns only once its threads have
+    /// run their key destructors (where a cache is retired), even slow ones. (It used to
+    /// wait for the bodies only, and the count failed on a loaded machine.)
+    @Test func onThreadsReturnsAfterTheThreadsKeyDestructorsRan() {
+        let exited = SharedCounter()
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, { counter in
+            usleep(20_000)
+            Unmanaged<SharedCounter>.fromOpaque(counter!).takeUnretainedValue().add(1)
+        }) == 0)
+        defer { pthread_key_delete(key) }
+        let counter = UInt(bitPattern: Unmanaged.passUnretained(exited).toOpaque())
+        let threadKey = key
+        onThreads(4) { _ in _ = pthread_setspecific(threadKey, UnsafeRawPointer(bitPattern: counter)) }
+        #expect(exited.value == 4)
     }
 
     /// Producer/consumer: one thread allocates, another frees. The consumer's frees go
