@@ -322,7 +322,7 @@ extension UnsafeMutablePointer where Pointee == Central {
             words[wordIndex] = bits
             wordIndex &+= 1
         }
-        span.pointee.allocatedCount &+= UInt32(got &- already)
+        span.pointee.countAllocated(UInt16(truncatingIfNeeded: got &- already))
         if span.pointee.releasedOSPages != 0 { reclaimReleasedPages(span, slots + already, count: got &- already) }
         return got
     }
@@ -460,7 +460,7 @@ extension UnsafeMutablePointer where Pointee == Central {
             let mask = UInt64(1) << UInt64(index & 63)
             if word.pointee & mask != 0 { fatalMisuse("free()", "double free of", address: address) }
             word.pointee |= mask
-            span.pointee.allocatedCount &-= 1
+            span.pointee.countFreed()
             if span.pointee.allocatedCount == 0 {
                 if span.pointee.onPartialList { removePartial(span) }
                 let released = span.pointee.releasedOSPages

@@ -30,28 +30,35 @@ let spanBitmapWords = 8
 
 struct Span {
     // Layout: records are 64-byte aligned (SlabPool), and free's fast path reads
-    // base, owner, binOffset, reciprocal and objectCount, then one word of freeBits. The
-    // hot fields fill the first 32 bytes and freeBits follows, so that for an object of
-    // index below 256 everything free reads is on the record's first cache line.
-    // (SpanTests checks the offsets.)
+    // base, owner, binOffset, reciprocal and objectCount, then one word of freeBits;
+    // a flush's release and a refill also read sizeClass, objectSize, the allocated
+    // count and the partial-list flag, and write the last two. These hot fields fill
+    // the first 32 bytes and freeBits follows, so that for an object of index below 256
+    // everything free, release and refill read is on the record's first cache line.
+    // (The allocated count fits 15 bits, a span holding at most maxObjectsPerSpan
+    // objects, and the object size 16, at most maxSmallSize.) SpanTests
+    // checks the offsets.
 
     /// First byte of the span (page-aligned).
     var base: UInt = 0
     /// The thread cache that draws from this span (Central.swift: owners), nil if none:
     /// compared, never followed, by the free path; written under the central lock.
     var owner: UnsafeMutableRawPointer? = nil
+    /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
+    var reciprocal: UInt32 = 0
+    /// Objects in the span (at most maxObjectsPerSpan).
+    var objectCount: UInt32 = 0
+    /// objectSize's storage.
+    var objectSizeBits: UInt16 = 0
     /// Size class (0 for a large span).
     var sizeClass: UInt16 = 0
     /// The offset of the class's bin in a thread cache (SizeClasses.swift:
     /// cacheBinOffset(ofClass:)), so that free's fast path finds its bin
     /// with no multiply or shift of its own. 0 for a large span, like its class.
     var binOffset: UInt16 = 0
-    /// Object size (small) — for a large span the usable size in bytes is pages * pageSize.
-    var objectSize: UInt32 = 0
-    /// Reciprocal of objectSize (see SizeClassInfo.reciprocal).
-    var reciprocal: UInt32 = 0
-    /// Objects in the span.
-    var objectCount: UInt32 = 0
+    /// allocatedCount (the low 15 bits) and onPartialList (the top bit). Guarded by the
+    /// class's central lock.
+    var countAndListed: UInt16 = 0
     /// Free objects, one bit each, 1 = free. Guarded by the class's central lock.
     var freeBits: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     var state: SpanState = .free
@@ -70,10 +77,6 @@ struct Span {
     var ownerLists: UnsafeMutableRawPointer? = nil
     /// A large object mapped on its own (Heap.swift: allocDirectSpan), not from the page heap.
     var direct: Bool = false
-    /// Objects not free in the bitmap: handed to a thread cache or to the program.
-    var allocatedCount: UInt32 = 0
-    /// True while the span is on its class's partial list.
-    var onPartialList: Bool = false
     /// A large span holding an allocation the heap profiler sampled (Profile.swift).
     /// Written by the object's owner: at allocation, and by a realloc in place.
     var profiled: Bool = false
@@ -85,6 +88,43 @@ struct Span {
     var freeOSPagesSeen: UInt64 = 0
 
     var limit: UInt { base &+ pages &<< pageShift }
+
+    /// Object size of a small span (at most maxSmallSize; 0 for a large span, whose
+    /// usable size in bytes is pages * pageSize).
+    var objectSize: UInt32 {
+        @inline(__always) get { UInt32(objectSizeBits) }
+        @inline(__always) set { objectSizeBits = UInt16(newValue) }
+    }
+
+    /// Objects not free in the bitmap: handed to a thread cache or to the program (at
+    /// most objectCount). Guarded by the class's central lock.
+    var allocatedCount: UInt32 {
+        @inline(__always) get { UInt32(countAndListed & Span.countMask) }
+        @inline(__always) set {
+            let count = UInt16(newValue)  // traps past 16 bits (an underflow)
+            precondition(count <= Span.countMask, "span allocated count overflow")
+            countAndListed = countAndListed & ~Span.countMask | count
+        }
+    }
+
+    /// True while the span is on its class's partial list. Guarded by the class's
+    /// central lock.
+    var onPartialList: Bool {
+        @inline(__always) get { countAndListed & ~Span.countMask != 0 }
+        @inline(__always) set { countAndListed = countAndListed & Span.countMask | (newValue ? ~Span.countMask : 0) }
+    }
+
+    /// Counts `n` more objects allocated, their bits just cleared from the bitmap. The
+    /// count cannot pass objectCount (only free bits are taken), so the add stays in the
+    /// low bits. Must hold the class's central lock.
+    @inline(__always) mutating func countAllocated(_ n: UInt16) { countAndListed &+= n }
+
+    /// Counts one object freed, its bit just set in the bitmap (so it was counted
+    /// allocated: the count is not 0). Must hold the class's central lock.
+    @inline(__always) mutating func countFreed() { countAndListed &-= 1 }
+
+    /// The bits of countAndListed that hold allocatedCount.
+    static let countMask: UInt16 = 0x7FFF
 }
 
 extension UnsafeMutablePointer where Pointee == Span {

@@ -3,17 +3,45 @@ import Testing
 
 @Suite struct SpanTests {
     /// free's fast path reads base, owner, binOffset, reciprocal, objectCount and a word
-    /// of freeBits: on a 64-byte-aligned record (SlabPool), the fields and the words for
-    /// objects 0..<256 share the first cache line.
-    @Test func freePathFieldsShareTheRecordsFirstCacheLine() {
-        let hot: [Int] = [MemoryLayout<Span>.offset(of: \.base)!, MemoryLayout<Span>.offset(of: \.owner)!,
-                          MemoryLayout<Span>.offset(of: \.sizeClass)!, MemoryLayout<Span>.offset(of: \.binOffset)!,
-                          MemoryLayout<Span>.offset(of: \.objectSize)!,
-                          MemoryLayout<Span>.offset(of: \.reciprocal)!, MemoryLayout<Span>.offset(of: \.objectCount)!]
-        #expect(hot.allSatisfy { $0 < 32 })
+    /// of freeBits, and a release or a refill also sizeClass, objectSize and the
+    /// allocated count with the partial-list flag: on a 64-byte-aligned record
+    /// (SlabPool), the fields and the words for objects 0..<256 share the first cache line.
+    @Test func freeReleaseAndRefillFieldsShareTheRecordsFirstCacheLine() {
+        let hot: [Int?] = [MemoryLayout<Span>.offset(of: \.base), MemoryLayout<Span>.offset(of: \.owner),
+                           MemoryLayout<Span>.offset(of: \.sizeClass), MemoryLayout<Span>.offset(of: \.binOffset),
+                           MemoryLayout<Span>.offset(of: \.objectSizeBits), MemoryLayout<Span>.offset(of: \.reciprocal),
+                           MemoryLayout<Span>.offset(of: \.objectCount), MemoryLayout<Span>.offset(of: \.countAndListed)]
+        #expect(hot.allSatisfy { $0 != nil && $0! < 32 })
         #expect(MemoryLayout<Span>.offset(of: \.freeBits)! == 32)
         let pool = SlabPool(recordBytes: UInt(MemoryLayout<Span>.stride))
         #expect(pool.recordBytes % 64 == 0)
+    }
+
+    /// The allocated count and the partial-list flag share a 16-bit field: each keeps
+    /// its value while the other changes, over the whole range of counts.
+    @Test func allocatedCountAndPartialListFlagAreIndependent() {
+        var span = Span()
+        for listed in [false, true] {
+            span.onPartialList = listed
+            for count in [0, 1, 255, 256, Int(maxObjectsPerSpan) - 1, Int(maxObjectsPerSpan), 0x7FFF] {
+                span.allocatedCount = UInt32(count)
+                #expect(span.onPartialList == listed)
+                span.onPartialList = !listed
+                #expect(span.allocatedCount == UInt32(count))
+                span.onPartialList = listed
+                #expect(span.allocatedCount == UInt32(count) && span.onPartialList == listed)
+            }
+        }
+        for listed in [false, true] {  // the release's and the refill's counting
+            span.allocatedCount = 0
+            span.onPartialList = listed
+            span.countAllocated(UInt16(maxObjectsPerSpan))
+            #expect(span.allocatedCount == UInt32(maxObjectsPerSpan) && span.onPartialList == listed)
+            for _ in 0..<maxObjectsPerSpan { span.countFreed() }
+            #expect(span.allocatedCount == 0 && span.onPartialList == listed)
+        }
+        span.objectSize = UInt32(maxSmallSize)
+        #expect(span.objectSize == UInt32(maxSmallSize))
     }
 
     /// free's fast test (objectStart: the low half of one multiply) agrees with the
