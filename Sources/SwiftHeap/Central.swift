@@ -203,12 +203,22 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// Whether the objects just returned to `span`, by `releaser`, leave it to the unowned
     /// list rather than its owner's: returned by a cache other than the owner, and the
     /// span is at most a quarter allocated or its owner idle for this class (see the file
-    /// comment). Must hold this central's lock.
-    private func leavesOwner(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?) -> Bool {
-        guard span.pointee.owner != releaser, let theirs = span.ownedSpans else { return false }
+    /// comment). `active` is an owner already found not idle in this batch, or nil: the
+    /// lock is held across the batch, and an owner's idleness changes only by refills of
+    /// the class, under the lock, so it is read once per owner and batch (a remote batch
+    /// holds the objects of one owner, mostly), not once per object. Must hold this
+    /// central's lock.
+    private func leavesOwner(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?,
+                             active: inout UnsafeMutableRawPointer?) -> Bool {
+        let owner = span.pointee.owner
+        guard owner != releaser, owner != nil else { return false }  // an unowned span: no owner lists
         if span.pointee.allocatedCount &<< 2 <= span.pointee.objectCount { return true }
+        if owner == active { return false }
+        guard let theirs = span.ownedSpans else { return false }
         let idleAfter = pointee.owners &* Central.idleRefillsPerOwner &+ Central.idleRefillsMinimum
-        return pointee.refills &- theirs.lastRefill(Int(pointee.sizeClass)).pointee > idleAfter
+        if pointee.refills &- theirs.lastRefill(Int(pointee.sizeClass)).pointee > idleAfter { return true }
+        active = owner
+        return false
     }
 
     /// Moves partial `span` from its owner's list to the unowned list. Must hold this
@@ -223,10 +233,11 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// The span list a span that has just become partial, by objects `releaser` returned,
     /// goes on: its owner's, or the unowned list if its owner has gone or the span leaves
     /// it (leavesOwner; then it has no owner). Must hold this central's lock.
-    private func listForNewlyPartial(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?) -> SpanListHead {
+    private func listForNewlyPartial(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?,
+                                     active: inout UnsafeMutableRawPointer?) -> SpanListHead {
         if let theirs = span.ownedSpans {
             let head = theirs.head(Int(pointee.sizeClass))
-            if head.pointee != closedSpanList && !leavesOwner(span, releaser: releaser) { return head }
+            if head.pointee != closedSpanList && !leavesOwner(span, releaser: releaser, active: &active) { return head }
         }
         span.pointee.owner = nil
         span.ownedSpans = nil
@@ -448,6 +459,7 @@ extension UnsafeMutablePointer where Pointee == Central {
         lockPointer.lock()
         let pageHeap = pointee.pageHeap
         let spanMap = pageHeap.pointee.spanMap
+        var active: UnsafeMutableRawPointer? = nil  // leavesOwner's memo
         var i = 0
         while i < count {
             let address = objects[i]
@@ -472,8 +484,8 @@ extension UnsafeMutablePointer where Pointee == Central {
                 pageHeap.freeSpanLocked(span, releasedOSPages: released)
                 pageHeap.lockPointer.unlock()
             } else if !span.pointee.onPartialList {
-                pushPartial(span, on: listForNewlyPartial(span, releaser: releaser))
-            } else if leavesOwner(span, releaser: releaser) {  // false for an unowned span: no owner lists
+                pushPartial(span, on: listForNewlyPartial(span, releaser: releaser, active: &active))
+            } else if leavesOwner(span, releaser: releaser, active: &active) {
                 makeUnowned(span)
             }
         }

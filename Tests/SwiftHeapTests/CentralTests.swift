@@ -189,4 +189,32 @@ import Testing
         central.disown(b.spans)
         #expect(central.pointee.owners == 0)
     }
+
+    /// One batch from another thread holding objects of an idle owner's span and of an
+    /// active owner's span, in either order: the idle owner's span goes to the unowned
+    /// list and the active owner's stays (release reads each owner's idleness once per
+    /// batch and must not carry one owner's answer over to another).
+    @Test func aBatchDecidesIdlenessPerOwner() {
+        for idleFirst in [true, false] {
+            let f = OneFullSpan()  // a: the idle owner, with one full span
+            let (cls, central, map, a, b, own, idleSpan) = (f.cls, f.central, f.map, f.a, f.b, f.own, f.span)
+            let c = Owner(0x30)
+            let busy = c.refill(central, f.objects)  // c: the active owner, one full span
+            let busySpan = map.span(containing: busy[0])!
+            #expect(busySpan != idleSpan && busySpan.pointee.owner == c.id)
+            var fromB: [UInt] = []
+            for _ in 0..<(3 * 4 + 16) { fromB += b.refill(central, 1) }  // three owners: a, b, c
+            #expect(central.pointee.owners == 3)
+            let fromC = c.refill(central, 1)  // c refills now and then: not idle
+            let batch = idleFirst ? [own[0], busy[0]] : [busy[0], own[0]]
+            b.release(central, batch)
+            #expect(idleSpan.pointee.owner == nil && idleSpan.pointee.listHead == central.pointer(to: \.unowned),
+                    "idle owner's span, idle first: \(idleFirst)")
+            #expect(busySpan.pointee.owner == c.id && busySpan.pointee.listHead == c.spans.head(cls),
+                    "active owner's span, idle first: \(idleFirst)")
+            b.release(central, Array(own.dropFirst()) + Array(busy.dropFirst()) + fromB + fromC)
+            #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
+            for owner in [a, b, c] { central.disown(owner.spans) }
+        }
+    }
 }
