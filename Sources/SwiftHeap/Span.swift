@@ -119,9 +119,9 @@ struct Span {
     /// low bits. Must hold the class's central lock.
     @inline(__always) mutating func countAllocated(_ n: UInt16) { countAndListed &+= n }
 
-    /// Counts one object freed, its bit just set in the bitmap (so it was counted
-    /// allocated: the count is not 0). Must hold the class's central lock.
-    @inline(__always) mutating func countFreed() { countAndListed &-= 1 }
+    /// Counts `n` objects freed, their bits just set in the bitmap (so they were counted
+    /// allocated: n is at most the count). Must hold the class's central lock.
+    @inline(__always) mutating func countFreed(_ n: UInt16) { countAndListed &-= n }
 
     /// The bits of countAndListed that hold allocatedCount.
     static let countMask: UInt16 = 0x7FFF

@@ -366,13 +366,14 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         for cls in 1..<classCount { central(cls).disown(spans, locked: locked) }
     }
 
-    /// Returns every object of a bin to the class's central list.
+    /// Returns every object of a bin to the class's central list (in runs: a remote
+    /// bin's objects come mostly in their owner's order, Central.releaseInRuns).
     ///
     /// Takes the class's central lock.
     private func releaseAll(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) {
         let count = Int(bin.pointee.count)
         if count > 0 {
-            central(sizeClass).release(bin.pointee.slots, count: count, by: UnsafeMutableRawPointer(self))
+            central(sizeClass).releaseInRuns(bin.pointee.slots, count: count, by: UnsafeMutableRawPointer(self))
             bin.pointee.count = 0
         }
     }

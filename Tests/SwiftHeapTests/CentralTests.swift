@@ -3,14 +3,21 @@ import Testing
 
 /// Central lists on a private page heap: refill takes objects out of span bitmaps,
 /// release puts them back, an emptied span goes back to the page heap, and the counters
-/// say exactly that.
+/// say exactly that. The tests that release run twice: through release (object by
+/// object) and through releaseInRuns (a page's objects in a row at once), which must
+/// leave every span, list and count where release does; their batches hold runs
+/// (refills hand out a span's objects in order) across spans that empty, become partial
+/// or leave their owner.
 @Suite struct CentralTests {
-    /// A refilling owner: an identity and its (zeroed, so empty) span lists.
+    /// A refilling owner: an identity and its (zeroed, so empty) span lists; it returns
+    /// objects through releaseInRuns if `inRuns`, else through release.
     final class Owner {
         let id: UnsafeMutableRawPointer
         let spans = UnsafeMutablePointer<OwnedSpans>.allocate(capacity: 1)
-        init(_ id: UInt) {
+        let inRuns: Bool
+        init(_ id: UInt, inRuns: Bool = false) {
             self.id = UnsafeMutableRawPointer(bitPattern: id)!
+            self.inRuns = inRuns
             UnsafeMutableRawPointer(spans).initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<OwnedSpans>.size)
         }
         deinit { spans.deallocate() }
@@ -23,7 +30,13 @@ import Testing
         }
         func release(_ central: UnsafeMutablePointer<Central>, _ objects: [UInt]) {
             var copy = objects
-            copy.withUnsafeMutableBufferPointer { central.release($0.baseAddress!, count: $0.count, by: id) }
+            copy.withUnsafeMutableBufferPointer {
+                if inRuns {
+                    central.releaseInRuns($0.baseAddress!, count: $0.count, by: id)
+                } else {
+                    central.release($0.baseAddress!, count: $0.count, by: id)
+                }
+            }
         }
     }
 
@@ -34,10 +47,11 @@ import Testing
         let central: UnsafeMutablePointer<Central>
         let objects: Int
         let map: SpanMap
-        let a = Owner(0x10), b = Owner(0x20)
+        let a: Owner, b: Owner
         let own: [UInt]
         let span: UnsafeMutablePointer<Span>
-        init() {
+        init(inRuns: Bool) {
+            (a, b) = (Owner(0x10, inRuns: inRuns), Owner(0x20, inRuns: inRuns))
             (cls, central) = h.central(forSize: 64)
             objects = Int(h.classes.info[cls].objects)
             map = h.pageHeap.pointee.spanMap
@@ -57,13 +71,13 @@ import Testing
         #expect(MemoryLayout<Central>.offset(of: \.info)! >= 64 && MemoryLayout<Central>.offset(of: \.pageHeap)! >= 64)
     }
 
-    @Test func refillAndReleaseRoundTrip() {
+    @Test(arguments: [false, true]) func refillAndReleaseRoundTrip(inRuns: Bool) {
         let h = PrivateHeap()
         let (cls, central) = h.central(forSize: 4000)
         let info = h.classes.info[cls]
         let spanBytes = UInt(info.pages) * pageSize
         let want = Int(info.objects) * 3 + 1  // crosses four spans
-        let owner = Owner(0x10)
+        let owner = Owner(0x10, inRuns: inRuns)
         let slots = owner.refill(central, want)
         #expect(slots.count == want)
         #expect(Set(slots).count == want, "no object handed out twice")
@@ -98,12 +112,12 @@ import Testing
     /// fresh span rather than free objects of a span whose other objects the first owner
     /// holds (they would share cache lines), whether the owner or another thread freed
     /// them, and takes the span over once the first owner has gone (disown).
-    @Test func refillsTakeOwnSpansThenUnownedOnesThenFreshOnes() {
+    @Test(arguments: [false, true]) func refillsTakeOwnSpansThenUnownedOnesThenFreshOnes(inRuns: Bool) {
         let h = PrivateHeap()
         let (cls, central) = h.central(forSize: 64)
         let objects = Int(h.classes.info[cls].objects)
         let map = h.pageHeap.pointee.spanMap
-        let a = Owner(0x10), b = Owner(0x20), c = Owner(0x30)
+        let a = Owner(0x10, inRuns: inRuns), b = Owner(0x20, inRuns: inRuns), c = Owner(0x30, inRuns: inRuns)
         let first = a.refill(central, objects)  // all of one fresh span
         let spanA = map.span(containing: first[0])!
         #expect(first.allSatisfy { map.span(containing: $0) == spanA } && spanA.pointee.owner == a.id)
@@ -146,8 +160,8 @@ import Testing
 
     /// A span that other threads' frees leave at most a quarter allocated goes to the
     /// unowned list (its owner may never allocate again); the owner's own frees keep it.
-    @Test func spansMostlyFreedByOtherThreadsBecomeUnowned() {
-        let f = OneFullSpan()
+    @Test(arguments: [false, true]) func spansMostlyFreedByOtherThreadsBecomeUnowned(inRuns: Bool) {
+        let f = OneFullSpan(inRuns: inRuns)
         let (cls, central, objects, map, a, b, own, span) = (f.cls, f.central, f.objects, f.map, f.a, f.b, f.own, f.span)
         let quarter = objects / 4
         a.release(central, Array(own.prefix(objects - quarter)))  // a's own frees: stays a's
@@ -168,8 +182,8 @@ import Testing
     /// Objects another thread returns to the span of an owner that has stopped refilling
     /// the class (while the others refilled it 4 times per owner, plus 16) put the span on
     /// the unowned list; before that, on the owner's.
-    @Test func idleOwnersLoseSpansOthersFreeInto() {
-        let f = OneFullSpan()
+    @Test(arguments: [false, true]) func idleOwnersLoseSpansOthersFreeInto(inRuns: Bool) {
+        let f = OneFullSpan(inRuns: inRuns)
         let (cls, central, map, a, b, own, span) = (f.cls, f.central, f.map, f.a, f.b, f.own, f.span)
         b.release(central, [own[0]])
         #expect(span.pointee.owner == a.id && span.pointee.listHead == a.spans.head(cls))
@@ -194,11 +208,11 @@ import Testing
     /// active owner's span, in either order: the idle owner's span goes to the unowned
     /// list and the active owner's stays (release reads each owner's idleness once per
     /// batch and must not carry one owner's answer over to another).
-    @Test func aBatchDecidesIdlenessPerOwner() {
+    @Test(arguments: [false, true]) func aBatchDecidesIdlenessPerOwner(inRuns: Bool) {
         for idleFirst in [true, false] {
-            let f = OneFullSpan()  // a: the idle owner, with one full span
+            let f = OneFullSpan(inRuns: inRuns)  // a: the idle owner, with one full span
             let (cls, central, map, a, b, own, idleSpan) = (f.cls, f.central, f.map, f.a, f.b, f.own, f.span)
-            let c = Owner(0x30)
+            let c = Owner(0x30, inRuns: inRuns)
             let busy = c.refill(central, f.objects)  // c: the active owner, one full span
             let busySpan = map.span(containing: busy[0])!
             #expect(busySpan != idleSpan && busySpan.pointee.owner == c.id)
@@ -215,6 +229,15 @@ import Testing
             b.release(central, Array(own.dropFirst()) + Array(busy.dropFirst()) + fromB + fromC)
             #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
             for owner in [a, b, c] { central.disown(owner.spans) }
+        }
+    }
+
+    /// An object twice in one run of a batch (a double free whose two copies reached the
+    /// same remote bin) is reported, not counted free twice.
+    @Test func aDoubleFreeInsideARunTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let f = OneFullSpan(inRuns: true)
+            f.b.release(f.central, [f.own[0], f.own[1], f.own[0]])
         }
     }
 }

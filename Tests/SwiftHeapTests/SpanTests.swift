@@ -37,7 +37,7 @@ import Testing
             span.onPartialList = listed
             span.countAllocated(UInt16(maxObjectsPerSpan))
             #expect(span.allocatedCount == UInt32(maxObjectsPerSpan) && span.onPartialList == listed)
-            for _ in 0..<maxObjectsPerSpan { span.countFreed() }
+            for _ in 0..<maxObjectsPerSpan { span.countFreed(1) }
             #expect(span.allocatedCount == 0 && span.onPartialList == listed)
         }
         span.objectSize = UInt32(maxSmallSize)
