@@ -314,7 +314,8 @@ extension UnsafeMutablePointer where Pointee == Central {
     }
 
     /// Takes free objects from `span` (lowest addresses first) until `want` are in
-    /// `slots`. Must hold this central's lock.
+    /// `slots`; never the tail's sentinel bits (Span.objectStart). Must hold this
+    /// central's lock.
     func take(from span: UnsafeMutablePointer<Span>, into slots: UnsafeMutablePointer<UInt>,
                       already: Int, want: Int) -> Int {
         var got = already
@@ -323,14 +324,17 @@ extension UnsafeMutablePointer where Pointee == Central {
         let size = UInt(span.pointee.objectSize)
         var wordIndex = 0
         while wordIndex < spanBitmapWords && got < want {
-            var bits = words[wordIndex]
+            let objects = span.objectBits(ofWord: wordIndex)
+            if objects == 0 { break }
+            let word = words[wordIndex]
+            var bits = word & objects
             while bits != 0 && got < want {
                 let bit = UInt(bits.trailingZeroBitCount)
                 bits &= bits &- 1
                 slots[got] = base &+ (UInt(wordIndex) &<< 6 &+ bit) &* size
                 got &+= 1
             }
-            words[wordIndex] = bits
+            words[wordIndex] = bits | word & ~objects
             wordIndex &+= 1
         }
         span.pointee.countAllocated(UInt16(truncatingIfNeeded: got &- already))

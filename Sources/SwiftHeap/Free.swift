@@ -3,9 +3,11 @@
 //
 // free(p) finds p's span through the page→span map (no lock), checks that p is the
 // start of an object of that span, and pushes it on the calling thread's bin for the
-// span's class. The check costs two compares on the multiply that finds the object's
-// index (Span.swift: objectStart) and catches frees of interior pointers and of
-// pointers into a span's tail; pointers SwiftHeap never returned find no span.
+// span's class. The check costs one compare on the multiply that finds the object's
+// index (Span.swift: objectStart) and catches frees of interior pointers; a pointer
+// into a span's tail (past its last whole object) passes it, and finds its index's bit
+// set in the free bitmap below (the tail's sentinels), so it goes to the slow path's
+// diagnosis too. Pointers SwiftHeap never returned find no span.
 //
 // Double frees are caught from the allocator's own metadata, without touching the
 // object (writing a marker into every freed object, as glibc's tcache does, dirties a
@@ -13,7 +15,8 @@
 //   * the object's bit in its span's free bitmap is set: the object went back to its
 //     span already (freed before, and flushed, or freed by another thread). Read
 //     without the central lock: the bit of an object the caller owns is clear, and is
-//     set only when the object is released, so a set bit is always a double free;
+//     set only when the object is released, so a set bit is always a double free (or a
+//     tail's sentinel: no object at all);
 //   * the object is one of the last four pushed on the bin it would go to: the common
 //     free(p); free(p), even with a few frees of other objects in between (four
 //     compares on the line of the bin that the push writes anyway).

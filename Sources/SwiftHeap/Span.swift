@@ -125,6 +125,9 @@ struct Span {
 
     /// The bits of countAndListed that hold allocatedCount.
     static let countMask: UInt16 = 0x7FFF
+
+    /// Sentinel bits after a small span's last object (see objectStart).
+    static let tailSentinels: UInt = 2
 }
 
 extension UnsafeMutablePointer where Pointee == Span {
@@ -149,14 +152,21 @@ extension UnsafeMutablePointer where Pointee == Span {
     /// offset = i·size + r (r < size) and reciprocal R = (2^32 + e) / size (0 <= e <
     /// size), offset·R = i·2^32 + (i·e + r·R): the high half is i, and the low half is
     /// i·e when r = 0 and at least R otherwise, so r = 0 exactly when the low half is
-    /// below R, as long as i·e < R for every object of the span. That holds for every
-    /// class (SpanTests checks each offset of each class's span against isObjectStart);
-    /// a large span has R = 0 and is never a start here.
+    /// below R, as long as (i + 1)·e < R for every object of the span (then the low
+    /// half never wraps). That holds for every class; a large span has R = 0 and is
+    /// never a start here.
+    ///
+    /// The span's tail (the bytes after its last whole object) is not tested here: an
+    /// address in it gives index objectCount, or objectCount + 1 where the low half
+    /// wraps, and those two bits of the bitmap are the tail's sentinels, always set
+    /// (setAllFree; Central.take never takes them), so the fast path's free-bit test
+    /// sends it to the slow path, whose exact test (isObjectStart) reports it. SpanTests
+    /// checks both steps together against isObjectStart on each offset of each class's
+    /// span.
     @inline(__always) func objectStart(of address: UInt) -> (index: UInt, isStart: Bool) {
         let reciprocal = pointee.reciprocal
         let product = (address &- pointee.base) &* UInt(reciprocal)
-        let index = product >> 32
-        return (index, UInt32(truncatingIfNeeded: product) < reciprocal && index < UInt(pointee.objectCount))
+        return (product >> 32, UInt32(truncatingIfNeeded: product) < reciprocal)
     }
 
     /// Whether object `index` is free in the span's bitmap (read without the central lock
@@ -205,10 +215,12 @@ extension UnsafeMutablePointer where Pointee == Span {
         return count == 64 ? ~0 : (UInt64(1) << UInt64(count)) &- 1
     }
 
-    /// Marks every object free (a fresh span).
+    /// Marks every object free (a fresh span), and sets the tail's sentinel bits: those
+    /// of indices objectCount and objectCount + 1 that fit the bitmap (see objectStart).
     func setAllFree() {
         let words = freeWords
-        var remaining = UInt(pointee.objectCount)
+        // Bits 0..<objectCount + 2, then the ones past the bitmap dropped.
+        var remaining = UInt(pointee.objectCount) &+ Span.tailSentinels
         for i in 0..<spanBitmapWords {
             if remaining >= 64 {
                 words[i] = ~0
@@ -218,6 +230,14 @@ extension UnsafeMutablePointer where Pointee == Span {
                 remaining = 0
             }
         }
+    }
+
+    /// The bits of bitmap word `word` that stand for objects (not the tail's sentinels).
+    @inline(__always) func objectBits(ofWord word: Int) -> UInt64 {
+        let first = UInt(bitPattern: word) &<< 6
+        let count = UInt(pointee.objectCount)
+        if first >= count { return 0 }
+        return count &- first >= 64 ? ~0 : (UInt64(1) << UInt64(count &- first)) &- 1
     }
 }
 

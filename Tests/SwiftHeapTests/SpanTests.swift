@@ -44,43 +44,97 @@ import Testing
         #expect(span.objectSize == UInt32(maxSmallSize))
     }
 
-    /// free's fast test (objectStart: the low half of one multiply) agrees with the
-    /// exact one (isObjectStart) on every byte of every class's span and of its tail,
-    /// and finds the same index: no valid pointer is sent to the slow path's diagnosis,
-    /// and no tail address passes.
+    /// free's fast test (objectStart: the low half of one multiply, then the object's
+    /// free bit) agrees with the exact one (isObjectStart) on every byte of every
+    /// class's span and of its tail, with every object allocated: no valid pointer is
+    /// sent to the slow path's diagnosis, objects get their exact index, and every tail
+    /// address either fails the multiply test or lands on one of the tail's sentinel
+    /// bits, inside the bitmap.
     @Test func fastObjectStartTestAgreesWithTheExactOneForEveryClassAndOffset() {
         let table = SizeClassTable.make()!
         let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
         defer { span.deallocate() }
-        var mismatches = 0
-        var tailStarts = 0
+        var mismatches = 0, wrongIndex = 0, outsideBitmap = 0, sentinelHits = 0
         for cls in 1..<table.count {
             let info = table.info[cls]
             span.initialize(to: Span())
             span.initializeSmall(sizeClass: UInt32(cls), info: info)
             span.pointee.base = 0x7000_0000_0000
             span.pointee.pages = UInt(info.pages)
+            for word in 0..<spanBitmapWords { span.freeWords[word] &= ~span.objectBits(ofWord: word) }
             let bytes = UInt(info.pages) << pageShift
+            let objectBytes = UInt(info.objects) * UInt(info.size)
             var offset: UInt = 0
             while offset < bytes {
                 let address = span.pointee.base + offset
                 let (index, isStart) = span.objectStart(of: address)
                 let exactIndex = span.objectIndex(of: address)
-                if index != exactIndex || isStart != span.isObjectStart(address, index: exactIndex) { mismatches += 1 }
-                if isStart && offset + UInt(info.size) > bytes { tailStarts += 1 }
+                let exact = span.isObjectStart(address, index: exactIndex)
+                var accepted = isStart
+                if isStart {
+                    if index >= maxObjectsPerSpan {
+                        outsideBitmap += 1
+                    } else if span.isFree(index) {
+                        accepted = false
+                        sentinelHits += 1
+                    }
+                }
+                if accepted != exact { mismatches += 1 }
+                if offset < objectBytes && index != exactIndex { wrongIndex += 1 }
                 offset += 1
             }
         }
         #expect(mismatches == 0)
-        #expect(tailStarts == 0)
-        // The tail object of a class whose tail is a multiple of 16: not a start.
+        #expect(wrongIndex == 0)
+        #expect(outsideBitmap == 0)
+        #expect(sentinelHits > 0, "some tail address passes the multiply test: the sentinels are what reject it")
+        // The first tail address of a class whose tail is a multiple of 16 (as
+        // Tests/misuse's free-span-tail frees it): its index is objectCount, a sentinel.
         span.initialize(to: Span())
         let cls = table.sizeClass(of: 48)
         span.initializeSmall(sizeClass: UInt32(cls), info: table.info[cls])
         span.pointee.base = 0x7000_0000_0000
         let tail = span.pointee.base + UInt(table.info[cls].objects) * 48
-        #expect(!span.objectStart(of: tail).isStart)
+        let (index, _) = span.objectStart(of: tail)
+        #expect(index == UInt(table.info[cls].objects) && span.isFree(index))
         #expect(!span.isObjectStart(tail, index: span.objectIndex(of: tail)))
+    }
+
+    /// A fresh span's bitmap holds its objects and the two sentinel bits after them
+    /// (where they fit), and taking every object from it (Central.take) hands out each
+    /// object once, never a sentinel, and leaves the sentinels set.
+    @Test func takingEveryObjectLeavesTheTailSentinels() {
+        let table = SizeClassTable.make()!
+        let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
+        defer { span.deallocate() }
+        let slots = UnsafeMutablePointer<UInt>.allocate(capacity: Int(maxObjectsPerSpan) + 8)
+        defer { slots.deallocate() }
+        var central = Central(sizeClass: 0, info: table.info[0], pageHeap: UnsafeMutablePointer(bitPattern: 64)!)
+        var wrong: [Int] = []
+        for cls in 1..<table.count {
+            let info = table.info[cls]
+            span.initialize(to: Span())
+            span.initializeSmall(sizeClass: UInt32(cls), info: info)
+            span.pointee.base = 0x7000_0000_0000
+            let sentinels = min(UInt(info.objects) + Span.tailSentinels, maxObjectsPerSpan) - UInt(info.objects)
+            var bits: UInt = 0
+            for word in 0..<spanBitmapWords { bits += UInt(span.freeWords[word].nonzeroBitCount) }
+            let got = withUnsafeMutablePointer(to: &central) {
+                $0.take(from: span, into: slots, already: 0, want: Int(maxObjectsPerSpan) + 8)
+            }
+            var left: UInt = 0
+            for word in 0..<spanBitmapWords { left += UInt(span.freeWords[word].nonzeroBitCount) }
+            var distinct = Set<UInt>()
+            for i in 0..<got { distinct.insert(slots[i]) }
+            let inObjects = (0..<got).allSatisfy {
+                slots[$0] >= span.pointee.base && slots[$0] < span.pointee.base + UInt(info.objects) * UInt(info.size)
+            }
+            if bits != UInt(info.objects) + sentinels || got != Int(info.objects) || distinct.count != got
+                || !inObjects || left != sentinels || span.pointee.allocatedCount != info.objects {
+                wrong.append(cls)
+            }
+        }
+        #expect(wrong.isEmpty, "classes \(wrong)")
     }
 
     /// A small span's binOffset finds its class's bin and remote bin in a thread cache,
@@ -120,16 +174,27 @@ import Testing
         #expect(mismatched == 0)
     }
 
-    @Test func setAllFreeMarksExactlyTheObjects() {
-        for count: UInt32 in [1, 8, 63, 64, 65, 100, 511, 512] {
+    /// setAllFree sets the bits of the objects and of the two tail sentinels after them
+    /// (those inside the bitmap), and objectBits tells the two apart.
+    @Test func setAllFreeMarksTheObjectsAndTheTailSentinels() {
+        for count: UInt32 in [1, 8, 62, 63, 64, 65, 100, 510, 511, 512] {
             let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
             defer { span.deallocate() }
             span.initialize(to: Span())
             span.pointee.objectCount = count
             span.setAllFree()
-            var bits = 0
-            for i in 0..<spanBitmapWords { bits += span.freeWords[i].nonzeroBitCount }
-            #expect(bits == Int(count))
+            var objects = 0, sentinels = 0, misplaced = 0
+            for i in 0..<Int(maxObjectsPerSpan) {
+                let set = span.freeWords[i >> 6] & (1 << UInt64(i & 63)) != 0
+                let isObject = span.objectBits(ofWord: i >> 6) & (1 << UInt64(i & 63)) != 0
+                if isObject != (i < Int(count)) { misplaced += 1 }
+                if set && isObject { objects += 1 }
+                if set && !isObject { sentinels += 1 }
+                if set != (i < Int(count) + Int(Span.tailSentinels)) { misplaced += 1 }
+            }
+            #expect(objects == Int(count))
+            #expect(sentinels == min(Int(count) + 2, 512) - Int(count))
+            #expect(misplaced == 0)
         }
     }
 
