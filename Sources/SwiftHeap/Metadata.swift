@@ -96,7 +96,12 @@ struct FixAlloc {
         self.zeroOnReuse = zeroOnReuse
     }
 
-    mutating func alloc() -> UnsafeMutableRawPointer? {
+    mutating func alloc() -> UnsafeMutableRawPointer? { allocReportingReuse()?.record }
+
+    /// alloc, and whether the record was reused (with zeroOnReuse false, only its first
+    /// word is then zero; a new record is all zero, from memory never written, so a
+    /// caller that leaves its zero words alone leaves those pages untouched).
+    mutating func allocReportingReuse() -> (record: UnsafeMutableRawPointer, reused: Bool)? {
         if let record = freeList {
             freeList = record.load(as: UnsafeMutableRawPointer?.self)
             if zeroOnReuse {
@@ -105,11 +110,11 @@ struct FixAlloc {
                 record.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
             }
             inUse &+= 1
-            return record
+            return (record, true)
         }
         guard let record = persistentAlloc(recordBytes, alignment: 64) else { return nil }
         inUse &+= 1
-        return record
+        return (record, false)
     }
 
     mutating func free(_ record: UnsafeMutableRawPointer) {

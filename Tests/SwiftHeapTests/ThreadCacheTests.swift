@@ -85,6 +85,38 @@ import Foundation
         #expect(results.value == 1)
     }
 
+    /// Every bin's and remote bin's guard words are zero when a thread's cache is made,
+    /// whether its record is new (whose guard words are left unwritten, so that its slot
+    /// pages stay untouched) or reused from an exited thread after every bin of that
+    /// thread was filled and flushed: free's double-free check reads them as the four
+    /// latest pushes of an empty bin, and must never find an object there.
+    @Test func binGuardWordsAreZeroInNewAndReusedCaches() {
+        let dirty = SharedCounter()
+        for _ in 0..<3 {
+            onThreads(2) { _ in
+                let cache = processCaches.currentCache()!
+                let classes = heap.pointee.classes
+                var nonzero = 0
+                for cls in 1..<classes.count {
+                    for bin in [cache.bin(cls), cache.remoteBin(cls)] {
+                        let slots = bin.pointee.slots
+                        for k in 1...binGuardWords where slots[-k] != 0 { nonzero += 1 }
+                    }
+                }
+                dirty.add(nonzero)
+                // Fill every class's bins past their capacity (flushes), so that a later
+                // reuse of this record finds written slot arrays.
+                for cls in 1..<classes.count {
+                    let size = UInt(classes.info[cls].size)
+                    var kept: [UnsafeMutableRawPointer] = []
+                    for _ in 0..<(Int(cacheCapacity(objectSize: size)) + 2) { kept.append(allocate(size)!) }
+                    for p in kept { deallocate(p) }
+                }
+            }
+        }
+        #expect(dirty.value == 0)
+    }
+
     /// Thousands of short-lived threads: each exit flushes and retires its cache, so
     /// the number of live caches and of cache records does not grow.
     @Test func exitedThreadsLeaveNoCachesBehind() { threadCensus.exclusive {
