@@ -131,9 +131,10 @@ func cacheCapacity(objectSize: UInt) -> UInt32 {
 /// class's bin holds. Each flush of a remote bin moves the class's central lock, its
 /// record and the span records of the batch between the freeing thread's core and the
 /// owner's, so a bigger batch pays for them over more objects: with half a bin's
-/// capacity, xthread (90% remote frees) took 8-10% longer in wall time (three
-/// interleaved runs of 7 to 11), while cachegrind counts only 2-4 more instructions
-/// per operation; twice a bin saved a little more there but cost prodcons 6% and
+/// capacity, xthread (90% remote frees) took 7% longer in wall time (medians of 15
+/// interleaved runs; its times are bimodal on two shared cores, so fewer runs can
+/// say either way), larson 2%, while cachegrind counts only 2-4 more instructions per
+/// operation; twice a bin saved a little more on xthread but cost prodcons 6% and
 /// more peak RSS.
 func remoteCapacity(objectSize: UInt) -> UInt32 {
     cacheCapacity(objectSize: objectSize)
