@@ -128,6 +128,13 @@ struct Span {
 
     /// Sentinel bits after a small span's last object (see objectStart).
     static let tailSentinels: UInt = 2
+
+    /// The bits of bitmap word `word` whose indices are below `end`.
+    @inline(__always) static func bits(below end: UInt, inWord word: Int) -> UInt64 {
+        let first = UInt(bitPattern: word) &<< 6
+        if first >= end { return 0 }
+        return end &- first >= 64 ? ~0 : (UInt64(1) << UInt64(end &- first)) &- 1
+    }
 }
 
 extension UnsafeMutablePointer where Pointee == Span {
@@ -219,25 +226,13 @@ extension UnsafeMutablePointer where Pointee == Span {
     /// of indices objectCount and objectCount + 1 that fit the bitmap (see objectStart).
     func setAllFree() {
         let words = freeWords
-        // Bits 0..<objectCount + 2, then the ones past the bitmap dropped.
-        var remaining = UInt(pointee.objectCount) &+ Span.tailSentinels
-        for i in 0..<spanBitmapWords {
-            if remaining >= 64 {
-                words[i] = ~0
-                remaining &-= 64
-            } else {
-                words[i] = remaining == 0 ? 0 : (UInt64(1) << UInt64(remaining)) &- 1
-                remaining = 0
-            }
-        }
+        let end = UInt(pointee.objectCount) &+ Span.tailSentinels  // bits past the bitmap dropped
+        for i in 0..<spanBitmapWords { words[i] = Span.bits(below: end, inWord: i) }
     }
 
     /// The bits of bitmap word `word` that stand for objects (not the tail's sentinels).
     @inline(__always) func objectBits(ofWord word: Int) -> UInt64 {
-        let first = UInt(bitPattern: word) &<< 6
-        let count = UInt(pointee.objectCount)
-        if first >= count { return 0 }
-        return count &- first >= 64 ? ~0 : (UInt64(1) << UInt64(count &- first)) &- 1
+        Span.bits(below: UInt(pointee.objectCount), inWord: word)
     }
 }
 
