@@ -46,6 +46,44 @@ import Testing
         }
     }
 
+    /// Classes up to wideSpanMaxObjectSize: no wider span within wideSpanBytes and
+    /// hotBitmapObjects objects keeps the tail at most 1/8, and their spans are wider
+    /// than a page where a page holds few objects (the rule is not vacuous).
+    @Test func smallClassesHaveTheWidestSpanWhoseBitmapSharesTheRecordsFirstLine() {
+        var wide = 0
+        for cls in 1..<table.count where UInt(table.info[cls].size) <= wideSpanMaxObjectSize {
+            let info = table.info[cls]
+            let size = UInt(info.size)
+            #expect(UInt(info.pages) * pageSize <= wideSpanBytes)
+            #expect(UInt(info.objects) <= hotBitmapObjects || info.pages == 1, "class \(cls) (\(size) B)")
+            var pages = UInt(info.pages) + 1
+            while pages * pageSize <= wideSpanBytes && pages * pageSize / size <= hotBitmapObjects {
+                let bytes = pages * pageSize
+                #expect((bytes - bytes / size * size) * 8 > bytes, "class \(cls) (\(size) B) could have \(pages) pages")
+                pages += 1
+            }
+            if info.pages > 1 { wide += 1 }
+        }
+        #expect(wide >= 12)
+    }
+
+    /// Classes above wideSpanMaxObjectSize keep the fewest pages that satisfy the tail
+    /// and batch rules.
+    @Test func biggerClassesHaveTheFewestPagesThatHoldABatch() {
+        for cls in 1..<table.count where UInt(table.info[cls].size) > wideSpanMaxObjectSize {
+            let info = table.info[cls]
+            let size = UInt(info.size)
+            var pages: UInt = 1
+            while pages < UInt(info.pages) {
+                let bytes = pages * pageSize
+                let objects = bytes / size
+                let fits = objects > 0 && (bytes - objects * size) * 8 <= bytes
+                #expect(!(fits && (objects >= minObjectsPerSpan || bytes >= 64 << 10)), "class \(cls) (\(size) B) fits \(pages) pages")
+                pages += 1
+            }
+        }
+    }
+
     @Test func lookupGivesTheSmallestClassThatFits() {
         var wrong: [UInt] = []
         for size in UInt(0)...maxSmallSize {

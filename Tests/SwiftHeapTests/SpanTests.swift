@@ -13,6 +13,7 @@ import Testing
                            MemoryLayout<Span>.offset(of: \.objectCount), MemoryLayout<Span>.offset(of: \.countAndListed)]
         #expect(hot.allSatisfy { $0 != nil && $0! < 32 })
         #expect(MemoryLayout<Span>.offset(of: \.freeBits)! == 32)
+        #expect(MemoryLayout<Span>.offset(of: \.freeBits)! + Int(hotBitmapObjects / 8) == 64)
         let pool = SlabPool(recordBytes: UInt(MemoryLayout<Span>.stride))
         #expect(pool.recordBytes % 64 == 0)
     }
