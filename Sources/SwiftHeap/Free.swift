@@ -22,7 +22,9 @@
 //     compares on the line of the bin that the push writes anyway).
 // A double free of an object that sits deeper in this thread's bin is caught later,
 // when the two copies reach the span and the second finds its bit already set; if the
-// object is handed out meanwhile, two owners share it until then.
+// object is handed out meanwhile, two owners share it until then. The same holds for a
+// remote bin of a class whose objects fill whole cache lines, whose objects refill the
+// freeing thread's own bin (ThreadCache.swift: adoptRemote).
 //
 // A free of an object whose span another thread's cache draws from (a remote free)
 // takes the same fast path into this thread's remote bin of the class; the slow path

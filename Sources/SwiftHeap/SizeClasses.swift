@@ -48,6 +48,8 @@ let wideSpanBytes: UInt = 32 << 10
 /// free reads (Span.swift: the layout; SpanTests checks it).
 let hotBitmapObjects: UInt = 256
 let maxSizeClasses = 80
+/// The cache line size of the machines SwiftHeap targets (x86-64, arm64).
+let cacheLineBytes: UInt = 64
 
 struct SizeClassInfo {
     /// Object size in bytes.
@@ -135,6 +137,13 @@ struct SizeClassTable {
             if objects > 0 && tail * 8 <= bytes && enoughObjects { return pages }
             pages += 1
         }
+    }
+
+    /// Whether no two objects of class `cls` share a cache line: the class's size is a
+    /// multiple of cacheLineBytes (spans start on a page, so every object starts on a
+    /// line).
+    func objectsShareNoCacheLine(_ cls: Int) -> Bool {
+        UInt(info[cls].size) % cacheLineBytes == 0
     }
 
     /// The class of a small request (size <= maxSmallSize).

@@ -85,6 +85,53 @@ import Foundation
         #expect(results.value == 1)
     }
 
+    /// A thread that frees another thread's objects and then allocates objects of the
+    /// same class: `size`'s class, whether its objects can share a cache line, and the
+    /// objects the freeing thread's first `count` mallocs return, as indices into the
+    /// freed ones in free order (-1: not one of them). The thread has a cache and an
+    /// empty bin of the class before it frees, so its frees are remote.
+    private func reuseAfterRemoteFrees(size: UInt, count: Int) throws -> (sharesLines: Bool, got: [Int]) {
+        let classes = heap.pointee.classes
+        let cls = classes.sizeClass(of: size)
+        let sharesLines = !classes.objectsShareNoCacheLine(cls)
+        let objects = UnsafeMutablePointer<UInt>.allocate(capacity: 2 * count)
+        defer { objects.deallocate() }
+        for i in 0..<count { objects[i] = UInt(bitPattern: try #require(allocate(size))) }
+        let pointers = UInt(bitPattern: objects)
+        onThreads(1) { _ in
+            let objects = UnsafeMutablePointer<UInt>(bitPattern: pointers)!
+            let cache = processCaches.currentCache()!
+            precondition(cache.bin(cls).pointee.isEmpty && cache.remoteBin(cls).pointee.isEmpty)
+            for i in 0..<count { deallocate(UnsafeMutableRawPointer(bitPattern: objects[i])) }
+            for i in 0..<count { objects[count + i] = UInt(bitPattern: allocate(size)) }
+        }
+        var got: [Int] = []
+        for i in 0..<count {
+            var index = -1
+            for j in 0..<count where objects[count + i] == objects[j] { index = j }
+            got.append(index)
+        }
+        for i in 0..<count { deallocate(UnsafeMutableRawPointer(bitPattern: objects[count + i])) }
+        return (sharesLines, got)
+    }
+
+    /// Objects whose size is a multiple of a cache line never share one, so a thread
+    /// that frees other threads' objects of such a class takes them back itself, newest
+    /// first, when its bin runs empty, while their lines are still in its caches.
+    @Test func remoteFreedObjectsThatShareNoLineRefillTheFreeingThreadsBin() throws {
+        let (sharesLines, got) = try reuseAfterRemoteFrees(size: 1_500, count: 20)
+        #expect(!sharesLines)
+        #expect(got == Array((0..<20).reversed()))
+    }
+
+    /// Objects that can share a cache line with their neighbours are never reused by the
+    /// thread that freed them remotely (passive false sharing): they go back to their span.
+    @Test func remoteFreedObjectsThatShareLinesAreNotReusedByTheFreeingThread() throws {
+        let (sharesLines, got) = try reuseAfterRemoteFrees(size: 170, count: 20)
+        #expect(sharesLines)
+        #expect(got == Array(repeating: -1, count: 20))
+    }
+
     /// Every bin's and remote bin's guard words are zero when a thread's cache is made,
     /// whether its record is new (whose guard words are left unwritten, so that its slot
     /// pages stay untouched) or reused from an exited thread after every bin of that
