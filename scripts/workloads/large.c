@@ -1,9 +1,10 @@
 /* large: large-object churn, in one thread or several at once.
  *
- *   large OPS LIVE [THREADS]
+ *   large OPS LIVE [THREADS [MINLOG MAXLOG]]
  *
  * Each of THREADS threads (default 1: the program then runs no thread but main)
- * keeps LIVE slots of large blocks (64 KiB .. 4 MiB, log-uniform). OPS times it
+ * keeps LIVE slots of large blocks (2^MINLOG .. 2^MAXLOG bytes, log-uniform; by
+ * default 64 KiB .. 4 MiB, 16 and 22; 15 and 18 give 32 .. 256 KiB). OPS times it
  * frees a random slot and mallocs a new block of a random size there, then
  * touches one byte per 4 KiB page (a tag), as a program that fills a buffer
  * partly would. Each block's tags are checked before it is freed. Peak RSS is a
@@ -21,6 +22,7 @@
 #include "workload.h"
 
 static long ops, live;
+static unsigned minlog = 16, logspan = 6;
 
 
 struct blk { unsigned char *p; size_t sz; uint8_t tag; };
@@ -41,8 +43,8 @@ static void *worker(void *arg) {
             if (b[i].p[b[i].sz - 1] != (uint8_t)(b[i].tag + ((b[i].sz - 1) >> 12))) errors++;
             free(b[i].p);
         }
-        /* log-uniform in [64 KiB, 4 MiB]: 2^(16 + u*6) */
-        unsigned e = 16 + (unsigned)(rnd(&s) % 6);
+        /* log-uniform in [2^minlog, 2^(minlog + logspan)] */
+        unsigned e = minlog + (unsigned)(rnd(&s) % logspan);
         size_t sz = ((size_t)1 << e) + (size_t)(rnd(&s) % ((size_t)1 << e));
         b[i].p = malloc(sz);
         if (!b[i].p) { fprintf(stderr, "large: malloc(%zu) failed\n", sz); exit(3); }
@@ -63,7 +65,9 @@ int main(int argc, char **argv) {
     ops = argc > 1 ? atol(argv[1]) : 20000;
     live = argc > 2 ? atol(argv[2]) : 8;
     int threads = argc > 3 ? atoi(argv[3]) : 1;
+    if (argc > 5) { minlog = (unsigned)atoi(argv[4]); logspan = (unsigned)atoi(argv[5]) - minlog; }
     if (live < 1 || live > 4096 || ops < 0 || threads < 1 || threads > 64) return 2;
+    if (minlog < 12 || logspan < 1 || minlog + logspan > 30) return 2;
     struct result *res[64];
     if (threads == 1) {
         res[0] = worker((void *)0L);
