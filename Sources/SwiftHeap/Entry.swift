@@ -45,10 +45,12 @@ import CShim
 }
 
 /// An object of class `sizeClass` from this thread's cache, made first if the thread has
-/// none; nil with ENOMEM if memory is exhausted. The heap must be initialised.
+/// none; nil with ENOMEM if memory is exhausted (once the threads' large caches have given
+/// back what they keep). The heap must be initialised.
 @inline(never) func allocateSmall(_ sizeClass: Int) -> UnsafeMutableRawPointer? {
     let savedErrno = sh_errno_get()
-    guard let cache = processCaches.currentCache(), let object = cacheAllocate(cache, sizeClass) else {
+    guard let cache = processCaches.currentCache(),
+          let object = cacheAllocate(cache, sizeClass) ?? (drainedLargeCaches() ? cacheAllocate(cache, sizeClass) : nil) else {
         sh_errno_set(ENOMEM)
         return nil
     }
@@ -57,17 +59,41 @@ import CShim
     return object
 }
 
-/// A large object from the page heap; nil with ENOMEM if the size is impossible or memory
-/// is exhausted. The heap must be initialised.
+/// A large object from this thread's large cache or the page heap; nil with ENOMEM if the
+/// size is impossible or memory is exhausted. The heap must be initialised.
 @inline(never) func allocateLarge(_ size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMutableRawPointer? {
     let savedErrno = sh_errno_get()
-    guard let memory = processPageHeap.allocateLarge(size, alignment: alignment, zeroed: zeroed) else {
+    var request = size
+    if alignment <= pageSize && size <= largeCacheMaxPages &<< pageShift {
+        // A size the large cache serves gets its page class's pages (LargeCache.swift),
+        // from the cache if this thread has a span of them: no lock, no page allocator.
+        let pages = largeObjectPages((size &+ pageSize &- 1) >> pageShift)
+        if let cache = processCaches.currentCache(), let span = cache.takeLarge(pages: pages) {
+            let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base).unsafelyUnwrapped
+            if zeroed { memset(memory, 0, Int(bitPattern: span.pointee.pages &<< pageShift)) }
+            return memory
+        }
+        request = pages &<< pageShift
+    }
+    // Before the heap grows, the spans the threads' large caches keep go back to it: the
+    // object may fit where they are, and under an address-space cap (ulimit -v) growing
+    // may fail where they would have served.
+    let pageHeap = processPageHeap
+    guard let memory = pageHeap.allocateLarge(request, alignment: alignment, zeroed: zeroed, mayGrow: false)
+            ?? (drainedLargeCaches() ? pageHeap.allocateLarge(request, alignment: alignment, zeroed: zeroed, mayGrow: false) : nil)
+            ?? pageHeap.allocateLarge(request, alignment: alignment, zeroed: zeroed) else {
         sh_errno_set(ENOMEM)
         return nil
     }
     afterSlowPath(allocating: true)
     sh_errno_set(savedErrno)
     return memory
+}
+
+/// Gives every thread's cached large spans back to the page heap (LargeCache.swift), for
+/// an allocation that found no memory without them; returns whether there were any.
+@inline(never) func drainedLargeCaches() -> Bool {
+    processCaches.drainLargeCaches() > 0
 }
 
 /// free without the C conventions.
@@ -83,7 +109,11 @@ import CShim
     defer { sh_errno_set(savedErrno) }
     let span = liveObjectSpan(address, call: call)
     if span.pointee.state == .large {
-        if span.pointee.profiled { profileFree(address) }  // a heap-profile sample (Profile.swift)
+        if span.pointee.profiled {
+            profileFree(address)  // a heap-profile sample (Profile.swift)
+        } else if let slot = sh_tls_get(), UnsafeMutablePointer<ThreadCache>(slot: slot).putLarge(span) {
+            return  // kept in this thread's large cache (LargeCache.swift): no page moved
+        }
         processPageHeap.freeLarge(span, address: address, call: call)
     } else if let cache = processCaches.currentCache() {
         cacheFree(cache, span, address)
@@ -117,6 +147,9 @@ func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer
                 fatalMisuse(call, "double free of", address: address)
             }
         }
+    case .cached:
+        // A large object freed already, waiting in a thread's large cache.
+        fatalMisuse(call, address == span.pointee.base ? "double free of" : "invalid pointer", address: address)
     case .free:
         fatalMisuse(call, "invalid pointer", address: address)
     }
@@ -180,7 +213,7 @@ func usableSize(_ pointer: UnsafeMutableRawPointer?) -> UInt {
     switch span.pointee.state {
     case .small: return UInt(span.pointee.objectSize)
     case .large: return span.pointee.pages &<< pageShift
-    case .free: return 0
+    case .free, .cached: return 0
     }
 }
 
@@ -228,7 +261,10 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     return moved
 }
 
-/// malloc_trim: see Scavenger.trim. Returns whether anything was released.
+/// malloc_trim: every thread's cached large spans go back to the page heap
+/// (LargeCache.swift), then see Scavenger.trim. Returns whether anything was released.
 func trimHeap() -> Bool {
-    heapIsReady() && processScavenger.trim()
+    if !heapIsReady() { return false }
+    processCaches.drainLargeCaches()
+    return processScavenger.trim()
 }

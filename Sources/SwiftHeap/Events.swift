@@ -28,6 +28,10 @@
 //                    chance to run (ScavengerRunner.swift); the runner clears it
 //   inSpanReleased   bytes of OS pages released inside small spans and not yet reclaimed
 //                    (atomic; the central lists add and subtract, under their own locks)
+//   droppingPhase    raised (atomic) by the scavenger while the program drops a phase (a
+//                    shrink credit lasts: ScavengerPacing.swift), lowered after: threads
+//                    keep no freed large spans for themselves meanwhile (LargeCache.swift),
+//                    so that what the program frees goes back to the page heap and out
 //
 // The flags are words read with one load on the slow paths; raising them never wakes
 // anybody (waking may block or allocate).
@@ -48,12 +52,14 @@ struct HeapEvents {
     var peakSpanNanos: Int64 = 0
     var epochDue: UInt32 = 0
     var pagesMoved: UInt32 = 0
+    var droppingPhase: UInt32 = 0
     var inSpanReleased: UInt64 = 0
 }
 
 extension UnsafeMutablePointer where Pointee == HeapEvents {
     @inline(__always) var epochDueWord: UnsafeMutablePointer<UInt32> { pointer(to: \.epochDue)! }
     @inline(__always) var pagesMovedWord: UnsafeMutablePointer<UInt32> { pointer(to: \.pagesMoved)! }
+    @inline(__always) var droppingPhaseWord: UnsafeMutablePointer<UInt32> { pointer(to: \.droppingPhase)! }
     @inline(__always) var inSpanReleasedWord: UnsafeMutablePointer<UInt64> { pointer(to: \.inSpanReleased)! }
 
     /// Pages moved between spans and the page heap (a span made, given back or resized).

@@ -76,9 +76,9 @@ func ensureHeapInitialized() -> Bool {
     if !PageHeap.initialize(processPageHeap, events: events) { return false }
     guard let centrals = Central.makeAll(classes: classes, pageHeap: processPageHeap) else { return false }
     root.pointee.centrals = centrals
-    if !CacheRegistry.initialize(processCaches, classes: classes, centrals: centrals) { return false }
+    if !CacheRegistry.initialize(processCaches, classes: classes, centrals: centrals, pageHeap: processPageHeap) { return false }
     Scavenger.initialize(processScavenger, pageHeap: processPageHeap, centrals: centrals,
-                         classCount: classes.count, events: events)
+                         classCount: classes.count, events: events, caches: processCaches)
     root.pointee.config = Config()
     sh_store32(root.pointer(to: \.initState)!, 2)
     return true

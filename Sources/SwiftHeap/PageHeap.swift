@@ -134,11 +134,12 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     /// (.small or .large; see the span map's rule in Span.swift). Returns the span, with
     /// base, pages and state set and the span map pointing at it, and how many of its
     /// bytes the page allocator had as scavenged (released, or fresh from mmap); nil if
-    /// the address space or metadata memory is exhausted.
+    /// the address space or metadata memory is exhausted, or if the heap would have to
+    /// grow and `mayGrow` is false.
     ///
     /// Must hold the page heap's lock.
-    func allocSpanLocked(pageCount: UInt, alignment: UInt = pageSize,
-                         state: SpanState) -> (span: UnsafeMutablePointer<Span>, scavengedBytes: UInt)? {
+    func allocSpanLocked(pageCount: UInt, alignment: UInt = pageSize, state: SpanState,
+                         mayGrow: Bool = true) -> (span: UnsafeMutablePointer<Span>, scavengedBytes: UInt)? {
         // Over-allocate for alignments above a page, then give back the head and tail.
         let alignmentPages = alignment > pageSize ? alignment >> pageShift : 1
         let (searchPages, overflow) = pageCount.addingReportingOverflow(alignmentPages &- 1)
@@ -146,7 +147,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         let pages = pointee.pages
         var run = pages.pointee.alloc(npages: searchPages)
         if run.base == 0 {
-            if !growLocked(pages: searchPages) { return nil }
+            if !mayGrow || !growLocked(pages: searchPages) { return nil }
             run = pages.pointee.alloc(npages: searchPages)
             if run.base == 0 { return nil }
         }
@@ -309,10 +310,11 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     // MARK: - Large objects
 
     /// A large object of at least `size` bytes aligned to `alignment`, and whether its
-    /// memory must be zeroed; nil if the size is impossible or memory is exhausted.
+    /// memory must be zeroed; nil if the size is impossible or memory is exhausted, or if
+    /// the heap would have to grow and `mayGrow` is false.
     ///
     /// Takes the page heap's lock; must not hold it.
-    func allocateLarge(_ size: UInt, alignment: UInt, zeroed mustBeZero: Bool) -> UnsafeMutableRawPointer? {
+    func allocateLarge(_ size: UInt, alignment: UInt, zeroed mustBeZero: Bool, mayGrow: Bool = true) -> UnsafeMutableRawPointer? {
         let (padded, overflow) = size.addingReportingOverflow(pageSize &- 1)
         if overflow { return nil }
         let pageCount = padded >> pageShift
@@ -324,7 +326,8 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             return allocDirectSpan(bytes: bytes, alignment: alignment).flatMap { UnsafeMutableRawPointer(bitPattern: $0.pointee.base) }
         }
         lockPointer.lock()
-        guard let (span, scavenged) = allocSpanLocked(pageCount: pageCount, alignment: alignment, state: .large) else {
+        guard let (span, scavenged) = allocSpanLocked(pageCount: pageCount, alignment: alignment, state: .large,
+                                                      mayGrow: mayGrow) else {
             lockPointer.unlock()
             return nil
         }
@@ -357,6 +360,17 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.largeCount &-= 1
         freeSpanLocked(span)
         lockPointer.unlock()
+    }
+
+    /// Returns a large span from a thread's large cache (LargeCache.swift: state .cached,
+    /// still counted among the large objects) to the page allocator.
+    ///
+    /// Must hold the page heap's lock.
+    func freeCachedLargeLocked(_ span: UnsafeMutablePointer<Span>) {
+        precondition(span.pointee.state == .cached && !span.pointee.direct, "freeCachedLargeLocked: not a cached large span")
+        stats.pointee.largeBytes &-= span.pointee.pages &<< pageShift
+        stats.pointee.largeCount &-= 1
+        freeSpanLocked(span)
     }
 
     /// Shrinks a large object in place, or grows it into free pages that follow it; an

@@ -40,6 +40,9 @@ struct Scavenger {
     /// Size classes (centrals 1..<classCount are in use).
     var classCount: Int
     var events: UnsafeMutablePointer<HeapEvents>
+    /// The thread caches whose large caches each tick drains (LargeCache.swift); nil for
+    /// a scavenger of a page heap no thread caches use (tests).
+    var caches: UnsafeMutablePointer<CacheRegistry>? = nil
     /// The knobs (Config.swift), set by the library constructor before startAllowed.
     var config = Config()
 
@@ -85,8 +88,9 @@ struct Scavenger {
     /// 1..<classCount), which publish into `events`.
     static func initialize(_ p: UnsafeMutablePointer<Scavenger>, pageHeap: UnsafeMutablePointer<PageHeap>,
                            centrals: UnsafeMutablePointer<Central>, classCount: Int,
-                           events: UnsafeMutablePointer<HeapEvents>) {
-        p.initialize(to: Scavenger(pageHeap: pageHeap, centrals: centrals, classCount: classCount, events: events))
+                           events: UnsafeMutablePointer<HeapEvents>, caches: UnsafeMutablePointer<CacheRegistry>? = nil) {
+        p.initialize(to: Scavenger(pageHeap: pageHeap, centrals: centrals, classCount: classCount, events: events,
+                                   caches: caches))
     }
 }
 

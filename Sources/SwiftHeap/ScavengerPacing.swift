@@ -25,8 +25,14 @@
 // previous pass as well (Span.freeOSPagesSeen), so that pages of objects that keep being
 // handed out and freed are not faulted in again and again.
 //
+// Large caches. A tick takes the large spans the threads keep for themselves back to the
+// page heap (LargeCache.swift) at most once per scavengerTickNanos, so that memory a
+// thread stopped using is free pages by the next tick and goes the same way; and at once
+// when a shrink credit starts, after which events.droppingPhase keeps the threads from
+// caching any until the credit is over.
+//
 // Locking: the tick runs holding the runner lock (its state is RunnerState) and takes the
-// page heap's and the central locks as it goes.
+// registry's, the page heap's and the central locks as it goes.
 
 import CShim
 
@@ -95,15 +101,15 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         return (released, trace)
     }
 
-    /// One step of the scavenger: ends the sweep epoch if one is due, records decay's
-    /// sample, and spends up to the runner's slice of the CPU budget releasing memory
-    /// toward the goal, or, once it is met, what stayed free for the decay window.
-    /// `inline`: run from an allocation slow path, at most inlineSliceNanos and
-    /// inlineStepBytes per release step. Returns the CPU time spent and whether there was
-    /// anything to do.
+    /// One step of the scavenger: drains the threads' large caches if a tick period has
+    /// passed, ends the sweep epoch if one is due, records decay's sample, and spends up to
+    /// the runner's slice of the CPU budget releasing memory toward the goal, or, once it
+    /// is met, what stayed free for the decay window. `inline`: run from an allocation
+    /// slow path, at most inlineSliceNanos and inlineStepBytes per release step. Returns
+    /// the CPU time spent and whether there was anything to do.
     ///
-    /// Must hold the runner lock and no other allocator lock; takes the page heap's and
-    /// the central locks.
+    /// Must hold the runner lock and no other allocator lock; takes the registry's, the
+    /// page heap's and the central locks.
     func tick(now: Int64, inline: Bool) -> (spentNanos: Int64, busy: Bool) {
         let state = pointer(to: \.runner)!
         let config = pointee.config
@@ -154,9 +160,23 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         }
         let goal = max(pointee.goalBytes, liveBytesEstimate() / 100 &* (100 &+ config.retainPercent))
         let goalPending = !pointee.goalReached
-        let freeResident = freeResidentBytesLocked()
+        var freeResident = freeResidentBytesLocked()
         heapLock.unlock()
-        var busy = epochEnded || goalPending || freed != state.pointee.lastFreedSinceEpoch
+        // Large spans the threads keep (LargeCache.swift) go back to the page heap once a
+        // tick period, and at once when the program starts dropping a phase, after which
+        // they keep none until it is over; the rest of this tick sees their pages as free.
+        let dropping = creditLasts(now)
+        let droppingWord = events.droppingPhaseWord
+        let startsDropping = dropping && sh_load32_relaxed(droppingWord) == 0
+        if dropping != (sh_load32_relaxed(droppingWord) != 0) { sh_store32(droppingWord, dropping ? 1 : 0) }
+        var drainedLarge = false
+        if let caches = pointee.caches, startsDropping || now &- state.pointee.lastLargeDrainNanos >= scavengerTickNanos {
+            state.pointee.lastLargeDrainNanos = now
+            let pages = caches.drainLargeCaches()
+            freeResident &+= pages &<< pageShift
+            drainedLarge = pages > 0
+        }
+        var busy = epochEnded || goalPending || drainedLarge || freed != state.pointee.lastFreedSinceEpoch
         state.pointee.lastFreedSinceEpoch = epochEnded ? 0 : freed
 
         // What stayed free and resident over the whole window. Ticks without a call (inline)

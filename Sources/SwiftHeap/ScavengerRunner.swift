@@ -43,6 +43,8 @@ struct RunnerState {
     var lastSample: UInt = 0
     var lastTickNanos: Int64 = 0
     var lastInSpanPassNanos: Int64 = 0
+    /// When the tick last drained the threads' large caches (ScavengerPacing.swift).
+    var lastLargeDrainNanos: Int64 = 0
     var tokensNanos: Int64 = 0
     var lastRefillNanos: Int64 = 0
     /// What is left of the shrink credits in tokensNanos (ScavengerPacing.swift): CPU time

@@ -23,6 +23,10 @@ enum SpanState: UInt32 {
     case free = 0
     case small = 1
     case large = 2
+    /// A large span the program freed that waits in a thread's large cache
+    /// (LargeCache.swift) to be handed out again: still taken from the page allocator and
+    /// mapped in the span map, not live. Written by the thread that caches or takes it.
+    case cached = 3
 }
 
 /// Bits of a span's free bitmap (maxObjectsPerSpan).

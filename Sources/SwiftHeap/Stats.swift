@@ -40,6 +40,10 @@ struct HeapSnapshot {
     var scavengerCPUNanos: UInt = 0
     var metadataBytes: UInt = 0
     var threadCaches: UInt = 0
+    /// Large spans freed by the program and kept in threads' large caches
+    /// (LargeCache.swift): free, not counted among the large objects.
+    var cachedLargeCount: UInt = 0
+    var cachedLargeBytes: UInt = 0
 
     /// In-use bytes as mallinfo2 reports them (never above the mapped bytes).
     var inUseBytes: UInt { min(liveBytes, mappedBytes) }
@@ -48,13 +52,16 @@ struct HeapSnapshot {
     /// Bytes that are free and still resident: what malloc_trim could release.
     var releasableBytes: UInt { retainedBytes > inUseBytes ? retainedBytes &- inUseBytes : 0 }
 
-    /// Takes the page heap's lock; must not hold it.
+    /// Takes the registry's lock, then the page heap's; must hold neither.
     static func take() -> HeapSnapshot {
         var snapshot = HeapSnapshot()
         if !heapIsReady() { return snapshot }
         let root = heap
         let pageHeap = processPageHeap
         let scavenger = processScavenger
+        let cachedLarge = processCaches.cachedLargeFigures()
+        snapshot.cachedLargeCount = cachedLarge.spans
+        snapshot.cachedLargeBytes = cachedLarge.pages &<< pageShift
         pageHeap.lockPointer.lock()
         let stats = pageHeap.pointee.stats
         let pages = pageHeap.pointee.pages.pointee
@@ -64,8 +71,9 @@ struct HeapSnapshot {
         snapshot.directCount = stats.directCount
         snapshot.mappedBytes = stats.mappedBytes &+ stats.directBytes
         snapshot.spanBytes = stats.spanBytes
-        snapshot.largeBytes = stats.largeBytes &+ stats.directBytes
-        snapshot.largeCount = stats.largeCount &+ stats.directCount
+        // (The page heap counts cached large spans among its large objects: they are not.)
+        snapshot.largeBytes = stats.largeBytes &+ stats.directBytes &- min(stats.largeBytes, snapshot.cachedLargeBytes)
+        snapshot.largeCount = stats.largeCount &+ stats.directCount &- min(stats.largeCount, snapshot.cachedLargeCount)
         snapshot.releasedBytes = pages.releasedBytes
         snapshot.freePageBytes = pages.freeBytes
         snapshot.scavengedFreeBytes = pages.scavengedBytes
@@ -74,7 +82,8 @@ struct HeapSnapshot {
         pageHeap.lockPointer.unlock()
         snapshot.inSpanReleasedBytes = root.pointer(to: \.events)!.inSpanReleasedBytes
         snapshot.scavengerCPUNanos = UInt(scavenger.cpuNanos)
-        snapshot.liveBytes = scavenger.liveBytesEstimate() &+ stats.directBytes
+        let live = scavenger.liveBytesEstimate()
+        snapshot.liveBytes = live &- min(live, snapshot.cachedLargeBytes) &+ stats.directBytes
         snapshot.metadataBytes = metadataState.pointee.bytesMapped &+ pageHeap.pointee.spanRecords.residentBytes
         snapshot.threadCaches = root.pointee.caches.liveCount
         return snapshot
@@ -208,6 +217,7 @@ func formatTextStats(_ r: HeapReport, _ out: inout ReportWriter) {
     line(&out, "  metadata mapped:        ", s.metadataBytes)
     line(&out, "  thread caches live:     ", s.threadCaches, "\n")
     line(&out, "  cached in threads:      ", r.cachedBytes)
+    line(&out, "  large cached (threads): ", s.cachedLargeBytes)
     line(&out, "  scavenge generations:   ", UInt(s.generation), "\n")
     line(&out, "  scavenger released:     ", s.releasedBytes, " bytes (all generations)\n")
     line(&out, "  scavenger CPU:          ", s.scavengerCPUNanos / 1_000_000, " ms\n")
@@ -269,6 +279,8 @@ func formatJSONStats(_ r: HeapReport, _ out: inout ReportWriter) {
     out.field("thread_caches", s.threadCaches)
     out.field("cached_objects", r.cachedObjects)
     out.field("cached_bytes", r.cachedBytes)
+    out.field("cached_large_objects", s.cachedLargeCount)
+    out.field("cached_large_bytes", s.cachedLargeBytes)
     out.field("free_objects", r.freeObjects)
     out.field("free_object_bytes", r.freeObjectBytes)
     out.openObject("scavenger")

@@ -120,6 +120,9 @@ struct ThreadCache {
     /// (disownSpans) and stay so in the pool, which does not zero reused records: the
     /// central lists open them again under their locks.
     var spans: OwnedSpans
+    /// Free large spans kept for this thread (LargeCache.swift). Zero in a fresh record,
+    /// empty in a retired one (its exit drained it).
+    var large: LargeCache
 }
 
 /// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
@@ -196,11 +199,14 @@ struct CacheRegistry {
     /// The size classes and their central lists.
     var classes: SizeClassTable
     var centrals: UnsafeMutablePointer<Central>
+    /// The page heap the large caches return spans to (LargeCache.swift).
+    var pageHeap: UnsafeMutablePointer<PageHeap>
 
     /// Makes the registry at `p` (stable memory) for `classes`, moving objects to and
-    /// from `centrals`. Returns false if metadata memory is exhausted.
+    /// from `centrals` and large spans to `pageHeap`. Returns false if metadata memory is
+    /// exhausted.
     static func initialize(_ p: UnsafeMutablePointer<CacheRegistry>, classes: SizeClassTable,
-                           centrals: UnsafeMutablePointer<Central>) -> Bool {
+                           centrals: UnsafeMutablePointer<Central>, pageHeap: UnsafeMutablePointer<PageHeap>) -> Bool {
         var slotCount: UInt = 0
         for cls in 1..<classes.count {
             let size = UInt(classes.info[cls].size)
@@ -224,7 +230,7 @@ struct CacheRegistry {
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
                                                   isNoCache: true, refills: 0, flushes: 0, profile: ProfileThreadState()))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
-                                       classes: classes, centrals: centrals))
+                                       classes: classes, centrals: centrals, pageHeap: pageHeap))
         return true
     }
 }
@@ -309,12 +315,16 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
 
     /// In a fork child: hands the partial spans of every cache but the calling thread's
     /// (their threads do not exist in the child) to the unowned lists, so that the child's
-    /// refills can use them. Takes no lock (the child has one thread).
+    /// refills can use them, and their cached large spans to the page heap. Takes no lock
+    /// but the page heap's (the child has one thread; its locks are fresh).
     func disownOtherCachesAfterFork() {
         let current = sh_tls_get()
         var cache = pointee.live
         while let c = cache {
-            if UnsafeMutableRawPointer(c) != current { c.disownSpans(locked: true) }
+            if UnsafeMutableRawPointer(c) != current {
+                c.disownSpans(locked: true)
+                _ = c.largeCache.drain(to: pointee.pageHeap, byOwner: true)
+            }
             cache = c.header.pointee.next
         }
     }
@@ -360,15 +370,18 @@ private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
 // MARK: - Slow paths of the thread cache
 
 extension UnsafeMutablePointer where Pointee == ThreadCache {
-    /// Returns every cached object to the central lists.
+    /// Returns every cached object to the central lists, and the cached large spans to
+    /// the page heap.
     ///
-    /// Takes central locks; must not hold any allocator lock.
+    /// Takes central locks and the page heap's; must not hold any allocator lock.
     func flush() {
-        let classCount = header.pointee.registry.pointee.classes.count
+        let registry = header.pointee.registry
+        let classCount = registry.pointee.classes.count
         for cls in 1..<classCount {
             releaseAll(bin(cls), sizeClass: cls)
             releaseAll(remoteBin(cls), sizeClass: cls)
         }
+        _ = largeCache.drain(to: registry.pointee.pageHeap, byOwner: true)
     }
 
     /// Hands this cache's partial spans to the central lists' unowned lists, for a cache

@@ -31,21 +31,8 @@ static void check_mallinfo(void) {
 }
 
 static void check_malloc_stats(void) {
-    int fds[2];
-    REQUIRE(pipe(fds) == 0, "pipe");
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(fds[1], 2);
-    malloc_stats();
-    dup2(saved, 2);
-    close(saved);
-    close(fds[1]);
     char text[65536];
-    size_t length = 0;
-    ssize_t got;
-    while (length < sizeof text - 1 && (got = read(fds[0], text + length, sizeof text - 1 - length)) > 0) length += (size_t)got;
-    text[length] = 0;
-    close(fds[0]);
+    size_t length = capture_malloc_stats(text, sizeof text);
     if (getenv("SWIFTHEAP_EXPECT")) {
         CHECK(strstr(text, "swiftheap stats") != NULL, "malloc_stats() did not print SwiftHeap's summary: %.200s", text);
         CHECK(strstr(text, "mapped (arenas):") != NULL, "no mapped line");

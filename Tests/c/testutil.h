@@ -187,6 +187,26 @@ static inline int run_with_watchdog(int (*body)(void), int timeout_s, const char
     return WEXITSTATUS(status);
 }
 
+// What malloc_stats() writes on stderr, read back through a pipe into `text` (at most
+// `size` - 1 bytes, NUL-terminated). Returns the length.
+static inline size_t capture_malloc_stats(char *text, size_t size) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0, "pipe");
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fds[1], 2);
+    malloc_stats();
+    dup2(saved, 2);
+    close(saved);
+    close(fds[1]);
+    size_t length = 0;
+    ssize_t got;
+    while (length < size - 1 && (got = read(fds[0], text + length, size - 1 - length)) > 0) length += (size_t)got;
+    text[length] = 0;
+    close(fds[0]);
+    return length;
+}
+
 static inline int test_exit(const char *name) {
     long f = TEST_FAIL_COUNT();
     if (f) {

@@ -35,12 +35,23 @@ static void do_realloc(void *p, size_t n) { announce(p); void *q = realloc(laund
 
 static void *free_in_thread(void *p) { free(p); return NULL; }
 
+// Frees p, then stays alive (its large cache with it) until released.
+static pthread_barrier_t freed_and_waiting;
+static void *free_in_thread_and_wait(void *p) {
+    free(p);
+    pthread_barrier_wait(&freed_and_waiting);
+    pause();
+    return NULL;
+}
+
 typedef struct { const char *name, *kind, *what; } case_t;
 static const case_t cases[] = {
     { "double-free-small",      "double",  "malloc(64), free, free" },
     { "double-free-small-later","double",  "malloc(48), free, other allocations, free again" },
     { "double-free-medium",     "double",  "malloc(20000), free, free" },
     { "double-free-large",      "double",  "malloc(1 MiB), free, free" },
+    { "double-free-large-cached", "double", "malloc(100 KiB), free (kept in the thread's large cache), free" },
+    { "double-free-large-cached-thread", "double", "malloc(100 KiB) freed by a thread that lives on (kept in its large cache), then again" },
     { "double-free-huge",       "double",  "malloc(64 MiB), free, free" },
     { "double-free-aligned",    "double",  "aligned_alloc(4096, 100), free, free" },
     { "double-free-calloc",     "double",  "calloc(10, 100), free, free" },
@@ -63,6 +74,7 @@ static const case_t cases[] = {
     { "realloc-freed-small",    "reallocfreed", "malloc(64), free, realloc(p, 100)" },
     { "realloc-freed-medium",   "reallocfreed", "malloc(20000), free, realloc(p, 40000)" },
     { "realloc-freed-large",    "reallocfreed", "malloc(1 MiB), free, realloc(p, 2 MiB)" },
+    { "realloc-freed-large-cached", "reallocfreed", "malloc(100 KiB), free (kept in the thread's large cache), realloc(p, 200 KiB)" },
     { "realloc-freed-huge",     "reallocfreed", "malloc(64 MiB), free, realloc(p, 100)" },
 };
 
@@ -100,6 +112,14 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(c, "double-free-medium"))  { void *p = malloc(20000); free(p); do_free(p); }
     else if (!strcmp(c, "double-free-large"))   { void *p = malloc(1 << 20); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-large-cached")) { void *p = malloc(100 << 10); free(p); do_free(p); }
+    else if (!strcmp(c, "double-free-large-cached-thread")) {
+        void *p = malloc(100 << 10);
+        pthread_barrier_init(&freed_and_waiting, NULL, 2);
+        pthread_t t; pthread_create(&t, NULL, free_in_thread_and_wait, p);
+        pthread_barrier_wait(&freed_and_waiting);
+        do_free(p);
+    }
     else if (!strcmp(c, "double-free-huge"))    { void *p = malloc(64 << 20); free(p); do_free(p); }
     else if (!strcmp(c, "double-free-aligned")) { void *p = aligned_alloc(4096, 100); free(p); do_free(p); }
     else if (!strcmp(c, "double-free-calloc"))  { void *p = calloc(10, 100); free(p); do_free(p); }
@@ -132,6 +152,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "realloc-freed-small"))      { char *p = malloc(64); free(p); do_realloc(p, 100); }
     else if (!strcmp(c, "realloc-freed-medium"))     { char *p = malloc(20000); free(p); do_realloc(p, 40000); }
     else if (!strcmp(c, "realloc-freed-large"))      { char *p = malloc(1 << 20); free(p); do_realloc(p, 2 << 20); }
+    else if (!strcmp(c, "realloc-freed-large-cached")) { char *p = malloc(100 << 10); free(p); do_realloc(p, 200 << 10); }
     else if (!strcmp(c, "realloc-freed-huge"))       { char *p = malloc(64 << 20); free(p); do_realloc(p, 100); }
     else { fprintf(stderr, "misuse: unknown case %s\n", c); return 3; }
 

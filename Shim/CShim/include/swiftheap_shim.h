@@ -56,6 +56,8 @@ static inline int sh_cas64(uint64_t *p, uint64_t expected, uint64_t desired) {
 
 static inline void *sh_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void sh_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void *sh_xchg_ptr(void **p, void *v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
+static inline void *sh_load_ptr_relaxed(void *const *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void sh_cpu_relax(void) { __builtin_ia32_pause(); }
 
 // ---- futex --------------------------------------------------------------------------

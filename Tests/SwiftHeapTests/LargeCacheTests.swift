@@ -1,0 +1,195 @@
+import Testing
+import Foundation
+@testable import SwiftHeap
+
+/// The large cache (LargeCache.swift), over a private page heap: spans go in and out of
+/// one cache's slots, by its owner and by drainers, and every span ends up in exactly one
+/// place.
+@Suite struct LargeCacheTests {
+    /// A fresh, empty large cache in memory of its own.
+    private func makeCache() -> UnsafeMutablePointer<LargeCache> {
+        let cache = UnsafeMutablePointer<LargeCache>.allocate(capacity: 1)
+        cache.initialize(to: LargeCache(slots: InlineArray(repeating: nil), pages: 0, drained: 0))
+        return cache
+    }
+
+    /// A live large span of `pages` pages from `h`'s page heap.
+    private func largeSpan(_ h: PrivateHeap, pages: UInt) throws -> UnsafeMutablePointer<Span> {
+        let memory = try #require(h.pageHeap.allocateLarge(pages << pageShift, alignment: pageSize, zeroed: false))
+        let span = try #require(h.pageHeap.pointee.spanMap.span(containing: UInt(bitPattern: memory)))
+        #expect(span.pointee.state == .large && span.pointee.pages == pages)
+        return span
+    }
+
+    /// Every page count the cache serves rounds up to a page class by at most a page in
+    /// sixteen (none up to 16 pages); the classes' page counts and the slots match one to
+    /// one, and other page counts have no slot.
+    @Test func pageClassesMapOneToOneOntoTheSlots() {
+        var slotsSeen = Set<Int>()
+        for pages in largeCacheMinPages...largeCacheMaxPages {
+            let rounded = largeObjectPages(pages)
+            #expect(rounded >= pages && rounded <= pages + pages / 16, "\(pages) pages -> \(rounded)")
+            if pages <= largeCacheExactPages { #expect(rounded == pages) }
+            #expect(largeObjectPages(rounded) == rounded)
+            let slot = largeCacheSlot(pages: rounded)
+            #expect(slot != nil && slot! < largeCacheClasses)
+            if let slot { slotsSeen.insert(slot) }
+            if rounded != pages { #expect(largeCacheSlot(pages: pages) == nil) }
+        }
+        #expect(slotsSeen == Set(0..<largeCacheClasses))
+        #expect(InlineArray<20, Int>.count == largeCacheClasses)
+        for pages: UInt in [0, 1, largeCacheMinPages - 1, largeCacheMaxPages + 1, largeCacheMaxPages + 2, 1000] {
+            #expect(largeCacheSlot(pages: pages) == nil)
+            if pages > largeCacheMaxPages { #expect(largeObjectPages(pages) == pages) }
+        }
+    }
+
+    /// A freed span goes into its class's slot (no longer live), and the next request of
+    /// its class gets that very span back, live, with the page heap untouched meanwhile.
+    @Test func aFreedSpanServesTheNextRequestOfItsClass() throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        let span = try largeSpan(h, pages: 13)
+        let spanBytes = h.locked { h.pageHeap.stats.pointee.spanBytes }
+        #expect(cache.put(span))
+        #expect(span.pointee.state == .cached)
+        #expect(cache.cachedFigures().spans == 1 && cache.cachedFigures().pages == 13)
+        #expect(cache.take(pages: 11) == nil, "a request two classes below takes nothing")
+        #expect(cache.take(pages: 14) == nil, "a bigger class's request takes nothing")
+        #expect(cache.take(pages: 13) == span)
+        #expect(span.pointee.state == .large)
+        #expect(cache.take(pages: 13) == nil)
+        #expect(h.locked { h.pageHeap.stats.pointee.spanBytes } == spanBytes)
+        h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()")
+    }
+
+    /// A request whose class's slot is empty takes a span of the next class up (a page or
+    /// two more), never two classes up.
+    @Test func aRequestFallsBackToTheNextClassOnly() throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        let six = try largeSpan(h, pages: 6), twenty = try largeSpan(h, pages: 20)
+        #expect(cache.put(six) && cache.put(twenty))
+        #expect(cache.take(pages: 5) == six)
+        #expect(cache.take(pages: 16) == nil, "20 pages is two classes above 16")
+        #expect(cache.take(pages: 18) == twenty)
+        for span in [six, twenty] { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
+    }
+
+    /// The cache refuses a span whose page count is no class's, an occupied slot, and
+    /// what would take it over its budget; the refused spans stay live.
+    @Test func putRefusesWhatTheCacheDoesNotHold() throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        var spans: [UnsafeMutablePointer<Span>] = []
+        let odd = try largeSpan(h, pages: 17), huge = try largeSpan(h, pages: largeCacheMaxPages + 1)
+        #expect(!cache.put(odd) && !cache.put(huge))
+        #expect(odd.pointee.state == .large && huge.pointee.state == .large)
+        let first = try largeSpan(h, pages: 8), second = try largeSpan(h, pages: 8)
+        #expect(cache.put(first))
+        #expect(!cache.put(second), "its class's slot holds a span already")
+        spans += [odd, huge, second]
+        // Fill up to the budget with one span per class, from the biggest down.
+        var cached: UInt = 8
+        var refusedForBudget = false
+        var pages = largeCacheMaxPages
+        while pages >= largeCacheMinPages {
+            if pages != 8, largeCacheSlot(pages: pages) != nil {
+                let span = try largeSpan(h, pages: pages)
+                if cache.put(span) {
+                    cached += pages
+                } else {
+                    #expect(cached + pages > largeCacheBudgetPages, "refused \(pages) pages with \(cached) cached")
+                    refusedForBudget = true
+                    spans.append(span)
+                }
+            }
+            pages -= 1
+        }
+        #expect(refusedForBudget && cached <= largeCacheBudgetPages)
+        #expect(cache.cachedFigures().pages == cached)
+        #expect(cache.drain(to: h.pageHeap, byOwner: true) == cached)
+        for span in spans { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
+        #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
+    }
+
+    /// A drain by another thread empties the slots into the page heap (which counts the
+    /// spans free again) and tells the owner, whose next put counts from what is left:
+    /// the budget the drained spans held is the owner's again.
+    @Test func aDrainReturnsTheSpansAndTheOwnerRecountsItsBudget() throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        // Fill the budget with spans of 32 and 30 pages, ...
+        var total: UInt = 0
+        var pages = largeCacheMaxPages
+        while total + pages <= largeCacheBudgetPages {
+            #expect(cache.put(try largeSpan(h, pages: pages)))
+            total += pages
+            pages -= 2
+        }
+        let spare = try largeSpan(h, pages: pages)
+        #expect(!cache.put(spare), "over budget")
+        #expect(cache.drain(to: h.pageHeap, byOwner: false) == total)
+        #expect(cache.pointee.drained != 0 && cache.cachedFigures().spans == 0)
+        #expect(h.locked { h.pageHeap.stats.pointee.largeCount } == 1, "only the spare is live")
+        #expect(cache.put(spare), "the drained spans' budget is free again")
+        #expect(cache.pointee.drained == 0 && cache.pointee.pages == pages)
+        #expect(cache.drain(to: h.pageHeap, byOwner: true) == pages)
+        #expect(cache.pointee.pages == 0)
+        #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
+    }
+
+    /// The owner puts and takes spans as fast as it can while another thread drains the
+    /// cache again and again: no span is lost or handed out twice. Each span the owner
+    /// holds carries a token of its own in its first word, which must still be there when
+    /// the owner lets it go (a span handed out twice would carry the later token), and at
+    /// the end the page heap has every span back.
+    @Test func ownerAndDrainerNeverShareASpan() throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        let cacheAddress = UInt(bitPattern: cache)
+        let heapAddress = UInt(bitPattern: h.pageHeap)
+        let ownerDone = SharedCounter(), drained = SharedCounter(), failures = SharedCounter()
+        onThreads(2) { thread in
+            let cache = UnsafeMutablePointer<LargeCache>(bitPattern: cacheAddress)!
+            let pageHeap = UnsafeMutablePointer<PageHeap>(bitPattern: heapAddress)!
+            if thread == 1 {
+                while ownerDone.value == 0 { drained.add(Int(cache.drain(to: pageHeap, byOwner: false))) }
+                return
+            }
+            var held = [UnsafeMutablePointer<Span>?](repeating: nil, count: 8)
+            var tokens = [UInt](repeating: 0, count: 8)
+            var seed: UInt64 = 0x243F_6A88_85A3_08D3
+            for round in 1...40_000 {
+                seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17
+                let k = Int(seed % 8)
+                if let span = held[k] {
+                    let first = UnsafeMutablePointer<UInt>(bitPattern: span.pointee.base)!
+                    if first.pointee != tokens[k] || span.pointee.state != .large { failures.add(1) }
+                    if !cache.put(span) { pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
+                    held[k] = nil
+                }
+                let pages = largeObjectPages(largeCacheMinPages + UInt(seed >> 40) % (largeCacheMaxPages - largeCacheMinPages + 1))
+                var span = cache.take(pages: pages)
+                if span == nil, let memory = pageHeap.allocateLarge(pages << pageShift, alignment: pageSize, zeroed: false) {
+                    span = pageHeap.pointee.spanMap.span(containing: UInt(bitPattern: memory))
+                }
+                guard let span, span.pointee.state == .large, span.pointee.pages >= pages else { failures.add(1); continue }
+                tokens[k] = UInt(round)
+                UnsafeMutablePointer<UInt>(bitPattern: span.pointee.base)!.pointee = tokens[k]
+                held[k] = span
+            }
+            for span in held.compactMap({ $0 }) { pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
+            ownerDone.add(1)
+        }
+        _ = cache.drain(to: h.pageHeap, byOwner: true)
+        #expect(failures.value == 0)
+        #expect(drained.value > 0, "the drainer took spans while the owner ran")
+        #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
+    }
+}
