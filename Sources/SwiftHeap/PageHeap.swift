@@ -356,9 +356,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             osUnmap(memory.base, memory.size)
             return
         }
-        stats.pointee.largeBytes &-= span.pointee.pages &<< pageShift
-        stats.pointee.largeCount &-= 1
-        freeSpanLocked(span)
+        freeLargeSpanLocked(span)
         lockPointer.unlock()
     }
 
@@ -368,6 +366,12 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     /// Must hold the page heap's lock.
     func freeCachedLargeLocked(_ span: UnsafeMutablePointer<Span>) {
         precondition(span.pointee.state == .cached && !span.pointee.direct, "freeCachedLargeLocked: not a cached large span")
+        freeLargeSpanLocked(span)
+    }
+
+    /// Uncounts a large span of the page heap (not one mapped on its own) from the large
+    /// objects and returns its pages. Must hold the page heap's lock.
+    private func freeLargeSpanLocked(_ span: UnsafeMutablePointer<Span>) {
         stats.pointee.largeBytes &-= span.pointee.pages &<< pageShift
         stats.pointee.largeCount &-= 1
         freeSpanLocked(span)
