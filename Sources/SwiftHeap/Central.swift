@@ -463,10 +463,11 @@ extension UnsafeMutablePointer where Pointee == Central {
         putBack(objects, count: count, releaser: releaser, inRuns: false)
     }
 
-    /// release, for a batch whose objects come mostly in runs of one page, as a remote
+    /// release, for a batch whose objects come mostly in runs of one span, as a remote
     /// bin's do (their owner handed them out in the order of its span's bitmap, and a
-    /// producer's consumer frees them in that order): the objects of a run share one span
-    /// lookup and one update of the span's count and lists (closeRun), which leaves the
+    /// producer's consumer frees them in that order): the objects of a run (objects in a
+    /// row that lie in the first one's span, in any order) share one span lookup and one
+    /// update of the span's count and lists (closeRun), which leaves the
     /// span where returning them one by one would (its count only falls, and every list
     /// decision depends on the count and on state the lock keeps still). In a batch of
     /// objects in random order, as a flushed local bin's are, each run ends after one
@@ -486,12 +487,14 @@ extension UnsafeMutablePointer where Pointee == Central {
         var active: UnsafeMutableRawPointer? = nil  // leavesOwner's memo
         var i = 0
         while i < count {
-            // A run: objects[i] and, inRuns, the objects after it on the same page (so of
-            // the same span: spans are whole pages).
+            // A run: objects[i] and, inRuns, the objects after it that lie in its span's
+            // objects (a wide span's pages in any order; its tail holds no object).
             let first = objects[i]
             guard let span = spanMap.span(containing: first), UInt32(span.pointee.sizeClass) == pointee.sizeClass else {
                 fatalMisuse("free()", "invalid pointer", address: first)
             }
+            let base = span.pointee.base
+            let objectBytes = UInt(span.pointee.objectCount) &* UInt(span.pointee.objectSize)
             var address = first
             var freed: UInt16 = 0  // at most the span's allocated count: each bit was clear
             while true {
@@ -504,7 +507,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 i &+= 1
                 if !inRuns || i == count { break }
                 address = objects[i]
-                if (address ^ first) >> pageShift != 0 { break }
+                if address &- base >= objectBytes { break }
             }
             closeRun(span, freed: freed, releaser: releaser, active: &active)
         }

@@ -232,6 +232,38 @@ import Testing
         }
     }
 
+    /// A run of releaseInRuns goes on across a wide span's pages, in any order, and ends at
+    /// an object of another span: a batch that walks a four-page span's pages back and
+    /// forth, with an object of a second span in the middle, leaves both spans' counts,
+    /// owners and lists where release does.
+    @Test(arguments: [false, true]) func runsCrossAWideSpansPagesInAnyOrder(inRuns: Bool) {
+        let h = PrivateHeap()
+        let (cls, central) = h.central(forSize: 128)
+        let info = h.classes.info[cls]
+        #expect(info.pages == 4)
+        let objects = Int(info.objects), perPage = Int(pageSize) / 128
+        let a = Owner(0x10, inRuns: inRuns), b = Owner(0x20, inRuns: inRuns)
+        let own = a.refill(central, 2 * objects)  // two full spans
+        let map = h.pageHeap.pointee.spanMap
+        let first = map.span(containing: own[0])!, second = map.span(containing: own[objects])!
+        #expect(first != second && own.prefix(objects).allSatisfy { map.span(containing: $0) == first })
+        // The first span's objects by page, last page first, alternating with the first
+        // page: 3/4 of them minus one, then one of the second span, then the rest.
+        var order: [UInt] = []
+        for k in 0..<perPage { order += [own[3 * perPage + k], own[k]] }
+        for k in 0..<perPage { order += [own[2 * perPage + k], own[perPage + k]] }
+        let split = objects - objects / 4 - 1
+        b.release(central, Array(order.prefix(split)) + [own[objects]])
+        #expect(first.pointee.allocatedCount == UInt32(objects / 4 + 1) && first.pointee.owner == a.id)
+        #expect(second.pointee.allocatedCount == UInt32(objects - 1) && second.pointee.owner == a.id)
+        #expect(central.pointee.allocatedObjects == UInt(2 * objects - split - 1))
+        b.release(central, [order[split]] + [own[objects + 1]] + Array(order.suffix(from: split + 1).reversed()))
+        #expect(central.pointee.spanCount == 1 && map.span(containing: own[0]) == nil)
+        #expect(second.pointee.allocatedCount == UInt32(objects - 2))
+        a.release(central, Array(own.suffix(objects - 2)))
+        #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
+    }
+
     /// An object twice in one run of a batch (a double free whose two copies reached the
     /// same remote bin) is reported, not counted free twice.
     @Test func aDoubleFreeInsideARunTraps() async {
