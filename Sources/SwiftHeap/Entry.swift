@@ -30,7 +30,18 @@ import CShim
 
 @inline(never) func allocateSlow(_ size: UInt) -> UnsafeMutableRawPointer? {
     if profilingOn { return allocateProfiled(size) }  // the heap profiler (Profile.swift)
+    if let memory = allocateLargeCached(size) { return memory }
     return allocateUnsampled(size)
+}
+
+/// A large object of `size` bytes (one the large cache serves) from the calling thread's
+/// large cache (LargeCache.swift), or nil: the loop of malloc and free of big objects
+/// in one thread goes no further. No lock and no system call, so errno is left as it is.
+@inline(__always) func allocateLargeCached(_ size: UInt) -> UnsafeMutableRawPointer? {
+    guard size > maxSmallSize && size <= largeCacheMaxPages &<< pageShift, let slot = sh_tls_get(),
+          let span = UnsafeMutablePointer<ThreadCache>(slot: slot).takeLarge(pages: largeObjectPages((size &+ pageSize &- 1) >> pageShift))
+    else { return nil }
+    return UnsafeMutableRawPointer(bitPattern: span.pointee.base)
 }
 
 /// malloc's slow path below the heap profiler: the heap, then a large object from the
@@ -99,8 +110,31 @@ import CShim
 /// free without the C conventions.
 @inline(__always) func deallocate(_ pointer: UnsafeMutableRawPointer?) {
     let address = UInt(bitPattern: pointer)
-    if cacheFreeFast(address, spanMap: heap.pointee.pageHeap.spanMap) { return }
-    if address == 0 { return }
+    switch cacheFreeFast(address, spanMap: heap.pointee.pageHeap.spanMap) {
+    case .done:
+        return
+    case .notSmall(let span):
+        deallocateNotSmall(address, span: span)
+    case .slow:
+        if address == 0 { return }
+        // (With the checks, a live large object comes as .notSmall.)
+        if misuseChecks { deallocateSlow(address, call: "free()") } else { deallocateLargeOrSlow(address) }
+    }
+}
+
+/// free's path for an address whose span `span` holds no small object starting there:
+/// a large object into the calling thread's large cache (ThreadCache.freeLarge), anything
+/// else (misuse included) to deallocateSlow.
+@inline(never) func deallocateNotSmall(_ address: UInt, span: UnsafeMutablePointer<Span>) {
+    if let slot = sh_tls_get(), UnsafeMutablePointer<ThreadCache>(slot: slot).freeLarge(span, at: address) { return }
+    deallocateSlow(address, call: "free()")
+}
+
+/// free's path past the thread cache's fast path in the build without the misuse checks,
+/// where large objects come as .slow: a large object into the calling thread's large
+/// cache (freedToLargeCache), anything else to deallocateSlow.
+@inline(never) func deallocateLargeOrSlow(_ address: UInt) {
+    if freedToLargeCache(address) { return }
     deallocateSlow(address, call: "free()")
 }
 
@@ -123,6 +157,17 @@ import CShim
         (heap.pointee.centrals + Int(span.pointee.sizeClass)).release(&single, count: 1)
     }
     afterSlowPath(allocating: false)
+}
+
+/// Keeps the object at `address` in the calling thread's large cache if it is a live large
+/// object (at its span's base, not sampled by the heap profiler) that the cache takes
+/// (LargeCache.swift: put); returns whether it did. Anything else, misuse included, is
+/// left to deallocateSlow's checked path. No lock and no system call, so errno is left
+/// as it is.
+@inline(__always) func freedToLargeCache(_ address: UInt) -> Bool {
+    // (A thread has a cache only once the heap is initialised.)
+    guard let slot = sh_tls_get(), let span = heap.pointee.pageHeap.spanMap.span(containing: address) else { return false }
+    return UnsafeMutablePointer<ThreadCache>(slot: slot).freeLarge(span, at: address)
 }
 
 /// The span of the live object at `address` passed to `call` (free, realloc), or a

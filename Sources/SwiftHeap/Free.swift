@@ -28,35 +28,54 @@
 //
 // A free of an object whose span another thread's cache draws from (a remote free)
 // takes the same fast path into this thread's remote bin of the class; the slow path
-// sends a full remote bin to the central list in one batch. Anything else the fast path
-// does not finish (no cache yet, a full bin, a large object, a misuse to diagnose) goes
-// to the C ABI's slow path (Entry.swift), which calls cacheFree here for small objects.
+// sends a full remote bin to the central list in one batch. An address whose span holds
+// no small object starting there (a large object, or a misuse) comes back with its span
+// (FastFree.notSmall), and the C ABI offers it to the thread's large cache
+// (LargeCache.swift: freeLarge) before its slow path; anything else the fast path does
+// not finish (no cache yet, a full bin, a misuse to diagnose) goes to the C ABI's slow
+// path (Entry.swift), which calls cacheFree here for small objects.
 
 import CShim
 
 /// Addresses below 2^fastFreeAddressBits may take free's fast path (cacheFreeFast).
 let fastFreeAddressBits: UInt = 47
 
+/// What free's fast path did with an address (cacheFreeFast).
+enum FastFree {
+    /// The object is in the calling thread's bin.
+    case done
+    /// `span` holds the address but no small object starts there: a large object (or a
+    /// misuse), for the large cache or the C ABI's slow path.
+    case notSmall(UnsafeMutablePointer<Span>)
+    /// Anything else the fast path does not finish (null, no cache yet, no span, a full
+    /// bin, a double free to diagnose); nothing changed.
+    case slow
+
+    /// Whether the object is in the calling thread's bin.
+    var isDone: Bool { if case .done = self { return true } else { return false } }
+}
+
 /// Frees the small object at `address` into the calling thread's bin, if the fast path
-/// can (see the file comment); returns false otherwise, having changed nothing. No
-/// lock, no atomic. Null and addresses from 2^47 up return false after one test (address
+/// can (see the file comment); otherwise changes nothing and says why (FastFree). No
+/// lock, no atomic. Null and addresses from 2^47 up are `.slow` after one test (address
 /// - 1 wraps for null); the span map covers 2^48 (heapAddressBits), and Linux hands user
 /// space below 2^47 unless asked for more, so the test is cheaper than and as safe as
 /// one against the limit.
-@inline(__always) func cacheFreeFast(_ address: UInt, spanMap: SpanMap) -> Bool {
+@inline(__always) func cacheFreeFast(_ address: UInt, spanMap: SpanMap) -> FastFree {
     guard (address &- 1) >> fastFreeAddressBits == 0, let slot = sh_tls_get(),
-          let span = spanMap.span(containingMapped: address) else { return false }
-    // A large span (class 0) is never an object start here (its reciprocal is 0), and
+          let span = spanMap.span(containingMapped: address) else { return .slow }
+    // A large span (class 0) is never an object start here (its reciprocal is 0): it is
+    // `.notSmall`, for the large cache (LargeCache.swift: freeLarge, which checks it);
     // without the checks it falls through to bin 0, whose capacity is 0 in every cache.
     let (index, isStart) = span.objectStart(of: address)
-    if misuseChecks && !isStart { return false }
+    if misuseChecks && !isStart { return .notSmall(span) }
     let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(span)
     let top = bin.pointee.top
     if !bin.pointee.isFull && (!misuseChecks || !looksFreed(address, index: index, span: span, top: top)) {
         bin.pushNonFull(address)
-        return true
+        return .done
     }
-    return false
+    return .slow
 }
 
 /// Whether object `index` of `span` (at `address`) is free already: its bit in the

@@ -281,6 +281,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
                                                 isNoCache: false, refills: 0, flushes: 0,
                                                 profile: ProfileThreadState()))
+        cache.largeCache.pointee.phaseWord = pointee.pageHeap.pointee.events.droppingPhaseWord
         if let first = pointee.live { first.header.pointee.previous = cache }
         pointee.live = cache
         pointee.liveCount &+= 1

@@ -6,10 +6,15 @@ import Foundation
 /// one cache's slots, by its owner and by drainers, and every span ends up in exactly one
 /// place.
 @Suite struct LargeCacheTests {
-    /// A fresh, empty large cache in memory of its own.
+    /// A fresh, empty large cache in memory of its own, with its own dropping-phase word
+    /// (LargeCache.phaseWord, lowered) after the record.
     private func makeCache() -> UnsafeMutablePointer<LargeCache> {
-        let cache = UnsafeMutablePointer<LargeCache>.allocate(capacity: 1)
-        cache.initialize(to: LargeCache(slots: InlineArray(repeating: nil), pages: 0, drained: 0))
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<LargeCache>.stride + 4,
+                                                   alignment: MemoryLayout<LargeCache>.alignment)
+        let word = (raw + MemoryLayout<LargeCache>.stride).bindMemory(to: UInt32.self, capacity: 1)
+        word.initialize(to: 0)
+        let cache = raw.bindMemory(to: LargeCache.self, capacity: 1)
+        cache.initialize(to: LargeCache(slots: InlineArray(repeating: nil), pages: 0, drained: 0, phaseWord: word))
         return cache
     }
 
@@ -114,6 +119,26 @@ import Foundation
         #expect(cache.drain(to: h.pageHeap, byOwner: true) == cached)
         for span in spans { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
         #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
+    }
+
+    /// While the program drops a phase (the page heap's droppingPhase word raised) the
+    /// cache takes nothing, and a cache without the word (the no-cache record's) never
+    /// does; the refused span stays live, and the cache takes it once the word is lowered.
+    @Test func putWhileAPhaseIsDroppedOrWithoutAPhaseWordIsRefused() throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        let word = try #require(cache.pointee.phaseWord)
+        let span = try largeSpan(h, pages: 9)
+        word.pointee = 1
+        #expect(!cache.put(span) && span.pointee.state == .large)
+        word.pointee = 0
+        cache.pointee.phaseWord = nil
+        #expect(!cache.put(span) && span.pointee.state == .large)
+        cache.pointee.phaseWord = word
+        #expect(cache.put(span) && span.pointee.state == .cached)
+        #expect(cache.take(pages: 9) == span)
+        h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()")
     }
 
     /// A drain by another thread empties the slots into the page heap (which counts the

@@ -78,7 +78,7 @@ import Foundation
             let remote = cache.remoteBin(cls)
             let capacity = Int(remote.pointee.capacity)
             var fast = 0
-            for i in 0..<min(40, capacity) where cacheFreeFast(objects[i], spanMap: heap.pointee.pageHeap.spanMap) { fast += 1 }
+            for i in 0..<min(40, capacity) where cacheFreeFast(objects[i], spanMap: heap.pointee.pageHeap.spanMap).isDone { fast += 1 }
             results.add(fast == min(40, capacity) && Int(remote.pointee.count) == fast ? 1 : 0)
             for i in fast..<40 { deallocate(UnsafeMutableRawPointer(bitPattern: objects[i])) }
         }
