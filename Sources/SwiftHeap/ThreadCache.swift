@@ -100,6 +100,9 @@ struct CacheHeader {
     var destructorRounds: UInt32
     /// True for the shared no-cache record.
     var isNoCache: Bool
+    /// The page heap's events.droppingPhase word, which the large cache reads before it
+    /// keeps a span (LargeCache.swift: put); nil in the no-cache record, which keeps none.
+    var droppingPhase: UnsafeMutablePointer<UInt32>?
     /// Refills and flushes this thread has made: the slow-path entries of the thread
     /// cache. Tests use them to see that the fast path takes no slow path.
     var refills: UInt
@@ -228,7 +231,8 @@ struct CacheRegistry {
             noCache.remoteBin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
-                                                  isNoCache: true, refills: 0, flushes: 0, profile: ProfileThreadState()))
+                                                  isNoCache: true, droppingPhase: nil, refills: 0, flushes: 0,
+                                                  profile: ProfileThreadState()))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
                                        classes: classes, centrals: centrals, pageHeap: pageHeap))
         return true
@@ -279,9 +283,10 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
             slots += Int(remote)
         }
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
-                                                isNoCache: false, refills: 0, flushes: 0,
+                                                isNoCache: false,
+                                                droppingPhase: pointee.pageHeap.pointee.events.droppingPhaseWord,
+                                                refills: 0, flushes: 0,
                                                 profile: ProfileThreadState()))
-        cache.largeCache.pointee.phaseWord = pointee.pageHeap.pointee.events.droppingPhaseWord
         if let first = pointee.live { first.header.pointee.previous = cache }
         pointee.live = cache
         pointee.liveCount &+= 1

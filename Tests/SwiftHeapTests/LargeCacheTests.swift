@@ -6,15 +6,10 @@ import Foundation
 /// one cache's slots, by its owner and by drainers, and every span ends up in exactly one
 /// place.
 @Suite struct LargeCacheTests {
-    /// A fresh, empty large cache in memory of its own, with its own dropping-phase word
-    /// (LargeCache.phaseWord, lowered) after the record.
+    /// A fresh, empty large cache in memory of its own.
     private func makeCache() -> UnsafeMutablePointer<LargeCache> {
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<LargeCache>.stride + 4,
-                                                   alignment: MemoryLayout<LargeCache>.alignment)
-        let word = (raw + MemoryLayout<LargeCache>.stride).bindMemory(to: UInt32.self, capacity: 1)
-        word.initialize(to: 0)
-        let cache = raw.bindMemory(to: LargeCache.self, capacity: 1)
-        cache.initialize(to: LargeCache(slots: InlineArray(repeating: nil), pages: 0, drained: 0, phaseWord: word))
+        let cache = UnsafeMutablePointer<LargeCache>.allocate(capacity: 1)
+        cache.initialize(to: LargeCache(slots: InlineArray(repeating: nil), pages: 0, drained: 0))
         return cache
     }
 
@@ -122,21 +117,21 @@ import Foundation
     }
 
     /// While the program drops a phase (the page heap's droppingPhase word raised) the
-    /// cache takes nothing, and a cache without the word (the no-cache record's) never
-    /// does; the refused span stays live, and the cache takes it once the word is lowered.
-    @Test func putWhileAPhaseIsDroppedOrWithoutAPhaseWordIsRefused() throws {
+    /// cache takes nothing, and without the word (the no-cache record's header has none)
+    /// it never does; the refused span stays live, and the cache takes it once the word
+    /// is lowered.
+    @Test func putWhileAPhaseIsDroppedOrWithoutThePhaseWordIsRefused() throws {
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        let word = try #require(cache.pointee.phaseWord)
+        let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        defer { word.deallocate() }
+        word.initialize(to: 1)
         let span = try largeSpan(h, pages: 9)
-        word.pointee = 1
-        #expect(!cache.put(span) && span.pointee.state == .large)
+        #expect(!cache.put(span, droppingPhase: word) && span.pointee.state == .large)
+        #expect(!cache.put(span, droppingPhase: nil) && span.pointee.state == .large)
         word.pointee = 0
-        cache.pointee.phaseWord = nil
-        #expect(!cache.put(span) && span.pointee.state == .large)
-        cache.pointee.phaseWord = word
-        #expect(cache.put(span) && span.pointee.state == .cached)
+        #expect(cache.put(span, droppingPhase: word) && span.pointee.state == .cached)
         #expect(cache.take(pages: 9) == span)
         h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()")
     }
@@ -217,4 +212,16 @@ import Foundation
         #expect(drained.value > 0, "the drainer took spans while the owner ran")
         #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
     }
+}
+
+/// The dropping-phase word of the tests that do not raise it.
+private let loweredPhaseWord: UnsafeMutablePointer<UInt32> = {
+    let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    word.initialize(to: 0)
+    return word
+}()
+
+extension UnsafeMutablePointer where Pointee == LargeCache {
+    /// put while no phase is being dropped.
+    fileprivate func put(_ span: UnsafeMutablePointer<Span>) -> Bool { put(span, droppingPhase: loweredPhaseWord) }
 }
