@@ -132,9 +132,11 @@ import CShim
 
 /// free's path past the thread cache's fast path in the build without the misuse checks,
 /// where large objects come as .slow: a large object into the calling thread's large
-/// cache (freedToLargeCache), anything else to deallocateSlow.
+/// cache (ThreadCache.freeLarge, after a span lookup of its own), anything else to
+/// deallocateSlow. (A thread has a cache only once the heap is initialised.)
 @inline(never) func deallocateLargeOrSlow(_ address: UInt) {
-    if freedToLargeCache(address) { return }
+    if let slot = sh_tls_get(), let span = heap.pointee.pageHeap.spanMap.span(containing: address),
+       UnsafeMutablePointer<ThreadCache>(slot: slot).freeLarge(span, at: address) { return }
     deallocateSlow(address, call: "free()")
 }
 
@@ -143,11 +145,8 @@ import CShim
     defer { sh_errno_set(savedErrno) }
     let span = liveObjectSpan(address, call: call)
     if span.pointee.state == .large {
-        if span.pointee.profiled {
-            profileFree(address)  // a heap-profile sample (Profile.swift)
-        } else if let slot = sh_tls_get(), UnsafeMutablePointer<ThreadCache>(slot: slot).putLarge(span) {
-            return  // kept in this thread's large cache (LargeCache.swift): no page moved
-        }
+        // (Its callers offered a large object to the thread's large cache already.)
+        if span.pointee.profiled { profileFree(address) }  // a heap-profile sample (Profile.swift)
         processPageHeap.freeLarge(span, address: address, call: call)
     } else if let cache = processCaches.currentCache() {
         cacheFree(cache, span, address)
@@ -157,17 +156,6 @@ import CShim
         (heap.pointee.centrals + Int(span.pointee.sizeClass)).release(&single, count: 1)
     }
     afterSlowPath(allocating: false)
-}
-
-/// Keeps the object at `address` in the calling thread's large cache if it is a live large
-/// object (at its span's base, not sampled by the heap profiler) that the cache takes
-/// (LargeCache.swift: put); returns whether it did. Anything else, misuse included, is
-/// left to deallocateSlow's checked path. No lock and no system call, so errno is left
-/// as it is.
-@inline(__always) func freedToLargeCache(_ address: UInt) -> Bool {
-    // (A thread has a cache only once the heap is initialised.)
-    guard let slot = sh_tls_get(), let span = heap.pointee.pageHeap.spanMap.span(containing: address) else { return false }
-    return UnsafeMutablePointer<ThreadCache>(slot: slot).freeLarge(span, at: address)
 }
 
 /// The span of the live object at `address` passed to `call` (free, realloc), or a

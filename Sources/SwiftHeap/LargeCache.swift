@@ -203,20 +203,15 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         largeCache.take(pages: pages)
     }
 
-    /// Keeps live large span `span`, just freed by the program, in this thread's large
-    /// cache if it can (not while the program drops a phase, never in the no-cache
-    /// record); returns whether it did. No lock.
-    @inline(__always) func putLarge(_ span: UnsafeMutablePointer<Span>) -> Bool {
-        largeCache.put(span, droppingPhase: header.pointee.droppingPhase)
-    }
-
-    /// free of `address`, whose span `span` the free fast path found not to hold a small
-    /// object starting there (Free.swift): keeps it in this thread's large cache if it is
-    /// a live large object at its span's base that the heap profiler did not sample
-    /// (putLarge); returns whether it did. Anything else (misuse, a sampled object, what
-    /// the cache refuses) returns false, for the C ABI's slow path. No lock.
+    /// free of `address`, whose span is `span` (Free.swift: FastFree.notSmall): keeps it in
+    /// this thread's large cache if it is a live large object at its span's base that the
+    /// heap profiler did not sample and the cache takes it (put: not while the program
+    /// drops a phase, never in the no-cache record); returns whether it did. Anything else
+    /// (misuse, a sampled object, what the cache refuses) returns false, for the C ABI's
+    /// slow path. No lock.
     @inline(__always) func freeLarge(_ span: UnsafeMutablePointer<Span>, at address: UInt) -> Bool {
-        span.pointee.state == .large && span.pointee.base == address && !span.pointee.profiled && putLarge(span)
+        span.pointee.state == .large && span.pointee.base == address && !span.pointee.profiled
+            && largeCache.put(span, droppingPhase: header.pointee.droppingPhase)
     }
 }
 
