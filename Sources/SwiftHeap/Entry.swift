@@ -38,9 +38,8 @@ import CShim
 /// large cache (LargeCache.swift), or nil: the loop of malloc and free of big objects
 /// in one thread goes no further. No lock and no system call, so errno is left as it is.
 @inline(__always) func allocateLargeCached(_ size: UInt) -> UnsafeMutableRawPointer? {
-    guard size > maxSmallSize && size <= largeCacheMaxPages &<< pageShift, let slot = sh_tls_get(),
-          let span = UnsafeMutablePointer<ThreadCache>(slot: slot).takeLarge(pages: largeObjectPages((size &+ pageSize &- 1) >> pageShift))
-    else { return nil }
+    guard let pages = largeCachePages(forSize: size), let slot = sh_tls_get(),
+          let span = UnsafeMutablePointer<ThreadCache>(slot: slot).takeLarge(pages: pages) else { return nil }
     return UnsafeMutableRawPointer(bitPattern: span.pointee.base)
 }
 
@@ -75,10 +74,9 @@ import CShim
 @inline(never) func allocateLarge(_ size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMutableRawPointer? {
     let savedErrno = sh_errno_get()
     var request = size
-    if alignment <= pageSize && size <= largeCacheMaxPages &<< pageShift {
+    if alignment <= pageSize, let pages = largeCachePages(forSize: size) {
         // A size the large cache serves gets its page class's pages (LargeCache.swift),
         // from the cache if this thread has a span of them: no lock, no page allocator.
-        let pages = largeObjectPages((size &+ pageSize &- 1) >> pageShift)
         if let cache = processCaches.currentCache(), let span = cache.takeLarge(pages: pages) {
             let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base).unsafelyUnwrapped
             if zeroed { memset(memory, 0, Int(bitPattern: span.pointee.pages &<< pageShift)) }

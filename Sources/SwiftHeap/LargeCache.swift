@@ -73,6 +73,13 @@ let largeCacheBudgetPages: UInt = 256
     return (pages &+ 1) & ~1
 }
 
+/// The page class's page count for a request of `size` bytes that the large cache serves
+/// (above maxSmallSize, up to largeCacheMaxPages pages), or nil for any other size.
+@inline(__always) func largeCachePages(forSize size: UInt) -> UInt? {
+    guard size > maxSmallSize && size <= largeCacheMaxPages &<< pageShift else { return nil }
+    return largeObjectPages((size &+ pageSize &- 1) >> pageShift)
+}
+
 /// The slot of a page class's page count (largeObjectPages of itself), or nil for page
 /// counts that are not a class's.
 @inline(__always) func largeCacheSlot(pages: UInt) -> Int? {
