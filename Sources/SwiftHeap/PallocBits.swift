@@ -74,6 +74,13 @@ func mergeSummaries(_ sums: UnsafePointer<PallocSum>, count: Int, logMaxPagesPer
     var i = 1
     while i < count {
         let s = sums[i]
+        // A region without a free page (allocated whole, or outside the heap: most of
+        // the tree's regions) only ends the running end (which never exceeds max).
+        if s.raw == 0 {
+            end = 0
+            i &+= 1
+            continue
+        }
         let si = s.start, mi = s.max, ei = s.end
         // The running start grows only while everything so far is free.
         if start == UInt(i) &* full { start &+= si }
