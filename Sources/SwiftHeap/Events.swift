@@ -19,6 +19,10 @@
 //                    it, the scavenger resets it to what is in spans when it ends an
 //                    epoch; heap lock), and when it was reached (peakSpanNanos): what the
 //                    program needed at its peak, for the goal
+//   releasedTaken    bytes of released pages (not resident: scavenged, or fresh from the
+//                    kernel) that spans took from the page heap, ever (the page heap adds;
+//                    heap lock): the scavenger compares it with what it released lately
+//                    to see the program fault back in what it just gave away
 //   retainedGoal     the bytes the scavenger works retained memory down to (it sets it
 //                    when it ends an epoch; 0 before the first): a page heap that grows
 //                    above it releases as much as it grew (PageHeap.scavengeOnGrowthLocked;
@@ -50,6 +54,7 @@ struct HeapEvents {
     var retainedGoal: UInt = 0
     var peakSpanBytes: UInt = 0
     var peakSpanNanos: Int64 = 0
+    var releasedTaken: UInt = 0
     var epochDue: UInt32 = 0
     var pagesMoved: UInt32 = 0
     var droppingPhase: UInt32 = 0
@@ -78,10 +83,12 @@ extension UnsafeMutablePointer where Pointee == HeapEvents {
         notePagesMoved()
     }
 
-    /// `bytes` of pages were taken from the page heap, which now has `spanBytes` in spans.
+    /// `bytes` of pages were taken from the page heap, `releasedBytes` of them released
+    /// (they fault in when touched), which now has `spanBytes` in spans.
     /// Must hold the page heap's lock.
-    func noteTakenLocked(_ bytes: UInt, spanBytes: UInt) {
+    func noteTakenLocked(_ bytes: UInt, releasedBytes: UInt, spanBytes: UInt) {
         pointee.netFreedSinceEpoch &-= Int(bitPattern: bytes)
+        pointee.releasedTaken &+= releasedBytes
         if spanBytes > pointee.peakSpanBytes {
             pointee.peakSpanBytes = spanBytes
             pointee.peakSpanNanos = sh_monotonic_nanos()

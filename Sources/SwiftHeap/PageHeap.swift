@@ -172,7 +172,8 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         span.pointee.state = state
         pointee.spanMap.set(base: base, pages: state == .small ? pageCount : 1, to: span)
         stats.pointee.spanBytes &+= pageCount &<< pageShift
-        pointee.events.noteTakenLocked(pageCount &<< pageShift, spanBytes: stats.pointee.spanBytes)
+        pointee.events.noteTakenLocked(pageCount &<< pageShift, releasedBytes: scavengedBytes,
+                                       spanBytes: stats.pointee.spanBytes)
         return (span, scavengedBytes)
     }
 
@@ -211,10 +212,12 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     ///
     /// Must hold the page heap's lock.
     func growSpanInPlaceLocked(_ span: UnsafeMutablePointer<Span>, extraPages: UInt) -> Bool {
-        if !pointee.pages.pointee.allocRangeIfFree(base: span.pointee.limit, npages: extraPages).ok { return false }
+        let grown = pointee.pages.pointee.allocRangeIfFree(base: span.pointee.limit, npages: extraPages)
+        if !grown.ok { return false }
         span.pointee.pages &+= extraPages
         stats.pointee.spanBytes &+= extraPages &<< pageShift
-        pointee.events.noteTakenLocked(extraPages &<< pageShift, spanBytes: stats.pointee.spanBytes)
+        pointee.events.noteTakenLocked(extraPages &<< pageShift, releasedBytes: grown.scavenged,
+                                       spanBytes: stats.pointee.spanBytes)
         return true
     }
 

@@ -25,6 +25,17 @@
 // previous pass as well (Span.freeOSPagesSeen), so that pages of objects that keep being
 // handed out and freed are not faulted in again and again.
 //
+// Refaults. Releasing a page costs the scavenger a fraction of what the program pays to
+// fault it in again (a fault, the zeroing of a page: a few microseconds). So a page
+// that the program takes back soon after its release is charged to the budget at
+// refaultNanosPerOSPage: each tick compares the released bytes that spans took from the
+// page heap since the last tick (events.releasedTaken) with what the scavenger released
+// lately (within refaultWindowNanos of each other) and charges the smaller, to a shrink
+// credit first, down to a debt of one bucket at most. A program whose heap swings (a
+// loop of big objects: a goal set in a trough is faulted back at the next crest) then
+// pays for its releases within the same 1% of the CPU; one that drops a phase and
+// rebuilds it after a pause, or grows into fresh memory, pays nothing.
+//
 // Large caches. A tick takes the large spans the threads keep for themselves back to the
 // page heap (LargeCache.swift) at most once per scavengerTickNanos, so that memory a
 // thread stopped using is free pages by the next tick and goes the same way; and at once
@@ -81,6 +92,19 @@ let shrinkCreditNanosPerMiB: Int64 = 500_000
 let shrinkCreditCapNanos: Int64 = 1_000_000_000
 /// At most one shrink credit per this long.
 let creditIntervalNanos: Int64 = 500_000_000
+/// What the program pays to fault in a released OS page again: the fault and zeroing the
+/// page, and its TLB shootdown (2-3 µs a page measured on a 2-core VM, in a loop of big
+/// objects against the same loop with the scavenger off).
+let refaultNanosPerOSPage: Int64 = 2_000
+/// Released pages taken back by spans within this long of the scavenger's last release
+/// count as faulted back in: longer than a loop's swings, shorter than the pause of a
+/// program that drops its heap and builds it again.
+let refaultWindowNanos: Int64 = 500_000_000
+/// A shrink credit ends when the program takes back more than its bytes / this soon after.
+let refaultCreditDivisor: UInt = 8
+/// The pause before the next credit after one so ended: the first, and the most it doubles to.
+let creditPauseMinNanos: Int64 = 1_000_000_000
+let creditPauseMaxNanos: Int64 = 16_000_000_000
 
 extension UnsafeMutablePointer where Pointee == Scavenger {
     /// Releases up to `bytes` of free pages for decay: continues this generation, and if
@@ -136,6 +160,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         heapLock.lock()
         var endedTrace: ScavengeTrace? = nil
         let events = pointee.events
+        let releasedTaken = events.pointee.releasedTaken
         let freed = events.pointee.freedSinceEpoch
         let idle = freed > 0 && now &- pointee.lastEpochNanos > idleEpochNanos
         // (At most one epoch per inlineFlaggedTickNanos, however often ticks come.)
@@ -149,8 +174,13 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             // earns nothing: releasing its free pages would only have them faulted in
             // again at the next allocation.
             let peak = pointee.recentPeakSpanBytes, goal = pointee.goalBytes
-            if goal < peak / 4 && now &- pointee.lastCreditNanos >= creditIntervalNanos {
+            if goal < peak / 4 && now &- pointee.lastCreditNanos >= creditIntervalNanos
+                && now &- state.pointee.creditPausedUntilNanos >= 0 {
                 pointee.lastCreditNanos = now
+                if !state.pointee.lastCreditRefaulted { state.pointee.creditPauseNanos = 0 }
+                state.pointee.lastCreditRefaulted = false
+                state.pointee.lastCreditBytes = peak
+                state.pointee.refaultedAfterCredit = 0
                 let credit = Int64(peak >> 20) &* shrinkCreditNanosPerMiB
                 let before = state.pointee.tokensNanos
                 state.pointee.tokensNanos = min(before &+ credit, max(before, shrinkCreditCapNanos))
@@ -162,6 +192,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let goalPending = !pointee.goalReached
         var freeResident = freeResidentBytesLocked()
         heapLock.unlock()
+        chargeRefaults(releasedTaken: releasedTaken, now: now, debtLimitNanos: bucket)
         // Large spans the threads keep (LargeCache.swift) go back to the page heap once a
         // tick period, and at once when the program starts dropping a phase, after which
         // they keep none until it is over; the rest of this tick sees their pages as free.
@@ -237,7 +268,43 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let spent = sh_thread_cpu_nanos() &- cpuBefore
         state.pointee.tokensNanos &-= spent
         chargeCredit(spentNanos: spent, releasedBytes: releasedBytes)
+        if releasedBytes > 0 {
+            if now &- state.pointee.lastReleaseNanos > refaultWindowNanos { state.pointee.recentReleasedBytes = 0 }
+            state.pointee.recentReleasedBytes &+= releasedBytes
+            state.pointee.lastReleaseNanos = now
+        }
         return (spent, busy)
+    }
+
+    /// Charges the budget for released pages the program took back lately (see the file
+    /// comment): `releasedTaken` is events.releasedTaken now. The balance goes no lower
+    /// than -debtLimitNanos.
+    ///
+    /// Must hold the runner lock.
+    func chargeRefaults(releasedTaken: UInt, now: Int64, debtLimitNanos: Int64) {
+        let state = pointer(to: \.runner)!
+        let taken = releasedTaken &- state.pointee.lastReleasedTaken
+        state.pointee.lastReleasedTaken = releasedTaken
+        if now &- state.pointee.lastReleaseNanos > refaultWindowNanos { state.pointee.recentReleasedBytes = 0 }
+        let refaulted = min(taken, state.pointee.recentReleasedBytes)
+        if refaulted == 0 { return }
+        state.pointee.recentReleasedBytes &-= refaulted
+        let charge = Int64(refaulted / osPageSize) &* refaultNanosPerOSPage
+        // A program that soon takes back a good part of what a shrink credit let go did not
+        // drop a phase: its heap swings. The credit ends, and the next waits for a pause
+        // that doubles each time (until a credit goes by without that).
+        if now &- pointee.lastCreditNanos < refaultWindowNanos && !state.pointee.lastCreditRefaulted {
+            state.pointee.refaultedAfterCredit &+= refaulted
+            if state.pointee.refaultedAfterCredit &* refaultCreditDivisor >= state.pointee.lastCreditBytes {
+                state.pointee.lastCreditRefaulted = true
+                let pause = state.pointee.creditPauseNanos
+                state.pointee.creditPauseNanos = pause == 0 ? creditPauseMinNanos : min(pause &* 2, creditPauseMaxNanos)
+                state.pointee.creditPausedUntilNanos = now &+ state.pointee.creditPauseNanos
+                endCredit()
+            }
+        }
+        chargeCredit(spentNanos: charge, releasedBytes: 0)
+        state.pointee.tokensNanos = max(state.pointee.tokensNanos &- charge, -debtLimitNanos)
     }
 
     /// Charges a tick's work to the shrink credit first: `spentNanos` off its time and
@@ -251,11 +318,17 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         if state.pointee.creditBytes == 0 { return }
         state.pointee.creditNanos = max(0, state.pointee.creditNanos &- spentNanos)
         state.pointee.creditBytes &-= min(state.pointee.creditBytes, releasedBytes)
-        if state.pointee.creditBytes == 0 || state.pointee.creditNanos == 0 {
-            state.pointee.tokensNanos &-= state.pointee.creditNanos
-            state.pointee.creditNanos = 0
-            state.pointee.creditBytes = 0
-        }
+        if state.pointee.creditBytes == 0 || state.pointee.creditNanos == 0 { endCredit() }
+    }
+
+    /// Ends a shrink credit: its time not yet spent is withdrawn from the bucket.
+    ///
+    /// Must hold the runner lock.
+    func endCredit() {
+        let state = pointer(to: \.runner)!
+        state.pointee.tokensNanos &-= state.pointee.creditNanos
+        state.pointee.creditNanos = 0
+        state.pointee.creditBytes = 0
     }
 
     /// Whether a shrink credit is being spent: credited within creditIntervalNanos and its

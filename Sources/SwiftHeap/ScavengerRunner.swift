@@ -52,6 +52,20 @@ struct RunnerState {
     /// the time left is withdrawn, and the credit's longer inline slices end.
     var creditNanos: Int64 = 0
     var creditBytes: UInt = 0
+    /// Refaults (ScavengerPacing.swift): events.releasedTaken at the last tick; bytes
+    /// released within refaultWindowNanos of each other and not taken back since, and
+    /// when the last of them was released.
+    var lastReleasedTaken: UInt = 0
+    var recentReleasedBytes: UInt = 0
+    var lastReleaseNanos: Int64 = 0
+    /// The last shrink credit's bytes, what the program took back of released pages
+    /// within refaultWindowNanos after it, and whether that ended it; no credit is granted
+    /// before creditPausedUntilNanos, a pause that doubles with each credit so ended.
+    var lastCreditBytes: UInt = 0
+    var refaultedAfterCredit: UInt = 0
+    var lastCreditRefaulted: Bool = false
+    var creditPauseNanos: Int64 = 0
+    var creditPausedUntilNanos: Int64 = 0
     var started: Bool = false
     /// Consecutive thread ticks with nothing to do.
     var quietTicks: Int = 0

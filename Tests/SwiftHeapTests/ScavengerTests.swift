@@ -309,6 +309,73 @@ extension ScavengerTests {
     }
 }
 
+extension ScavengerTests {
+    /// Released pages that spans take back soon after the release are charged to the
+    /// budget (refaultNanosPerOSPage an OS page); a shrink credit whose release is taken
+    /// back in good part ends, and the next credit waits for a pause that doubles each
+    /// time, until a credit goes by without that. Pages fresh from the kernel, or taken
+    /// back after refaultWindowNanos, cost nothing. (The heap of a loop of big objects:
+    /// each trough below a quarter of the peak looks like a dropped phase.)
+    @Test func releasesTakenBackAreChargedAndEndTheCreditThatPaidForThem() throws {
+        var config = Config()
+        config.scavengeCPUPercent = 0  // only credits fill the bucket
+        let h = PrivateHeap(config: config)
+        let s = h.scavenger
+        let runner = s.pointer(to: \.runner.lock)!
+        var now: Int64 = 1_000_000_000
+        let peak: UInt = 64 << 20, swing: UInt = 16 << 20
+        let swingCharge = Int64(swing / osPageSize) * refaultNanosPerOSPage
+        func tick() {
+            runner.lock()
+            _ = s.tick(now: now, inline: true)
+            runner.unlock()
+        }
+        /// A swing at `time`: 16 MiB allocated where the last swing was (taking back what
+        /// was released of it), written and freed, nothing live; then 40 ms of ticks.
+        /// Returns the bytes released.
+        func swingDown(at time: Int64) throws -> UInt {
+            now = time
+            s.pointee.recentPeakSpanBytes = peak
+            s.pointee.recentPeakNanos = time
+            try makeDirtyFreePages(h, swing / pageSize)
+            h.events.pointee.peakSpanBytes = 0
+            let before = h.locked { s.retainedBytesLocked() }
+            for _ in 0..<40 {
+                tick()
+                now += 1_000_000
+            }
+            return before - h.locked { s.retainedBytesLocked() }
+        }
+        tick()
+        let t0: Int64 = 2_000_000_000
+        // Fresh memory, then a trough: credited, released, nothing charged.
+        #expect(try swingDown(at: t0) == swing)
+        #expect(s.pointee.runner.creditBytes == peak - swing && s.pointee.runner.tokensNanos > 0)
+        // Taken back at once: charged, and the credit ends (its time is withdrawn).
+        #expect(try swingDown(at: t0 + 50_000_000) == 0)
+        #expect(s.pointee.runner.creditBytes == 0 && s.pointee.runner.creditNanos == 0)
+        #expect(s.pointee.runner.tokensNanos == -swingCharge)
+        #expect(s.pointee.runner.creditPauseNanos == creditPauseMinNanos)
+        // Past the credit interval but within the pause: no credit, nothing released.
+        #expect(try swingDown(at: t0 + 600_000_000) == 0)
+        #expect(s.pointee.runner.tokensNanos == -swingCharge)
+        // After the pause: credited again (the debt paid first).
+        let t1 = t0 + 50_000_000 + creditPauseMinNanos + 1_000_000
+        #expect(try swingDown(at: t1) == swing)
+        // Taken back again: the pause doubles.
+        #expect(try swingDown(at: t1 + 50_000_000) == 0)
+        #expect(s.pointee.runner.creditPauseNanos == 2 * creditPauseMinNanos)
+        // A credit whose release stays released for the refault window (the program
+        // paused) resets the pause for the next credit.
+        let t2 = t1 + 50_000_000 + 2 * creditPauseMinNanos + 1_000_000
+        #expect(try swingDown(at: t2) == swing)
+        let tokens = s.pointee.runner.tokensNanos
+        #expect(try swingDown(at: t2 + refaultWindowNanos + 100_000_000) == swing)
+        #expect(s.pointee.runner.creditPauseNanos == 0)
+        #expect(s.pointee.runner.tokensNanos >= tokens - 40 * inlineCreditSliceNanos, "taken back late: not charged")
+    }
+}
+
 /// The lock-order check of the test build (LockRanks.swift).
 @Suite struct LockRankTests {
     @Test func locksTakenInOrderAreTracked() {
