@@ -47,7 +47,7 @@
 
 import CShim
 
-/// Levels of the summary radix tree.
+/// Levels of the summary radix tree (PageAlloc.update walks levels 3 to 0 by name).
 let summaryLevels = 5
 /// Radix bits of every level but the root.
 let summaryLevelBits: UInt = 3
@@ -356,27 +356,42 @@ struct PageAlloc {
                 c &+= 1
             }
         }
-        // Walk up, recomputing parents while something changes.
-        var changed = true
-        var l = summaryLevels &- 2
-        while l >= 0 && changed {
-            changed = false
-            let childBits = levelBits(l &+ 1)
+        // Walk up, recomputing parents while something changes: levels 3, 2, 1, 0 written
+        // out, so that each level's table is a constant load (the tables are read into a
+        // local first: stores through the summary pointers would make the compiler reload
+        // them from self). A parent merges only its children inside the heap's chunks
+        // [start, end); the others are zero (no free page) and only cut its start or end.
+        let tables = summaryTables
+        let heapStart = start, heapEnd = end
+        @inline(__always) func entries(_ l: Int, from i: UInt) -> UnsafeMutablePointer<PallocSum> {
+            if l == 0 { return UnsafeMutablePointer<PallocSum>(bitPattern: tables[0]).unsafelyUnwrapped + Int(i) }
+            let directory = UnsafeMutablePointer<UnsafeMutablePointer<PallocSum>?>(bitPattern: tables[l]).unsafelyUnwrapped
+            return directory[Int(i >> summaryBlockShift)].unsafelyUnwrapped + Int(i & (summaryBlockEntries &- 1))
+        }
+        /// Recomputes level l's summaries over the range; whether any changed.
+        @inline(__always) func updateParents(_ l: Int) -> Bool {
+            let childShift = levelShift(l &+ 1) &- chunkShift
+            let firstChild = heapStart >> childShift, lastChild = (heapEnd &- 1) >> childShift
             let childLogPages = levelLogPages(l &+ 1)
             let (lo, hi) = Self.addrsToSummaryRange(l, base, limit &+ 1)
+            var changed = false
             var i = lo
             while i < hi {
-                let sum = mergeSummaries(summaries(l &+ 1, from: i << childBits), count: 1 << Int(childBits),
-                                         logMaxPagesPerSum: childLogPages)
-                let parent = summaries(l, from: i)
+                let c0 = i << summaryLevelBits, c1 = c0 &+ (1 << summaryLevelBits) &- 1
+                let first = Swift.max(c0, firstChild), last = Swift.min(c1, lastChild)
+                let sum = mergeChildSummaries(entries(l &+ 1, from: first), count: Int(last &- first) &+ 1,
+                                              logMaxPagesPerSum: childLogPages,
+                                              zeroBefore: first > c0, zeroAfter: last < c1)
+                let parent = entries(l, from: i)
                 if parent.pointee != sum {
                     changed = true
                     parent.pointee = sum
                 }
                 i &+= 1
             }
-            l &-= 1
+            return changed
         }
+        if updateParents(3) && updateParents(2) && updateParents(1) { _ = updateParents(0) }
     }
 
     // MARK: - Allocation

@@ -94,6 +94,38 @@ func mergeSummaries(_ sums: UnsafePointer<PallocSum>, count: Int, logMaxPagesPer
     return PallocSum(start: start, max: max, end: end)
 }
 
+/// mergeSummaries of `count` (1-8) consecutive children of one summary (children are of
+/// levels 1-4), where the parent's other children have no free page: some before them
+/// (`zeroBefore`: the parent's start is 0) and some after (`zeroAfter`: its end is 0).
+/// A child's counts are below 2^21 (at most 2^18 pages), so it is never the fully free
+/// root's encoding and its fields unpack without a test.
+@inline(__always) func mergeChildSummaries(_ sums: UnsafePointer<PallocSum>, count: Int, logMaxPagesPerSum: UInt,
+                                           zeroBefore: Bool, zeroAfter: Bool) -> PallocSum {
+    let full = UInt(1) << logMaxPagesPerSum
+    let mask = UInt64(maxPackedValue &- 1)
+    let shift = UInt64(logMaxPackedValue)
+    let first = sums[0].raw
+    var start = UInt(truncatingIfNeeded: first & mask)
+    var max = UInt(truncatingIfNeeded: (first >> shift) & mask)
+    var end = UInt(truncatingIfNeeded: first >> (2 &* shift))
+    var i = 1
+    while i < count {
+        let raw = sums[i].raw
+        if raw == 0 {
+            end = 0  // no free page: only ends the running end (see mergeSummaries)
+        } else {
+            let si = UInt(truncatingIfNeeded: raw & mask)
+            let mi = UInt(truncatingIfNeeded: (raw >> shift) & mask)
+            let ei = UInt(truncatingIfNeeded: raw >> (2 &* shift))
+            if start == UInt(i) &* full { start &+= si }
+            max = Swift.max(Swift.max(max, end &+ si), mi)
+            end = ei == full ? end &+ full : ei
+        }
+        i &+= 1
+    }
+    return PallocSum(start: zeroBefore ? 0 : start, max: max, end: zeroAfter ? 0 : end)
+}
+
 /// One bit per page of a chunk.
 struct PageBits: Equatable {
     var words: InlineArray<8, UInt64>

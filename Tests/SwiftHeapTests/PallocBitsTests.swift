@@ -148,6 +148,35 @@ struct Rng {
     #expect(merge([r, r, r, r, r, r, r, r], 18).max == maxPackedValue)
 }
 
+/// The page allocator's merge of a parent's children inside the heap equals Go's merge of
+/// all eight, the ones outside the heap (before, after, or both) having no free page.
+@Test func mergeChildSummariesOfTheHeapsChildrenMatchesTheFullMerge() {
+    var rng = Rng(state: 7)
+    let z = PallocSum(raw: 0)
+    for log: UInt in [9, 12, 15, 18] {
+        let full = UInt(1) << log
+        for iter in 0..<2000 {
+            var sums = [PallocSum](repeating: z, count: 8)
+            let first = Int(rng.below(8)), last = first + Int(rng.below(UInt(8 - first)))
+            for k in first...last {
+                switch rng.below(4) {
+                case 0: sums[k] = z
+                case 1: sums[k] = PallocSum(start: full, max: full, end: full)
+                default:
+                    let a = rng.below(full), b = rng.below(full - a)
+                    sums[k] = PallocSum(start: a, max: Swift.max(Swift.max(a, b), rng.below(full - a - b + 1)), end: b)
+                }
+            }
+            let want = sums.withUnsafeBufferPointer { mergeSummaries($0.baseAddress!, count: 8, logMaxPagesPerSum: log) }
+            let got = sums.withUnsafeBufferPointer {
+                mergeChildSummaries($0.baseAddress! + first, count: last - first + 1, logMaxPagesPerSum: log,
+                                    zeroBefore: first > 0, zeroAfter: last < 7)
+            }
+            #expect(got == want, "log \(log) iter \(iter): children \(first)...\(last)")
+        }
+    }
+}
+
 @Test func findTable() {
     struct Case { var name: String; var alloc: [BitRange]; var npages: UInt; var from: UInt; var want: UInt }
     let cases: [Case] = [
