@@ -34,7 +34,10 @@
 // credit first, down to a debt of one bucket at most. A program whose heap swings (a
 // loop of big objects: a goal set in a trough is faulted back at the next crest) then
 // pays for its releases within the same 1% of the CPU; one that drops a phase and
-// rebuilds it after a pause, or grows into fresh memory, pays nothing.
+// rebuilds it after a pause, or grows into fresh memory, pays nothing. A credit whose
+// release is taken back by an eighth of its bytes soon after ends, and the next credit
+// waits for a pause (1 s, doubling up to 16 s while credits keep being taken back); a
+// credit forgives the debt.
 //
 // Large caches. A tick takes the large spans the threads keep for themselves back to the
 // page heap (LargeCache.swift) at most once per scavengerTickNanos, so that memory a
@@ -97,9 +100,10 @@ let creditIntervalNanos: Int64 = 500_000_000
 /// objects against the same loop with the scavenger off).
 let refaultNanosPerOSPage: Int64 = 2_000
 /// Released pages taken back by spans within this long of the scavenger's last release
-/// count as faulted back in: longer than a loop's swings, shorter than the pause of a
-/// program that drops its heap and builds it again.
-let refaultWindowNanos: Int64 = 500_000_000
+/// count as faulted back in: longer than a loop's swings (milliseconds), shorter than the
+/// pause of a program that drops its heap and builds it again (a third of a second in
+/// Tests/c/single_thread.c, a second in scripts/rss's phases).
+let refaultWindowNanos: Int64 = 100_000_000
 /// A shrink credit ends when the program takes back more than its bytes / this soon after.
 let refaultCreditDivisor: UInt = 8
 /// The pause before the next credit after one so ended: the first, and the most it doubles to.
@@ -182,6 +186,9 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
                 state.pointee.lastCreditBytes = peak
                 state.pointee.refaultedAfterCredit = 0
                 let credit = Int64(peak >> 20) &* shrinkCreditNanosPerMiB
+                // A debt of refaults is forgiven: the pause above keeps a swinging heap's
+                // credits rare, and a phase dropped is released now.
+                state.pointee.tokensNanos = max(state.pointee.tokensNanos, 0)
                 let before = state.pointee.tokensNanos
                 state.pointee.tokensNanos = min(before &+ credit, max(before, shrinkCreditCapNanos))
                 state.pointee.creditNanos &+= state.pointee.tokensNanos &- before

@@ -359,9 +359,10 @@ extension ScavengerTests {
         // Past the credit interval but within the pause: no credit, nothing released.
         #expect(try swingDown(at: t0 + 600_000_000) == 0)
         #expect(s.pointee.runner.tokensNanos == -swingCharge)
-        // After the pause: credited again (the debt paid first).
+        // After the pause: credited again (the debt forgiven).
         let t1 = t0 + 50_000_000 + creditPauseMinNanos + 1_000_000
         #expect(try swingDown(at: t1) == swing)
+        #expect(s.pointee.runner.tokensNanos > 0 && s.pointee.runner.creditBytes == peak - swing)
         // Taken back again: the pause doubles.
         #expect(try swingDown(at: t1 + 50_000_000) == 0)
         #expect(s.pointee.runner.creditPauseNanos == 2 * creditPauseMinNanos)
@@ -370,7 +371,7 @@ extension ScavengerTests {
         let t2 = t1 + 50_000_000 + 2 * creditPauseMinNanos + 1_000_000
         #expect(try swingDown(at: t2) == swing)
         let tokens = s.pointee.runner.tokensNanos
-        #expect(try swingDown(at: t2 + refaultWindowNanos + 100_000_000) == swing)
+        #expect(try swingDown(at: t2 + max(refaultWindowNanos, creditIntervalNanos) + 100_000_000) == swing)
         #expect(s.pointee.runner.creditPauseNanos == 0)
         #expect(s.pointee.runner.tokensNanos >= tokens - 40 * inlineCreditSliceNanos, "taken back late: not charged")
     }
