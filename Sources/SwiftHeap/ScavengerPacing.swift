@@ -36,7 +36,7 @@
 // pays for its releases within the same 1% of the CPU; one that drops a phase and
 // rebuilds it after a pause, or grows into fresh memory, pays nothing. A credit whose
 // release is taken back by an eighth of its bytes soon after ends, and the next credit
-// waits for a pause (1 s, doubling up to 16 s while credits keep being taken back); a
+// waits for a pause (2 s, doubling up to 32 s while credits keep being taken back); a
 // credit forgives the debt.
 //
 // Large caches. A tick takes the large spans the threads keep for themselves back to the
@@ -107,8 +107,8 @@ let refaultWindowNanos: Int64 = 100_000_000
 /// A shrink credit ends when the program takes back more than its bytes / this soon after.
 let refaultCreditDivisor: UInt = 8
 /// The pause before the next credit after one so ended: the first, and the most it doubles to.
-let creditPauseMinNanos: Int64 = 1_000_000_000
-let creditPauseMaxNanos: Int64 = 16_000_000_000
+let creditPauseMinNanos: Int64 = 2_000_000_000
+let creditPauseMaxNanos: Int64 = 32_000_000_000
 
 extension UnsafeMutablePointer where Pointee == Scavenger {
     /// Releases up to `bytes` of free pages for decay: continues this generation, and if
