@@ -629,27 +629,27 @@ struct PageAlloc {
             if sc == ec {
                 let chunk = chunkOf(sc)
                 let n = ei &+ 1 &- si
-                if chunk.pointee.alloc.bits.popcntRange(si, n) != n {
+                if !chunk.pointee.alloc.bits.rangeIs(set: true, si, n) {
                     fatalMisuse("free", "pages not allocated at", address: base)
                 }
                 chunk.pointee.free(si, n)
             } else {
                 var chunk = chunkOf(sc)
-                if chunk.pointee.alloc.bits.popcntRange(si, chunkPages &- si) != chunkPages &- si {
+                if !chunk.pointee.alloc.bits.rangeIs(set: true, si, chunkPages &- si) {
                     fatalMisuse("free", "pages not allocated at", address: base)
                 }
                 chunk.pointee.free(si, chunkPages &- si)
                 var c = sc &+ 1
                 while c < ec {
                     chunk = chunkOf(c)
-                    if chunk.pointee.alloc.bits.popcount() != chunkPages {
+                    if !chunk.pointee.alloc.bits.rangeIs(set: true, 0, chunkPages) {
                         fatalMisuse("free", "pages not allocated at", address: chunkBase(c))
                     }
                     chunk.pointee.freeAll()
                     c &+= 1
                 }
                 chunk = chunkOf(ec)
-                if chunk.pointee.alloc.bits.popcntRange(0, ei &+ 1) != ei &+ 1 {
+                if !chunk.pointee.alloc.bits.rangeIs(set: true, 0, ei &+ 1) {
                     fatalMisuse("free", "pages not allocated at", address: chunkBase(ec))
                 }
                 chunk.pointee.free(0, ei &+ 1)

@@ -197,21 +197,45 @@ struct PageBits: Equatable {
         while k < 8 { words[k] = 0; k &+= 1 }
     }
 
-    /// Number of set bits in [i, i+n); n >= 1.
+    /// Number of set bits in [i, i+n); n >= 1. (Words without a set bit are skipped: the
+    /// library is built for the x86-64 baseline, which has no popcnt instruction, and the
+    /// page allocator mostly counts scavenged bits where there are none.)
     func popcntRange(_ i: UInt, _ n: UInt) -> UInt {
+        @inline(__always) func count(_ x: UInt64) -> UInt { x == 0 ? 0 : UInt(x.nonzeroBitCount) }
         let j = i &+ n &- 1
         let wi = Int(i / 64), wj = Int(j / 64)
         if wi == wj {
-            return UInt((words[wi] >> UInt64(i % 64) & lowMask(n)).nonzeroBitCount)
+            return count(words[wi] >> UInt64(i % 64) & lowMask(n))
         }
-        var s = UInt((words[wi] >> UInt64(i % 64)).nonzeroBitCount)
+        var s = count(words[wi] >> UInt64(i % 64))
         var k = wi &+ 1
         while k < wj {
-            s &+= UInt(words[k].nonzeroBitCount)
+            s &+= count(words[k])
             k &+= 1
         }
-        s &+= UInt((words[wj] & lowMask(j % 64 &+ 1)).nonzeroBitCount)
+        s &+= count(words[wj] & lowMask(j % 64 &+ 1))
         return s
+    }
+
+    /// Whether bits [i, i+n) are all set (`set` true) or all clear; n >= 1. A compare per
+    /// word, no count.
+    func rangeIs(set: Bool, _ i: UInt, _ n: UInt) -> Bool {
+        let want: UInt64 = set ? ~0 : 0
+        let j = i &+ n &- 1
+        let wi = Int(i / 64), wj = Int(j / 64)
+        if wi == wj {
+            let mask = lowMask(n) << UInt64(i % 64)
+            return words[wi] & mask == want & mask
+        }
+        let first = ~UInt64(0) << UInt64(i % 64)
+        if words[wi] & first != want & first { return false }
+        var k = wi &+ 1
+        while k < wj {
+            if words[k] != want { return false }
+            k &+= 1
+        }
+        let last = lowMask(j % 64 &+ 1)
+        return words[wj] & last == want & last
     }
 
     /// Number of set bits.
@@ -468,7 +492,7 @@ struct PallocData: Equatable {
     @inline(__always) mutating func freeAll() { alloc.freeAll() }
 
     /// Whether every page of [i, i+n) is free.
-    @inline(__always) func isFree(_ i: UInt, _ n: UInt) -> Bool { alloc.bits.popcntRange(i, n) == 0 }
+    @inline(__always) func isFree(_ i: UInt, _ n: UInt) -> Bool { alloc.bits.rangeIs(set: false, i, n) }
 
     /// Whether some min-aligned group of min pages is free and unscavenged
     /// (min a power of two, 1...64).

@@ -79,6 +79,17 @@ struct Rng {
         let n = 1 + rng.below(P - i)
         #expect(b.popcntRange(i, n) == UInt(ref[Int(i)..<Int(i + n)].filter { $0 }.count))
         #expect(b.popcount() == UInt(ref.filter { $0 }.count))
+        #expect(b.rangeIs(set: true, i, n) == ref[Int(i)..<Int(i + n)].allSatisfy { $0 })
+        #expect(b.rangeIs(set: false, i, n) == ref[Int(i)..<Int(i + n)].allSatisfy { !$0 })
+        // A range just set (or cleared) is all set (clear), and stops being so when one
+        // bit in it, at its ends or inside, changes.
+        for set in [true, false] {
+            if set { b.setRange(i, n) } else { b.clearRange(i, n) }
+            #expect(b.rangeIs(set: set, i, n))
+            let k = [i, i + n - 1, i + rng.below(n)][Int(rng.below(3))]
+            if set { b.clear(k) } else { b.set(k) }
+            #expect(!b.rangeIs(set: set, i, n), "range \(i)+\(n), bit \(k) flipped")
+        }
     }
 }
 
