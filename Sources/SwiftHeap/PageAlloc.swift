@@ -357,41 +357,50 @@ struct PageAlloc {
             }
         }
         // Walk up, recomputing parents while something changes: levels 3, 2, 1, 0 written
-        // out, so that each level's table is a constant load (the tables are read into a
-        // local first: stores through the summary pointers would make the compiler reload
-        // them from self). A parent merges only its children inside the heap's chunks
-        // [start, end); the others are zero (no free page) and only cut its start or end.
-        let tables = summaryTables
-        let heapStart = start, heapEnd = end
-        @inline(__always) func entries(_ l: Int, from i: UInt) -> UnsafeMutablePointer<PallocSum> {
-            if l == 0 { return UnsafeMutablePointer<PallocSum>(bitPattern: tables[0]).unsafelyUnwrapped + Int(i) }
-            let directory = UnsafeMutablePointer<UnsafeMutablePointer<PallocSum>?>(bitPattern: tables[l]).unsafelyUnwrapped
-            return directory[Int(i >> summaryBlockShift)].unsafelyUnwrapped + Int(i & (summaryBlockEntries &- 1))
+        // out, so that each level's shifts are constants (and the tables read once: stores
+        // through the summary pointers would make the compiler reload them from self).
+        let t = summaryTables
+        let heap = (start: start, end: end)
+        if Self.updateLevel(3, parents: t[3], children: t[4], base, limit, heap)
+            && Self.updateLevel(2, parents: t[2], children: t[3], base, limit, heap)
+            && Self.updateLevel(1, parents: t[1], children: t[2], base, limit, heap) {
+            _ = Self.updateLevel(0, parents: t[0], children: t[1], base, limit, heap)
         }
-        /// Recomputes level l's summaries over the range; whether any changed.
-        @inline(__always) func updateParents(_ l: Int) -> Bool {
-            let childShift = levelShift(l &+ 1) &- chunkShift
-            let firstChild = heapStart >> childShift, lastChild = (heapEnd &- 1) >> childShift
-            let childLogPages = levelLogPages(l &+ 1)
-            let (lo, hi) = Self.addrsToSummaryRange(l, base, limit &+ 1)
-            var changed = false
-            var i = lo
-            while i < hi {
-                let c0 = i << summaryLevelBits, c1 = c0 &+ (1 << summaryLevelBits) &- 1
-                let first = Swift.max(c0, firstChild), last = Swift.min(c1, lastChild)
-                let sum = mergeChildSummaries(entries(l &+ 1, from: first), count: Int(last &- first) &+ 1,
-                                              logMaxPagesPerSum: childLogPages,
-                                              zeroBefore: first > c0, zeroAfter: last < c1)
-                let parent = entries(l, from: i)
-                if parent.pointee != sum {
-                    changed = true
-                    parent.pointee = sum
-                }
-                i &+= 1
+    }
+
+    /// Summary i of a level stored in `table` (summaryTables[l]; level 0's is flat).
+    @inline(__always) private static func entry(_ table: UInt, flat: Bool, _ i: UInt) -> UnsafeMutablePointer<PallocSum> {
+        if flat { return UnsafeMutablePointer<PallocSum>(bitPattern: table).unsafelyUnwrapped + Int(i) }
+        let directory = UnsafeMutablePointer<UnsafeMutablePointer<PallocSum>?>(bitPattern: table).unsafelyUnwrapped
+        return directory[Int(i >> summaryBlockShift)].unsafelyUnwrapped + Int(i & (summaryBlockEntries &- 1))
+    }
+
+    /// update's step: recomputes level l's summaries over [base, limit] (inclusive) from
+    /// their children, stored in `parents` and `children` (summaryTables[l], [l + 1]).
+    /// A parent merges only its children inside the heap's chunks [heap.start, heap.end);
+    /// the others have no free page and only cut its start or end. Returns whether any
+    /// summary changed. Must hold the heap lock.
+    @inline(__always) private static func updateLevel(_ l: Int, parents: UInt, children: UInt, _ base: UInt, _ limit: UInt,
+                                                      _ heap: (start: UInt, end: UInt)) -> Bool {
+        let childShift = levelShift(l &+ 1) &- chunkShift
+        let firstChild = heap.start >> childShift, lastChild = (heap.end &- 1) >> childShift
+        var changed = false
+        var i = base >> levelShift(l)
+        let hi = limit >> levelShift(l)
+        while i <= hi {
+            let c0 = i << summaryLevelBits, c1 = c0 &+ (1 << summaryLevelBits) &- 1
+            let first = Swift.max(c0, firstChild), last = Swift.min(c1, lastChild)
+            let sum = mergeChildSummaries(entry(children, flat: false, first), count: Int(bitPattern: last &- first) &+ 1,
+                                          logMaxPagesPerSum: levelLogPages(l &+ 1),
+                                          zeroBefore: first > c0, zeroAfter: last < c1)
+            let parent = entry(parents, flat: l == 0, i)
+            if parent.pointee != sum {
+                changed = true
+                parent.pointee = sum
             }
-            return changed
+            i &+= 1
         }
-        if updateParents(3) && updateParents(2) && updateParents(1) { _ = updateParents(0) }
+        return changed
     }
 
     // MARK: - Allocation
