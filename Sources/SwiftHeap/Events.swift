@@ -22,7 +22,9 @@
 //   releasedTaken    bytes of released pages (not resident: scavenged, or fresh from the
 //                    kernel) that spans took from the page heap, ever (the page heap adds;
 //                    heap lock): the scavenger compares it with what it released lately
-//                    to see the program fault back in what it just gave away
+//                    to see the program fault back in what it just gave away; and when
+//                    spans first took some since the scavenger last looked
+//                    (releasedTakenNanos, 0 if not since; the scavenger resets it)
 //   retainedGoal     the bytes the scavenger works retained memory down to (it sets it
 //                    when it ends an epoch; 0 before the first): a page heap that grows
 //                    above it releases as much as it grew (PageHeap.scavengeOnGrowthLocked;
@@ -55,6 +57,7 @@ struct HeapEvents {
     var peakSpanBytes: UInt = 0
     var peakSpanNanos: Int64 = 0
     var releasedTaken: UInt = 0
+    var releasedTakenNanos: Int64 = 0
     var epochDue: UInt32 = 0
     var pagesMoved: UInt32 = 0
     var droppingPhase: UInt32 = 0
@@ -88,7 +91,11 @@ extension UnsafeMutablePointer where Pointee == HeapEvents {
     /// Must hold the page heap's lock.
     func noteTakenLocked(_ bytes: UInt, releasedBytes: UInt, spanBytes: UInt) {
         pointee.netFreedSinceEpoch &-= Int(bitPattern: bytes)
-        pointee.releasedTaken &+= releasedBytes
+        if releasedBytes != 0 {
+            pointee.releasedTaken &+= releasedBytes
+            // (A clock read only where the pages taken will fault in: microseconds each.)
+            if pointee.releasedTakenNanos == 0 { pointee.releasedTakenNanos = sh_monotonic_nanos() }
+        }
         if spanBytes > pointee.peakSpanBytes {
             pointee.peakSpanBytes = spanBytes
             pointee.peakSpanNanos = sh_monotonic_nanos()

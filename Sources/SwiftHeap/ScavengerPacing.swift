@@ -164,11 +164,14 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         heapLock.lock()
         var endedTrace: ScavengeTrace? = nil
         let events = pointee.events
-        let releasedTaken = events.pointee.releasedTaken
+        let releasedTaken = (bytes: events.pointee.releasedTaken, firstNanos: events.pointee.releasedTakenNanos)
+        events.pointee.releasedTakenNanos = 0
         let freed = events.pointee.freedSinceEpoch
         let idle = freed > 0 && now &- pointee.lastEpochNanos > idleEpochNanos
-        // (At most one epoch per inlineFlaggedTickNanos, however often ticks come.)
-        let epochEnded = (sh_load32(events.epochDueWord) != 0 && now &- pointee.lastEpochNanos >= inlineFlaggedTickNanos) || idle
+        // (At most one epoch per inlineFlaggedTickNanos, however often ticks come, unless
+        // the heap just fell below a quarter of its peak: see phaseDropped.)
+        let epochEnded = (sh_load32(events.epochDueWord) != 0
+                          && (now &- pointee.lastEpochNanos >= inlineFlaggedTickNanos || phaseDropped(now))) || idle
         if epochEnded {
             endedTrace = endEpochLocked(now: now)
             // The program dropped a phase (its goal fell below a quarter of the most it held
@@ -199,7 +202,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let goalPending = !pointee.goalReached
         var freeResident = freeResidentBytesLocked()
         heapLock.unlock()
-        chargeRefaults(releasedTaken: releasedTaken, now: now, debtLimitNanos: bucket)
+        chargeRefaults(releasedTaken: releasedTaken.bytes, since: releasedTaken.firstNanos, now: now, debtLimitNanos: bucket)
         // Large spans the threads keep (LargeCache.swift) go back to the page heap once a
         // tick period, and at once when the program starts dropping a phase, after which
         // they keep none until it is over; the rest of this tick sees their pages as free.
@@ -284,15 +287,18 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     }
 
     /// Charges the budget for released pages the program took back lately (see the file
-    /// comment): `releasedTaken` is events.releasedTaken now. The balance goes no lower
-    /// than -debtLimitNanos.
+    /// comment): `releasedTaken` is events.releasedTaken now, and spans first took some
+    /// since the last tick at `firstTake` (events.releasedTakenNanos; the take counts
+    /// as soon as that: a tick may come long after it). The balance goes no lower than
+    /// -debtLimitNanos.
     ///
     /// Must hold the runner lock.
-    func chargeRefaults(releasedTaken: UInt, now: Int64, debtLimitNanos: Int64) {
+    func chargeRefaults(releasedTaken: UInt, since firstTake: Int64, now: Int64, debtLimitNanos: Int64) {
         let state = pointer(to: \.runner)!
         let taken = releasedTaken &- state.pointee.lastReleasedTaken
         state.pointee.lastReleasedTaken = releasedTaken
-        if now &- state.pointee.lastReleaseNanos > refaultWindowNanos { state.pointee.recentReleasedBytes = 0 }
+        if taken == 0 { return }
+        if firstTake &- state.pointee.lastReleaseNanos > refaultWindowNanos { state.pointee.recentReleasedBytes = 0 }
         let refaulted = min(taken, state.pointee.recentReleasedBytes)
         if refaulted == 0 { return }
         state.pointee.recentReleasedBytes &-= refaulted
@@ -300,7 +306,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         // A program that soon takes back a good part of what a shrink credit let go did not
         // drop a phase: its heap swings. The credit ends, and the next waits for a pause
         // that doubles each time (until a credit goes by without that).
-        if now &- pointee.lastCreditNanos < refaultWindowNanos && !state.pointee.lastCreditRefaulted {
+        if firstTake &- pointee.lastCreditNanos < refaultWindowNanos && !state.pointee.lastCreditRefaulted {
             state.pointee.refaultedAfterCredit &+= refaulted
             if state.pointee.refaultedAfterCredit &* refaultCreditDivisor >= state.pointee.lastCreditBytes {
                 state.pointee.lastCreditRefaulted = true
@@ -343,5 +349,18 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// other timing fields: a stale value only moves a tick.)
     func creditLasts(_ now: Int64) -> Bool {
         now &- pointee.lastCreditNanos < creditIntervalNanos && pointee.runner.creditBytes != 0
+    }
+
+    /// Whether the heap holds less than a quarter of its recent peak in spans and a
+    /// shrink credit could be granted now: the program is dropping a phase, and the
+    /// epoch that credits it should end at once, not a millisecond later: a program
+    /// with one thread may make its last free within that millisecond and then no call
+    /// for a long while (it sleeps, or rebuilds the heap, when a release would only be
+    /// faulted back in). (Read without the locks, as creditLasts: a stale value only
+    /// moves a tick.)
+    func phaseDropped(_ now: Int64) -> Bool {
+        pointee.pageHeap.pointee.stats.spanBytes < pointee.recentPeakSpanBytes / 4
+            && now &- pointee.lastCreditNanos >= creditIntervalNanos
+            && now &- pointee.runner.creditPausedUntilNanos >= 0
     }
 }

@@ -129,9 +129,9 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let due = sh_load32_relaxed(pointee.events.epochDueWord)
         let flagged = due != 0 || sh_load32_relaxed(goalPendingWord) != 0
         let now = sh_monotonic_nanos()
-        // A heap dropping a phase (credited lately) is followed at every call; other
+        // A heap dropping a phase (credited lately, or to be credited now) is followed at every call; other
         // flagged work at most every inlineFlaggedTickNanos; the rest at the tick period.
-        let urgent = flagged && creditLasts(now)
+        let urgent = flagged && (creditLasts(now) || phaseDropped(now))
         let interval = urgent ? 0 : flagged ? inlineFlaggedTickNanos : scavengerTickNanos
         if now &- pointee.runner.lastTickNanos < interval { return }
         if !runnerLock.tryLock() { return }

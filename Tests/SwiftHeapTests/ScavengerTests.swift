@@ -338,6 +338,9 @@ extension ScavengerTests {
             s.pointee.recentPeakSpanBytes = peak
             s.pointee.recentPeakNanos = time
             try makeDirtyFreePages(h, swing / pageSize)
+            // The page heap stamps a take of released pages with the real clock; this test
+            // runs on its own.
+            if h.events.pointee.releasedTakenNanos != 0 { h.events.pointee.releasedTakenNanos = time }
             h.events.pointee.peakSpanBytes = 0
             let before = h.locked { s.retainedBytesLocked() }
             for _ in 0..<40 {
@@ -374,6 +377,61 @@ extension ScavengerTests {
         #expect(try swingDown(at: t2 + max(refaultWindowNanos, creditIntervalNanos) + 100_000_000) == swing)
         #expect(s.pointee.runner.creditPauseNanos == 0)
         #expect(s.pointee.runner.tokensNanos >= tokens - 40 * inlineCreditSliceNanos, "taken back late: not charged")
+    }
+}
+
+extension ScavengerTests {
+    /// A take of released pages counts when it came within refaultWindowNanos of the
+    /// release, whenever the tick that sees it runs (a program with one thread may make
+    /// no call for a long while after it).
+    @Test(arguments: [
+        (takeAfter: Int64(50_000_000), tickAfter: Int64(60_000_000), charged: true),
+        (takeAfter: Int64(50_000_000), tickAfter: Int64(900_000_000), charged: true),
+        (takeAfter: Int64(300_000_000), tickAfter: Int64(310_000_000), charged: false),
+    ])
+    func aTakeCountsByWhenItHappenedNotWhenATickSawIt(takeAfter: Int64, tickAfter: Int64, charged: Bool) {
+        let h = PrivateHeap()
+        let s = h.scavenger
+        let released: UInt = 4 << 20
+        let releaseAt: Int64 = 5_000_000_000
+        s.pointee.runner.recentReleasedBytes = released
+        s.pointee.runner.lastReleaseNanos = releaseAt
+        s.pointee.runner.tokensNanos = 0
+        s.chargeRefaults(releasedTaken: released, since: releaseAt + takeAfter, now: releaseAt + tickAfter,
+                         debtLimitNanos: 1_000_000_000)
+        let charge = Int64(released / osPageSize) * refaultNanosPerOSPage
+        #expect(s.pointee.runner.tokensNanos == (charged ? -charge : 0))
+    }
+}
+
+extension ScavengerTests {
+    /// Epochs end at most once per inlineFlaggedTickNanos, except the one that finds the
+    /// heap below a quarter of its peak with a credit to grant: a program with one
+    /// thread may free its last objects within that millisecond and then make no call
+    /// for a long while, so that its phase would be released only when it builds the
+    /// next one (and taken back at once).
+    @Test(arguments: [(inSpans: UInt(50 << 20), endsAtOnce: true), (inSpans: UInt(150 << 20), endsAtOnce: false)])
+    func anEpochThatCreditsADroppedPhaseEndsAtOnce(inSpans: UInt, endsAtOnce: Bool) {
+        let h = PrivateHeap()
+        let s = h.scavenger
+        let runner = s.pointer(to: \.runner.lock)!
+        let now: Int64 = 10_000_000_000
+        runner.lock()
+        _ = s.tick(now: now - 100_000_000, inline: true)
+        runner.unlock()
+        s.pointee.recentPeakSpanBytes = 400 << 20
+        s.pointee.recentPeakNanos = now - 100_000_000
+        s.pointee.goalBytes = 400 << 20
+        h.locked { h.pageHeap.stats.pointee.spanBytes = inSpans }
+        s.pointee.lastEpochNanos = now - inlineFlaggedTickNanos / 2
+        h.events.pointee.epochDue = epochDueByShrinking
+        #expect(s.phaseDropped(now) == endsAtOnce)
+        runner.lock()
+        _ = s.tick(now: now, inline: true)
+        runner.unlock()
+        #expect((s.pointee.lastEpochNanos == now) == endsAtOnce)
+        #expect((s.pointee.runner.creditBytes != 0) == endsAtOnce, "the phase's credit")
+        h.locked { h.pageHeap.stats.pointee.spanBytes = 0 }
     }
 }
 
