@@ -65,7 +65,9 @@ struct PallocSum: Equatable {
 }
 
 /// Merges the summaries of consecutive regions of 2^logMaxPagesPerSum pages each into
-/// the summary of their union (Go's mergeSummaries).
+/// the summary of their union (Go's mergeSummaries): the definition the summary tree
+/// keeps, against which the tests check it; PageAlloc.update merges with its
+/// specialisation, mergeChildSummaries.
 func mergeSummaries(_ sums: UnsafePointer<PallocSum>, count: Int, logMaxPagesPerSum: UInt) -> PallocSum {
     let full = UInt(1) << logMaxPagesPerSum
     var start = sums[0].start
@@ -74,13 +76,6 @@ func mergeSummaries(_ sums: UnsafePointer<PallocSum>, count: Int, logMaxPagesPer
     var i = 1
     while i < count {
         let s = sums[i]
-        // A region without a free page (allocated whole, or outside the heap: most of
-        // the tree's regions) only ends the running end (which never exceeds max).
-        if s.raw == 0 {
-            end = 0
-            i &+= 1
-            continue
-        }
         let si = s.start, mi = s.max, ei = s.end
         // The running start grows only while everything so far is free.
         if start == UInt(i) &* full { start &+= si }
@@ -112,7 +107,9 @@ func mergeSummaries(_ sums: UnsafePointer<PallocSum>, count: Int, logMaxPagesPer
     while i < count {
         let raw = sums[i].raw
         if raw == 0 {
-            end = 0  // no free page: only ends the running end (see mergeSummaries)
+            // A region without a free page (allocated whole, or outside the heap: most of
+            // the tree's regions) only ends the running end (which never exceeds max).
+            end = 0
         } else {
             let si = UInt(truncatingIfNeeded: raw & mask)
             let mi = UInt(truncatingIfNeeded: (raw >> shift) & mask)
