@@ -170,8 +170,10 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let idle = freed > 0 && now &- pointee.lastEpochNanos > idleEpochNanos
         // (At most one epoch per inlineFlaggedTickNanos, however often ticks come, unless
         // the heap just fell below a quarter of its peak: see phaseDropped.)
+        let dropped = phaseDropped(now)
         let epochEnded = (sh_load32(events.epochDueWord) != 0
-                          && (now &- pointee.lastEpochNanos >= inlineFlaggedTickNanos || phaseDropped(now))) || idle
+                          && (now &- pointee.lastEpochNanos >= inlineFlaggedTickNanos || dropped)) || idle
+        if epochEnded && dropped { state.pointee.lastPhaseProbeNanos = now }
         if epochEnded {
             endedTrace = endEpochLocked(now: now)
             // The program dropped a phase (its goal fell below a quarter of the most it held
@@ -181,8 +183,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             // earns nothing: releasing its free pages would only have them faulted in
             // again at the next allocation.
             let peak = pointee.recentPeakSpanBytes, goal = pointee.goalBytes
-            if goal < peak / 4 && now &- pointee.lastCreditNanos >= creditIntervalNanos
-                && now &- state.pointee.creditPausedUntilNanos >= 0 {
+            if goal < peak / 4 && mayCredit(now) {
                 pointee.lastCreditNanos = now
                 if !state.pointee.lastCreditRefaulted { state.pointee.creditPauseNanos = 0 }
                 state.pointee.lastCreditRefaulted = false
@@ -351,16 +352,25 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         now &- pointee.lastCreditNanos < creditIntervalNanos && pointee.runner.creditBytes != 0
     }
 
-    /// Whether the heap holds less than a quarter of its recent peak in spans and a
-    /// shrink credit could be granted now: the program is dropping a phase, and the
-    /// epoch that credits it should end at once, not a millisecond later: a program
-    /// with one thread may make its last free within that millisecond and then no call
-    /// for a long while (it sleeps, or rebuilds the heap, when a release would only be
-    /// faulted back in). (Read without the locks, as creditLasts: a stale value only
-    /// moves a tick.)
+    /// Whether the heap's bytes in spans, as a goal (plus retainPercent), are below a
+    /// quarter of its recent peak and a shrink credit could be granted now: the program
+    /// is dropping a phase, and the epoch that credits it should end at once, not a
+    /// millisecond later: a program with one thread may make its last free within that
+    /// millisecond and then no call for a long while (it sleeps, or rebuilds the heap,
+    /// when a release would only be faulted back in). (Read without the locks, as
+    /// creditLasts: a stale value only moves a tick.) At most once per
+    /// inlineFlaggedTickNanos: the epoch it ends may still credit nothing (its goal's
+    /// basis can count what was freed a moment ago), and a heap that stays that low must
+    /// not end an epoch at every call.
     func phaseDropped(_ now: Int64) -> Bool {
-        pointee.pageHeap.pointee.stats.spanBytes < pointee.recentPeakSpanBytes / 4
-            && now &- pointee.lastCreditNanos >= creditIntervalNanos
-            && now &- pointee.runner.creditPausedUntilNanos >= 0
+        let spans = pointee.pageHeap.pointee.stats.spanBytes
+        return spans / 100 &* (100 &+ pointee.config.retainPercent) < pointee.recentPeakSpanBytes / 4 && mayCredit(now)
+            && now &- pointee.runner.lastPhaseProbeNanos >= inlineFlaggedTickNanos
+    }
+
+    /// Whether a shrink credit may be granted now: none in the last creditIntervalNanos,
+    /// and no pause after one the program took back (see the file comment).
+    func mayCredit(_ now: Int64) -> Bool {
+        now &- pointee.lastCreditNanos >= creditIntervalNanos && now &- pointee.runner.creditPausedUntilNanos >= 0
     }
 }

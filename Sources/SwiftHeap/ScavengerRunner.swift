@@ -66,6 +66,9 @@ struct RunnerState {
     var lastCreditRefaulted: Bool = false
     var creditPauseNanos: Int64 = 0
     var creditPausedUntilNanos: Int64 = 0
+    /// When an epoch last ended early because the heap looked like it dropped a phase
+    /// (ScavengerPacing.swift: phaseDropped), credited or not.
+    var lastPhaseProbeNanos: Int64 = 0
     var started: Bool = false
     /// Consecutive thread ticks with nothing to do.
     var quietTicks: Int = 0

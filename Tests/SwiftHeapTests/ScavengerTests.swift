@@ -433,6 +433,44 @@ extension ScavengerTests {
         #expect((s.pointee.runner.creditBytes != 0) == endsAtOnce, "the phase's credit")
         h.locked { h.pageHeap.stats.pointee.spanBytes = 0 }
     }
+
+    /// An epoch ended early for a heap below a quarter of its peak may credit nothing (its
+    /// goal counts live bytes the spans no longer show); the next such epoch then waits
+    /// inlineFlaggedTickNanos like any other, so that a heap that stays there does not end
+    /// an epoch at every call.
+    @Test func anEarlyEpochThatCreditsNothingIsNotRepeatedAtEveryCall() {
+        let h = PrivateHeap()
+        let s = h.scavenger
+        let runner = s.pointer(to: \.runner.lock)!
+        let now: Int64 = 10_000_000_000
+        func tick(_ at: Int64) {
+            runner.lock()
+            _ = s.tick(now: at, inline: true)
+            runner.unlock()
+        }
+        tick(now - 100_000_000)
+        s.pointee.recentPeakSpanBytes = 400 << 20
+        s.pointee.recentPeakNanos = now - 100_000_000
+        h.locked {
+            h.pageHeap.stats.pointee.spanBytes = 50 << 20  // below a quarter of the peak
+            h.pageHeap.stats.pointee.largeBytes = 120 << 20  // but a goal above it
+        }
+        s.pointee.lastEpochNanos = now - inlineFlaggedTickNanos / 2
+        h.events.pointee.epochDue = epochDueByShrinking
+        tick(now)
+        #expect(s.pointee.lastEpochNanos == now, "ended early")
+        #expect(s.pointee.runner.creditBytes == 0, "nothing to credit: the goal is above a quarter of the peak")
+        #expect(!s.phaseDropped(now + 100_000))
+        h.events.pointee.epochDue = epochDueByShrinking
+        tick(now + 100_000)
+        #expect(s.pointee.lastEpochNanos == now, "not again within inlineFlaggedTickNanos")
+        tick(now + inlineFlaggedTickNanos)
+        #expect(s.pointee.lastEpochNanos == now + inlineFlaggedTickNanos)
+        h.locked {
+            h.pageHeap.stats.pointee.spanBytes = 0
+            h.pageHeap.stats.pointee.largeBytes = 0
+        }
+    }
 }
 
 /// The lock-order check of the test build (LockRanks.swift).
