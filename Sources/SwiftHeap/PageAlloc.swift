@@ -210,9 +210,7 @@ struct PageAlloc {
     /// its radix block: 8 entries, or the whole of level 0). i must be in a block grow
     /// mapped, which every summary of a region in inUse is.
     @inline(__always) func summaries(_ l: Int, from i: UInt) -> UnsafeMutablePointer<PallocSum> {
-        if l == 0 { return UnsafeMutablePointer<PallocSum>(bitPattern: summaryTables[0]).unsafelyUnwrapped + Int(i) }
-        let directory = UnsafeMutablePointer<UnsafeMutablePointer<PallocSum>?>(bitPattern: summaryTables[l]).unsafelyUnwrapped
-        return directory[Int(i >> summaryBlockShift)].unsafelyUnwrapped + Int(i & (summaryBlockEntries &- 1))
+        Self.entry(summaryTables[l], flat: l == 0, i)
     }
 
     /// Summary entry i of level l (see summaries(_:from:)).
@@ -368,7 +366,8 @@ struct PageAlloc {
         }
     }
 
-    /// Summary i of a level stored in `table` (summaryTables[l]; level 0's is flat).
+    /// Summary i of a level stored in `table` (summaryTables[l]; level 0's is flat): see
+    /// summaries(_:from:).
     @inline(__always) private static func entry(_ table: UInt, flat: Bool, _ i: UInt) -> UnsafeMutablePointer<PallocSum> {
         if flat { return UnsafeMutablePointer<PallocSum>(bitPattern: table).unsafelyUnwrapped + Int(i) }
         let directory = UnsafeMutablePointer<UnsafeMutablePointer<PallocSum>?>(bitPattern: table).unsafelyUnwrapped

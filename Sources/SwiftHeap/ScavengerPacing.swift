@@ -280,7 +280,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         state.pointee.tokensNanos &-= spent
         chargeCredit(spentNanos: spent, releasedBytes: releasedBytes)
         if releasedBytes > 0 {
-            if now &- state.pointee.lastReleaseNanos > refaultWindowNanos { state.pointee.recentReleasedBytes = 0 }
+            forgetReleases(before: now)
             state.pointee.recentReleasedBytes &+= releasedBytes
             state.pointee.lastReleaseNanos = now
         }
@@ -299,7 +299,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let taken = releasedTaken &- state.pointee.lastReleasedTaken
         state.pointee.lastReleasedTaken = releasedTaken
         if taken == 0 { return }
-        if firstTake &- state.pointee.lastReleaseNanos > refaultWindowNanos { state.pointee.recentReleasedBytes = 0 }
+        forgetReleases(before: firstTake)
         let refaulted = min(taken, state.pointee.recentReleasedBytes)
         if refaulted == 0 { return }
         state.pointee.recentReleasedBytes &-= refaulted
@@ -319,6 +319,16 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         }
         chargeCredit(spentNanos: charge, releasedBytes: 0)
         state.pointee.tokensNanos = max(state.pointee.tokensNanos &- charge, -debtLimitNanos)
+    }
+
+    /// Forgets the recent releases if the last was more than refaultWindowNanos before
+    /// `time` (a release or a take then): a page taken back that late was not faulted
+    /// back in by the scavenger's doing, and a new release starts a new count.
+    ///
+    /// Must hold the runner lock.
+    @inline(__always) func forgetReleases(before time: Int64) {
+        let state = pointer(to: \.runner)!
+        if time &- state.pointee.lastReleaseNanos > refaultWindowNanos { state.pointee.recentReleasedBytes = 0 }
     }
 
     /// Charges a tick's work to the shrink credit first: `spentNanos` off its time and
