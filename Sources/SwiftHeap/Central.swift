@@ -191,10 +191,18 @@ extension UnsafeMutablePointer where Pointee == Central {
         span.pointee.listHead = nil
     }
 
+    /// Makes `owner` (nil: none) `span`'s owner, in its record and in its pages' entries
+    /// of the span map, which free's fast path reads (Span.swift: SpanMapEntry). Must
+    /// hold this central's lock.
+    private func setOwner(_ span: UnsafeMutablePointer<Span>, _ owner: UnsafeMutableRawPointer?) {
+        span.pointee.owner = owner
+        pointee.pageHeap.pointee.spanMap.publishOwner(span)
+    }
+
     /// Moves `span` from the unowned list to the list of `owned` and makes it `owner`'s.
     /// Must hold this central's lock.
     private func adopt(_ span: UnsafeMutablePointer<Span>, owner: UnsafeMutableRawPointer, owned: UnsafeMutablePointer<OwnedSpans>) {
-        span.pointee.owner = owner
+        setOwner(span, owner)
         span.ownedSpans = owned
         unlink(span)
         link(span, on: owned.head(Int(pointee.sizeClass)))
@@ -225,7 +233,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// central's lock.
     private func makeUnowned(_ span: UnsafeMutablePointer<Span>) {
         unlink(span)
-        span.pointee.owner = nil
+        setOwner(span, nil)
         span.ownedSpans = nil
         link(span, on: unownedHead)
     }
@@ -239,7 +247,7 @@ extension UnsafeMutablePointer where Pointee == Central {
             let head = theirs.head(Int(pointee.sizeClass))
             if head.pointee != closedSpanList && !leavesOwner(span, releaser: releaser, active: &active) { return head }
         }
-        span.pointee.owner = nil
+        setOwner(span, nil)
         span.ownedSpans = nil
         return unownedHead
     }
@@ -284,7 +292,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 span = spare
             } else {
                 guard let fresh = newSpan() else { break }
-                fresh.pointee.owner = owner
+                setOwner(fresh, owner)
                 fresh.ownedSpans = owned
                 pushPartial(fresh, on: mine)
                 span = fresh
@@ -443,6 +451,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// Must hold this central's lock (or own the span alone).
     func setUpSpan(_ span: UnsafeMutablePointer<Span>, zeroed: Bool) {
         span.initializeSmall(sizeClass: pointee.sizeClass, info: pointee.info)
+        pointee.pageHeap.pointee.spanMap.publishSmall(span)
         if zeroed {
             let untouched = span.objectOSPages
             span.pointee.releasedOSPages = untouched

@@ -1,9 +1,9 @@
 // Deallocation into the thread cache: the free fast path, its misuse checks, and the
 // slow path that caches an object in a remote bin or flushes a full bin.
 //
-// free(p) finds p's span through the page→span map (no lock), checks that p is the
-// start of an object of that span, and pushes it on the calling thread's bin for the
-// span's class. The check costs one compare on the multiply that finds the object's
+// free(p) finds p's page's entry in the page→span map (no lock), checks from the
+// entry's copies of its span's fields that p is the start of an object of that span, and
+// pushes it on the calling thread's bin for the span's class (Span.swift: SpanMapEntry). The check costs one compare on the multiply that finds the object's
 // index (Span.swift: objectStart) and catches frees of interior pointers; a pointer
 // into a span's tail (past its last whole object) passes it, and finds its index's bit
 // set in the free bitmap below (the tail's sentinels), so it goes to the slow path's
@@ -63,15 +63,24 @@ enum FastFree {
 /// one against the limit.
 @inline(__always) func cacheFreeFast(_ address: UInt, spanMap: SpanMap) -> FastFree {
     guard (address &- 1) >> fastFreeAddressBits == 0, let slot = sh_tls_get(),
-          let span = spanMap.span(containingMapped: address) else { return .slow }
-    // A large span (class 0) is never an object start here (its reciprocal is 0): it is
-    // `.notSmall`, for the large cache (LargeCache.swift: freeLarge, which checks it);
+          let entry = spanMap.entry(containingMapped: address) else { return .slow }
+    // Everything up to the push comes from the page's entry in the span map (its copies
+    // of the span's fields: Span.swift, SpanMapEntry); the span record is read only for
+    // the object's free bit, off the path to the push. An entry with no copies (a large
+    // span's, reciprocal 0) is never an object start here: `.notSmall`, for the large
+    // cache (LargeCache.swift: freeLarge, which checks it), or `.slow` with no span;
     // without the checks it falls through to bin 0, whose capacity is 0 in every cache.
-    let (index, isStart) = span.objectStart(of: address)
-    if misuseChecks && !isStart { return .notSmall(span) }
-    let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).freeBin(span)
+    let (index, isStart) = entry.objectStart(of: address)
+    if misuseChecks && !isStart {
+        guard let span = entry.pointee.span else { return .slow }
+        return .notSmall(span)
+    }
+    let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
+    let offset = Int(entry.pointee.binOffset)
+    let bin = entry.pointee.owner == UnsafeMutableRawPointer(cache) ? cache.bin(atOffset: offset) : cache.remoteBin(atOffset: offset)
     let top = bin.pointee.top
-    if !bin.pointee.isFull && (!misuseChecks || !looksFreed(address, index: index, span: span, top: top)) {
+    if !bin.pointee.isFull
+        && (!misuseChecks || !looksFreed(address, index: index, span: entry.pointee.span.unsafelyUnwrapped, top: top)) {
         bin.pushNonFull(address)
         return .done
     }

@@ -40,6 +40,17 @@ import Testing
         }
     }
 
+    /// Whether every page's entry of small span `span` in `map` names it and carries its
+    /// base, reciprocal, binOffset and present owner: what free's fast path reads instead
+    /// of the record (Span.swift: SpanMapEntry).
+    static func entriesAgree(_ map: SpanMap, _ span: UnsafeMutablePointer<Span>) -> Bool {
+        (0..<span.pointee.pages).allSatisfy { page in
+            let entry = map.entry(containingMapped: span.pointee.base + page * pageSize)!.pointee
+            return entry.span == span && entry.base == span.pointee.base && entry.owner == span.pointee.owner
+                && entry.reciprocal == span.pointee.reciprocal && entry.binOffset == span.pointee.binOffset
+        }
+    }
+
     /// Two owners of the 64-byte class on a private heap; a holds every object of one span.
     struct OneFullSpan {
         let h = PrivateHeap()
@@ -121,6 +132,7 @@ import Testing
         let first = a.refill(central, objects)  // all of one fresh span
         let spanA = map.span(containing: first[0])!
         #expect(first.allSatisfy { map.span(containing: $0) == spanA } && spanA.pointee.owner == a.id)
+        #expect(Self.entriesAgree(map, spanA), "a fresh span's entries carry its owner")
         a.release(central, Array(first.prefix(objects / 2)))  // partial, on a's list
         let fromB = b.refill(central, objects)
         let spanB = map.span(containing: fromB[0])!
@@ -133,9 +145,10 @@ import Testing
         // a goes away: its partial span is nobody's, and b's next refill takes it over.
         a.release(central, again)
         central.disown(a.spans)
-        #expect(spanA.pointee.owner == nil)
+        #expect(spanA.pointee.owner == nil && Self.entriesAgree(map, spanA), "a disowned span's entries have no owner")
         let later = b.refill(central, 4)
         #expect(later.allSatisfy { map.span(containing: $0) == spanA } && spanA.pointee.owner == b.id)
+        #expect(Self.entriesAgree(map, spanA), "an adopted span's entries carry its new owner")
         // Objects of b's full span freed by another thread: the span goes back on b's list,
         // and another owner's refill takes a fresh span.
         c.release(central, Array(fromB.prefix(4)))
@@ -148,6 +161,7 @@ import Testing
         central.disown(b.spans)
         #expect(b.spans.head(cls).pointee == closedSpanList)
         #expect(spanA.pointee.owner == nil && spanB.pointee.owner == nil && spanA.pointee.listHead == central.pointer(to: \.unowned))
+        #expect(Self.entriesAgree(map, spanA) && Self.entriesAgree(map, spanB))
         let reused = b.refill(central, 2)
         let taken = map.span(containing: reused[0])!
         #expect((taken == spanA || taken == spanB) && taken.pointee.owner == b.id && central.pointee.spanCount == 3)
@@ -173,6 +187,7 @@ import Testing
         #expect(span.pointee.owner == a.id && span.pointee.listHead == a.spans.head(cls))
         b.release(central, [all[objects - quarter - 1]])  // a quarter left
         #expect(span.pointee.owner == nil && span.pointee.listHead == central.pointer(to: \.unowned))
+        #expect(CentralTests.entriesAgree(map, span), "a span left to the unowned list has no owner in its entries")
         let taken = b.refill(central, 1)
         #expect(map.span(containing: taken[0]) == span && span.pointee.owner == b.id)
         b.release(central, Array(all.suffix(quarter)) + taken)

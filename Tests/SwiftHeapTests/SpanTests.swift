@@ -2,10 +2,11 @@ import Testing
 @testable import SwiftHeap
 
 @Suite struct SpanTests {
-    /// free's fast path reads base, owner, binOffset, reciprocal, objectCount and a word
-    /// of freeBits, and a release or a refill also sizeClass, objectSize and the
-    /// allocated count with the partial-list flag: on a 64-byte-aligned record
-    /// (SlabPool), the fields and the words for objects 0..<256 share the first cache line.
+    /// A release or a refill reads base, reciprocal, objectCount, sizeClass, objectSize,
+    /// the allocated count with the partial-list flag and words of freeBits, and free's
+    /// fast path a word of freeBits (the rest from the span map's entry, which copies
+    /// base, owner, binOffset and reciprocal): on a 64-byte-aligned record (SlabPool), the
+    /// fields and the words for objects 0..<256 share the first cache line.
     @Test func freeReleaseAndRefillFieldsShareTheRecordsFirstCacheLine() {
         let hot: [Int?] = [MemoryLayout<Span>.offset(of: \.base), MemoryLayout<Span>.offset(of: \.owner),
                            MemoryLayout<Span>.offset(of: \.sizeClass), MemoryLayout<Span>.offset(of: \.binOffset),
@@ -235,5 +236,48 @@ import Testing
         #expect(map.span(containing: UInt.max) == nil, "an address beyond 48 bits has no span")
         map.set(base: spanBase, pages: 3, to: nil)
         #expect(map.span(containing: spanBase + pageSize) == nil)
+    }
+
+    /// free's fast path reads a small span's base, reciprocal, binOffset and owner from the
+    /// page's entry (SpanMapEntry): publishSmall copies them into every page's entry,
+    /// publishOwner follows the owner, and set, which points pages at a span or clears
+    /// them, leaves no copies (a large span's entry, or a freed page's, is never an object
+    /// start).
+    @Test func spanMapEntriesCarryASmallSpansFieldsUntilTheyAreCleared() {
+        let map = SpanMap.make()!
+        let bytes = 64 << 20 as UInt
+        let base = osMapMemoryAligned(bytes, alignment: chunkBytes)
+        #expect(base != 0)
+        defer { osUnmap(base, bytes) }
+        #expect(map.ensureSlots(base: base, bytes: bytes))
+        let classes = SizeClassTable.make()!
+        let cls = Int(classes.sizeClass(of: 48))
+        let info = classes.info[cls]
+        let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
+        defer { span.deallocate() }
+        span.initialize(to: Span())
+        span.pointee.base = base + 20 * pageSize
+        span.pointee.pages = UInt(info.pages)
+        map.set(base: span.pointee.base, pages: span.pointee.pages, to: span)
+        span.initializeSmall(sizeClass: UInt32(cls), info: info)
+        let pages = (0..<Int(span.pointee.pages)).map { map.entry(containingMapped: span.pointee.base + UInt($0) * pageSize)! }
+        #expect(pages.allSatisfy { $0.pointee.span == span && $0.pointee.reciprocal == 0 }, "no copies before publishSmall")
+        let owner = UnsafeMutableRawPointer(bitPattern: 0x40)!
+        span.pointee.owner = owner
+        map.publishSmall(span)
+        for entry in pages {
+            #expect(entry.pointee.base == span.pointee.base && entry.pointee.reciprocal == info.reciprocal)
+            #expect(entry.pointee.binOffset == span.pointee.binOffset && entry.pointee.owner == owner)
+        }
+        let last = span.pointee.base + UInt(info.objects - 1) * UInt(info.size)
+        let (index, isStart) = map.entry(containingMapped: last)!.objectStart(of: last)
+        #expect(index == UInt(info.objects - 1) && isStart)
+        #expect(!map.entry(containingMapped: last + 16)!.objectStart(of: last + 16).isStart)
+        span.pointee.owner = nil
+        map.publishOwner(span)
+        #expect(pages.allSatisfy { $0.pointee.owner == nil && $0.pointee.reciprocal == info.reciprocal })
+        map.set(base: span.pointee.base, pages: span.pointee.pages, to: nil)
+        #expect(pages.allSatisfy { $0.pointee.span == nil && $0.pointee.reciprocal == 0 && $0.pointee.base == 0 })
+        #expect(!map.entry(containingMapped: span.pointee.base)!.objectStart(of: span.pointee.base).isStart)
     }
 }
