@@ -4,11 +4,16 @@
 #define _GNU_SOURCE  // mremap's MREMAP_MAYMOVE
 #include "swiftheap_shim.h"
 
-__thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visibility("hidden"))) = NULL;
+__attribute__((aligned(64), visibility("hidden"))) const unsigned char swiftheap_no_cache_yet[SWIFTHEAP_NO_CACHE_YET_BYTES];
+
+__thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visibility("hidden"))) =
+    (void *)swiftheap_no_cache_yet;
 
 __attribute__((aligned(64), visibility("hidden"))) unsigned char swiftheap_static_area[SWIFTHEAP_STATIC_AREA_BYTES];
 
 __attribute__((aligned(64), visibility("hidden"))) uintptr_t swiftheap_small_limit = SWIFTHEAP_MAX_SMALL_SIZE;
+
+__attribute__((aligned(64), visibility("hidden"))) uint16_t swiftheap_bin_offsets[SWIFTHEAP_MAX_SMALL_SIZE / 16 + 1];
 
 __attribute__((aligned(64), visibility("hidden"))) unsigned char swiftheap_profile_area[SWIFTHEAP_PROFILE_AREA_BYTES];
 

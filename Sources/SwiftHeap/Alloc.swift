@@ -15,9 +15,13 @@ import CShim
 /// every request to the slow path (the C ABI passes a limit read from memory, which is
 /// the same one compare as the constant). No lock, no atomic. (Two steps so that the
 /// popped address goes back to the caller with no test of its own.)
-@inline(__always) func cacheBinFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutablePointer<CacheBin>? {
-    if size <= limit, let slot = sh_tls_get() {
-        let bin = UnsafeMutablePointer<ThreadCache>(slot: slot).bin(atOffset: classes.binOffset(of: size))
+@inline(__always) func cacheBinFast(_ size: UInt, limit: UInt, binOffsets: UnsafeMutablePointer<UInt16>) -> UnsafeMutablePointer<CacheBin>? {
+    if size <= limit {
+        // A thread with no cache yet finds its bin empty (the shim's swiftheap_no_cache_yet),
+        // and so does every thread before the heap is made (`binOffsets` are then the
+        // shim's zeros: Entry.swift).
+        let offset = SizeClassTable.binOffset(of: size, in: binOffsets)
+        let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot()).bin(atOffset: offset)
         if !bin.pointee.isEmpty { return bin }
     }
     return nil
@@ -25,8 +29,8 @@ import CShim
 
 /// A small object of `size` bytes from the calling thread's bin, or nil when the fast
 /// path cannot serve it (cacheBinFast).
-@inline(__always) func cacheAllocateFast(_ size: UInt, limit: UInt, classes: SizeClassTable) -> UnsafeMutableRawPointer? {
-    if let bin = cacheBinFast(size, limit: limit, classes: classes) { return bin.popNonEmpty() }
+@inline(__always) func cacheAllocateFast(_ size: UInt, limit: UInt, binOffsets: UnsafeMutablePointer<UInt16>) -> UnsafeMutableRawPointer? {
+    if let bin = cacheBinFast(size, limit: limit, binOffsets: binOffsets) { return bin.popNonEmpty() }
     return nil
 }
 

@@ -14,6 +14,12 @@
 // their own paths; a sampled object is a large span flagged `profiled`, so its free
 // comes to deallocateSlow, and realloc keeps it in its span while it can.
 //
+// Before a thread has a cache, and before the heap exists, the fast paths run as they
+// do after: the thread's slot holds the shim's zeros (swiftheap_no_cache_yet), whose bins
+// read as empty and full, and malloc's size lookup is the shim's table
+// (sh_bin_offsets), zeros until the heap is made. Both send the call to its slow path,
+// which makes the heap and the thread's cache, without a test of their own.
+//
 // errno: NULL comes with ENOMEM; a successful call leaves errno as it found it (the slow
 // paths make system calls), and free always does (glibc's manual asks it of a
 // replacement).
@@ -24,7 +30,7 @@ import CShim
 
 /// malloc without the C conventions: nil on failure with errno set.
 @inline(__always) func allocate(_ size: UInt) -> UnsafeMutableRawPointer? {
-    if let bin = cacheBinFast(size, limit: sh_small_limit(), classes: heap.pointee.classes) { return bin.popNonEmpty() }
+    if let bin = cacheBinFast(size, limit: sh_small_limit(), binOffsets: sh_bin_offsets()) { return bin.popNonEmpty() }
     return allocateSlow(size)
 }
 

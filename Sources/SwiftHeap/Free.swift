@@ -62,8 +62,9 @@ enum FastFree {
 /// space below 2^47 unless asked for more, so the test is cheaper than and as safe as
 /// one against the limit.
 @inline(__always) func cacheFreeFast(_ address: UInt, spanMap: SpanMap) -> FastFree {
-    guard (address &- 1) >> fastFreeAddressBits == 0, let slot = sh_tls_get(),
-          let entry = spanMap.entry(containingMapped: address) else { return .slow }
+    guard (address &- 1) >> fastFreeAddressBits == 0, let entry = spanMap.entry(containingMapped: address) else {
+        return .slow
+    }
     // Everything up to the push comes from the page's entry in the span map (its copies
     // of the span's fields: Span.swift, SpanMapEntry); the span record is read only for
     // the object's free bit, off the path to the push. An entry with no copies (a large
@@ -75,9 +76,11 @@ enum FastFree {
         guard let span = entry.pointee.span else { return .slow }
         return .notSmall(span)
     }
-    let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
+    // A thread with no cache yet finds every bin full (the shim's swiftheap_no_cache_yet).
+    let cache = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
     let offset = Int(entry.pointee.binOffset)
-    let bin = entry.pointee.owner == UnsafeMutableRawPointer(cache) ? cache.bin(atOffset: offset) : cache.remoteBin(atOffset: offset)
+    let owned = UInt(bitPattern: entry.pointee.owner) == UInt(bitPattern: cache)  // no test for nil: the cache is not
+    let bin = owned ? cache.bin(atOffset: offset) : cache.remoteBin(atOffset: offset)
     let top = bin.pointee.top
     if !bin.pointee.isFull
         && (!misuseChecks || !looksFreed(address, index: index, span: entry.pointee.span.unsafelyUnwrapped, top: top)) {

@@ -69,7 +69,7 @@ func ensureHeapInitialized() -> Bool {
     defer { initLock.unlock() }
     if heapIsReady() { return true }
 
-    guard let classes = SizeClassTable.make() else { return false }
+    guard let classes = SizeClassTable.make(binOffsetStorage: sh_bin_offsets()) else { return false }
     root.pointee.classes = classes
     root.pointee.events = HeapEvents()
     let events = root.pointer(to: \.events)!

@@ -116,7 +116,7 @@ func startProfilingIfConfigured(_ config: Config) {
           UnsafeMutablePointer<ThreadCache>(slot: slot).profileState.pointee.countIfShort(size) else {
         return allocateSampling(size)
     }
-    if let object = cacheAllocateFast(size, limit: maxSmallSize, classes: heap.pointee.classes) { return object }
+    if let object = cacheAllocateFast(size, limit: maxSmallSize, binOffsets: sh_bin_offsets()) { return object }
     return allocateUnsampled(size)
 }
 

@@ -71,14 +71,22 @@ struct SizeClassTable {
     /// the cache's address as it is, and sizeClass(of:) divides it back.
     var binOffsets: UnsafeMutablePointer<UInt16>
 
-    /// Builds the table in metadata memory. Returns nil if metadata memory is exhausted.
-    static func make() -> SizeClassTable? {
-        let entries = Int(maxSmallSize >> 4) + 1
+    /// Entries of binOffsets: sizes 0...maxSmallSize by 16-byte steps.
+    static let binOffsetEntries = Int(maxSmallSize >> 4) + 1
+
+    /// Builds the table in metadata memory, its binOffsets in `binOffsetStorage` if given
+    /// (binOffsetEntries entries: the process's table fills the shim's, which malloc's fast
+    /// path reads before the heap exists: Entry.swift). Returns nil if metadata memory is
+    /// exhausted.
+    static func make(binOffsetStorage: UnsafeMutablePointer<UInt16>? = nil) -> SizeClassTable? {
+        let entries = binOffsetEntries
         guard let infoMemory = persistentAlloc(UInt(maxSizeClasses * MemoryLayout<SizeClassInfo>.stride)),
-              let indexMemory = persistentAlloc(UInt(entries * MemoryLayout<UInt16>.stride)) else { return nil }
+              let binOffsets = binOffsetStorage
+                ?? persistentAlloc(UInt(entries * MemoryLayout<UInt16>.stride))?.bindMemory(to: UInt16.self, capacity: entries)
+        else { return nil }
         var table = SizeClassTable(
             info: infoMemory.bindMemory(to: SizeClassInfo.self, capacity: maxSizeClasses),
-            binOffsets: indexMemory.bindMemory(to: UInt16.self, capacity: entries))
+            binOffsets: binOffsets)
         table.info[0] = SizeClassInfo(size: 0, pages: 0, objects: 0, reciprocal: 0)
         var count = 1
         var size: UInt = 16
@@ -154,6 +162,12 @@ struct SizeClassTable {
     /// The offset of the bin of a small request's class (size <= maxSmallSize): the
     /// malloc fast path's lookup.
     @inline(__always) func binOffset(of size: UInt) -> Int {
+        SizeClassTable.binOffset(of: size, in: binOffsets)
+    }
+
+    /// binOffset(of:) in a table's binOffsets (malloc's fast path reads the process's
+    /// from the shim: Entry.swift).
+    @inline(__always) static func binOffset(of size: UInt, in binOffsets: UnsafeMutablePointer<UInt16>) -> Int {
         Int(binOffsets[Int(bitPattern: (size &+ 15) >> 4)])
     }
 }

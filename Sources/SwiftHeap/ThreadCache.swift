@@ -28,7 +28,10 @@
 // destructor round; after the last round the thread's slot points at the no-cache
 // record, whose bins all have capacity 0, so every malloc and free of that thread
 // takes the locked path straight to the central lists — without a test on the fast
-// path. Records of exited threads are reused.
+// path. Before its first malloc, a thread's slot holds the shim's read-only zeros
+// (swiftheap_no_cache_yet), where every bin reads as empty and full: the fast paths send
+// it to the slow path, which makes its cache, again without a test of their own (the
+// slow paths see no cache: sh_tls_get). Records of exited threads are reused.
 //
 // The record (ThreadCache) is typed: its bins come first, so that the fast path finds a
 // class's bin at a constant offset from the record's address; the slot arrays follow the

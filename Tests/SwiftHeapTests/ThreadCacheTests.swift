@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import CShim
 @testable import SwiftHeap
 
 @Suite(.serialized) struct ThreadCacheTests {
@@ -22,6 +23,31 @@ import Foundation
                 bin.count = count - 1
                 #expect(bin.top == slots + Int(count) - 1 && bin.slots == slots && !bin.isFull)
             }
+        }
+    }
+
+    /// A thread's slot holds the shim's read-only zeros until the thread has a cache: the
+    /// bins malloc's and free's fast paths read there are empty and full at once, so both
+    /// send the thread to their slow paths, which make its cache, with no test of the
+    /// slot of their own; and before the heap exists, malloc's size lookup reads zeros too.
+    @Test func aThreadWithNoCacheYetTakesTheSlowPaths() throws {
+        #expect(MemoryLayout<ThreadCache>.offset(of: \.header)! <= sh_no_cache_yet_bytes(),
+                "the fast paths read only bins, inside the zeros")
+        #expect(SizeClassTable.binOffsetEntries == sh_bin_offset_entries())
+        let object = try #require(allocate(48))
+        let address = UInt(bitPattern: object)
+        onThreads(1) { _ in
+            #expect(sh_tls_get() == nil)
+            #expect(cacheAllocateFast(48, limit: maxSmallSize, binOffsets: sh_bin_offsets()) == nil)
+            var zeros = [UInt16](repeating: 0, count: SizeClassTable.binOffsetEntries)
+            #expect(zeros.withUnsafeMutableBufferPointer { cacheAllocateFast(48, limit: maxSmallSize, binOffsets: $0.baseAddress!) } == nil,
+                    "a malloc before the heap exists")
+            #expect(!cacheFreeFast(address, spanMap: heap.pointee.pageHeap.spanMap).isDone)
+            #expect(sh_tls_get() == nil, "the fast paths leave the slot alone")
+            let mine = allocate(48)
+            #expect(mine != nil && sh_tls_get() != nil, "the slow path makes the thread's cache")
+            deallocate(mine)
+            deallocate(UnsafeMutableRawPointer(bitPattern: address))
         }
     }
 

@@ -28,11 +28,25 @@
 
 // ---- thread-local slot ---------------------------------------------------------
 // One pointer, initial-exec (glibc's manual asks this of a malloc replacement, and a
-// tiny slot avoids exhausting static TLS). It holds this thread's cache.
+// tiny slot avoids exhausting static TLS). It holds this thread's cache, and until the
+// thread has one, swiftheap_no_cache_yet: read-only zeros, where every bin of a cache
+// record reads as empty and full at once (a CacheBin with top and both marks 0), so
+// that malloc's and free's fast paths go to their slow paths from the bin test they
+// make anyway, with no test of the slot of their own. The slot is never null.
+#define SWIFTHEAP_NO_CACHE_YET_BYTES 4096
+extern const unsigned char swiftheap_no_cache_yet[SWIFTHEAP_NO_CACHE_YET_BYTES] __attribute__((visibility("hidden")));
 extern __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visibility("hidden")));
 
-static inline void *sh_tls_get(void) { return swiftheap_tls_slot; }
-static inline void sh_tls_set(void *p) { swiftheap_tls_slot = p; }
+// The slot as it is, for the fast paths: this thread's cache or swiftheap_no_cache_yet,
+// whose bins only the fast paths' bin tests may read.
+static inline void *_Nonnull sh_tls_slot(void) { return swiftheap_tls_slot; }
+// This thread's cache record, or NULL if it has none yet.
+static inline void *sh_tls_get(void) {
+    void *slot = swiftheap_tls_slot;
+    return slot == (const void *)swiftheap_no_cache_yet ? NULL : slot;
+}
+static inline void sh_tls_set(void *_Nonnull p) { swiftheap_tls_slot = p; }
+static inline size_t sh_no_cache_yet_bytes(void) { return SWIFTHEAP_NO_CACHE_YET_BYTES; }
 
 // ---- errno ----------------------------------------------------------------------
 static inline int sh_errno_get(void) { return errno; }
@@ -143,6 +157,14 @@ static inline size_t sh_static_area_bytes(void) { return SWIFTHEAP_STATIC_AREA_B
 #define SWIFTHEAP_MAX_SMALL_SIZE 32768
 extern uintptr_t swiftheap_small_limit __attribute__((visibility("hidden")));
 static inline uintptr_t sh_small_limit(void) { return swiftheap_small_limit; }
+
+// The process's size-class lookup (SizeClassTable.binOffsets: the bin offset of sizes
+// 0...SWIFTHEAP_MAX_SMALL_SIZE by 16-byte steps), filled when the heap is made. Zeros
+// until then: malloc's fast path, called before, finds bin 0 of swiftheap_no_cache_yet,
+// which is empty, and takes the slow path, which makes the heap.
+extern uint16_t swiftheap_bin_offsets[SWIFTHEAP_MAX_SMALL_SIZE / 16 + 1] __attribute__((visibility("hidden")));
+static inline uint16_t *_Nonnull sh_bin_offsets(void) { return swiftheap_bin_offsets; }
+static inline size_t sh_bin_offset_entries(void) { return SWIFTHEAP_MAX_SMALL_SIZE / 16 + 1; }
 static inline void sh_set_small_limit(uintptr_t limit) { __atomic_store_n(&swiftheap_small_limit, limit, __ATOMIC_RELEASE); }
 
 // The profiler's root state: zeroed static storage, like the static area above.
