@@ -352,17 +352,26 @@ extension UnsafeMutablePointer where Pointee == Central {
 
     /// The objects just taken from `span` may lie on OS pages released while they were
     /// free: those pages are resident again once written, so stop counting them.
-    /// Must hold this central's lock.
+    /// `objects` are in ascending order (take hands them out so): an object that ends on
+    /// a page already cleared costs a compare, and the walk stops when no page is left
+    /// counted. Must hold this central's lock.
     private func reclaimReleasedPages(_ span: UnsafeMutablePointer<Span>, _ objects: UnsafeMutablePointer<UInt>, count: Int) {
         var released = span.pointee.releasedOSPages
         let before = released.nonzeroBitCount
         let size = UInt(span.pointee.objectSize)
-        for i in 0..<count {
-            let offset = objects[i] &- span.pointee.base
-            let first = offset / osPageSize
-            let last = (offset &+ size &- 1) / osPageSize
-            let mask = (last &- first == 63 ? ~UInt64(0) : ((UInt64(1) << UInt64(last &- first &+ 1)) &- 1)) << UInt64(first)
-            released &= ~mask
+        let base = span.pointee.base
+        var cleared: UInt = 0  // the OS pages below this one are cleared
+        var i = 0
+        while i < count && released != 0 {
+            let offset = objects[i] &- base
+            let end = (offset &+ size &- 1) / osPageSize &+ 1  // past the object's last OS page (at most 64)
+            if end > cleared {
+                let first = max(offset / osPageSize, cleared)
+                let upTo = end == 64 ? ~UInt64(0) : (UInt64(1) << UInt64(end)) &- 1
+                released &= ~(upTo & ~((UInt64(1) << UInt64(first)) &- 1))
+                cleared = end
+            }
+            i &+= 1
         }
         span.pointee.releasedOSPages = released
         let reclaimed = before &- released.nonzeroBitCount

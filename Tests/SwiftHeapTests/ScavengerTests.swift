@@ -113,6 +113,43 @@ import Testing
         #expect(UInt(other.objectOSPages.nonzeroBitCount) == (objectBytes + osPageSize - 1) / osPageSize)
     }
 
+    /// take stops counting as released the OS pages under every object it hands out, and
+    /// no other: random free objects and released pages, in spans of classes whose objects
+    /// lie inside one OS page, straddle two or cover several, against the pages each
+    /// taken object covers, computed one by one.
+    @Test(arguments: [UInt(48), 416, 3072, 5632, 12288])
+    func takingObjectsReclaimsExactlyThePagesTheyLieOn(size: UInt) throws {
+        let h = PrivateHeap()
+        let (cls, central) = h.central(forSize: size)
+        let info = h.classes.info[cls]
+        var random = SystemRandomNumberGenerator()
+        central.lockPointer.lock()
+        defer { central.lockPointer.unlock() }
+        for _ in 0..<200 {
+            let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: UInt(info.pages), state: .small) })
+            central.setUpSpan(span, zeroed: false)
+            var slots = [UInt](repeating: 0, count: Int(info.objects))
+            // Everything out, then a random subset back, and random pages released.
+            #expect(slots.withUnsafeMutableBufferPointer { central.take(from: span, into: $0.baseAddress!, already: 0, want: Int(info.objects)) } == Int(info.objects))
+            for index in 0..<UInt(info.objects) where Bool.random(using: &random) {
+                span.freeWords[Int(index >> 6)] |= UInt64(1) << UInt64(index & 63)
+                span.pointee.allocatedCount -= 1
+            }
+            let released = UInt64.random(in: 0...UInt64.max, using: &random) & span.objectOSPages
+            span.pointee.releasedOSPages = released
+            let want = Int.random(in: 1...Int(info.objects), using: &random)
+            let got = slots.withUnsafeMutableBufferPointer { central.take(from: span, into: $0.baseAddress!, already: 0, want: want) }
+            var expected = released
+            for object in slots.prefix(got) {
+                let offset = object - span.pointee.base
+                for page in offset / osPageSize...(offset + size - 1) / osPageSize { expected &= ~(UInt64(1) << UInt64(page)) }
+            }
+            #expect(span.pointee.releasedOSPages == expected, "size \(size), released \(released), took \(got)")
+            span.pointee.releasedOSPages = 0
+            h.locked { h.pageHeap.freeSpanLocked(span) }
+        }
+    }
+
     @Test func decaySamplesKeepTheMinimumOverTheWindow() {
         var samples = DecaySamples()
         // A fresh ring holds zeros: nothing counts as unneeded before a whole window passed.
