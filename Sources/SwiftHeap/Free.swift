@@ -2,8 +2,9 @@
 // slow path that caches an object in a remote bin or flushes a full bin.
 //
 // free(p) finds p's page's entry in the page→span map (no lock), checks from the
-// entry's copies of its span's fields that p is the start of an object of that span, and
-// pushes it on the calling thread's bin for the span's class (Span.swift: SpanMapEntry). The check costs one compare on the multiply that finds the object's
+// entry's copies of its span's fields (Span.swift: SpanMapEntry) that p is the start of
+// an object of that span, and pushes it on the calling thread's bin for the span's
+// class. The check costs one compare on the multiply that finds the object's
 // index (Span.swift: objectStart) and catches frees of interior pointers; a pointer
 // into a span's tail (past its last whole object) passes it, and finds its index's bit
 // set in the free bitmap below (the tail's sentinels), so it goes to the slow path's
@@ -77,10 +78,8 @@ enum FastFree {
         return .notSmall(span)
     }
     // A thread with no cache yet finds every bin full (the shim's swiftheap_no_cache_yet).
-    let cache = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
-    let offset = Int(entry.pointee.binOffset)
-    let owned = UInt(bitPattern: entry.pointee.owner) == UInt(bitPattern: cache)  // no test for nil: the cache is not
-    let bin = owned ? cache.bin(atOffset: offset) : cache.remoteBin(atOffset: offset)
+    let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
+        .freeBin(owner: entry.pointee.owner, binOffset: entry.pointee.binOffset)
     let top = bin.pointee.top
     if !bin.pointee.isFull
         && (!misuseChecks || !looksFreed(address, index: index, span: entry.pointee.span.unsafelyUnwrapped, top: top)) {
@@ -118,8 +117,15 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     /// cache draws from the span, else the class's remote bin (ThreadCache.swift), found
     /// from the span's binOffset. The fast path pushes on either the same way.
     @inline(__always) func freeBin(_ span: UnsafeMutablePointer<Span>) -> UnsafeMutablePointer<CacheBin> {
-        let offset = Int(span.pointee.binOffset)
-        return span.pointee.owner == UnsafeMutableRawPointer(self) ? bin(atOffset: offset) : remoteBin(atOffset: offset)
+        freeBin(owner: span.pointee.owner, binOffset: span.pointee.binOffset)
+    }
+
+    /// freeBin for a span whose owner and binOffset are `owner` and `binOffset` (read from
+    /// its record, or from its copies in the span map: the fast path). The owner is
+    /// compared as a bit pattern: no test for nil, as this cache is not.
+    @inline(__always) func freeBin(owner: UnsafeMutableRawPointer?, binOffset: UInt16) -> UnsafeMutablePointer<CacheBin> {
+        let offset = Int(binOffset)
+        return UInt(bitPattern: owner) == UInt(bitPattern: self) ? bin(atOffset: offset) : remoteBin(atOffset: offset)
     }
 }
 

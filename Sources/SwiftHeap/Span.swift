@@ -144,6 +144,13 @@ struct Span {
     /// Sentinel bits after a small span's last object (see objectStart).
     static let tailSentinels: UInt = 2
 
+    /// objectStart's arithmetic, on a span's base and reciprocal (from its record, or from
+    /// its copies in the span map: SpanMapEntry).
+    @inline(__always) static func objectStart(of address: UInt, base: UInt, reciprocal: UInt32) -> (index: UInt, isStart: Bool) {
+        let product = (address &- base) &* UInt(reciprocal)
+        return (product >> 32, UInt32(truncatingIfNeeded: product) < reciprocal)
+    }
+
     /// The bits of bitmap word `word` whose indices are below `end`.
     @inline(__always) static func bits(below end: UInt, inWord word: Int) -> UInt64 {
         let first = UInt(bitPattern: word) &<< 6
@@ -186,9 +193,7 @@ extension UnsafeMutablePointer where Pointee == Span {
     /// checks both steps together against isObjectStart on each offset of each class's
     /// span.
     @inline(__always) func objectStart(of address: UInt) -> (index: UInt, isStart: Bool) {
-        let reciprocal = pointee.reciprocal
-        let product = (address &- pointee.base) &* UInt(reciprocal)
-        return (product >> 32, UInt32(truncatingIfNeeded: product) < reciprocal)
+        Span.objectStart(of: address, base: pointee.base, reciprocal: pointee.reciprocal)
     }
 
     /// Whether object `index` is free in the span's bitmap (read without the central lock
@@ -279,9 +284,7 @@ struct SpanMapEntry {
 extension UnsafeMutablePointer where Pointee == SpanMapEntry {
     /// Span.objectStart from the entry's copies of its span's base and reciprocal.
     @inline(__always) func objectStart(of address: UInt) -> (index: UInt, isStart: Bool) {
-        let reciprocal = pointee.reciprocal
-        let product = (address &- pointee.base) &* UInt(reciprocal)
-        return (product >> 32, UInt32(truncatingIfNeeded: product) < reciprocal)
+        Span.objectStart(of: address, base: pointee.base, reciprocal: pointee.reciprocal)
     }
 }
 
