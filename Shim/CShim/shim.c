@@ -15,6 +15,8 @@ __attribute__((aligned(64), visibility("hidden"))) uintptr_t swiftheap_small_lim
 
 __attribute__((aligned(64), visibility("hidden"))) uint16_t swiftheap_bin_offsets[SWIFTHEAP_MAX_SMALL_SIZE / 16 + 1];
 
+__attribute__((aligned(4096), visibility("hidden"))) void *swiftheap_span_slots[SWIFTHEAP_SPAN_SLOTS];
+
 __attribute__((aligned(64), visibility("hidden"))) unsigned char swiftheap_profile_area[SWIFTHEAP_PROFILE_AREA_BYTES];
 
 // sh_unwind_from(sp, ra, fp, backtrace, trace, argument): calls backtrace(trace,

@@ -16,9 +16,10 @@
 //
 // Before a thread has a cache, and before the heap exists, the fast paths run as they
 // do after: the thread's slot holds the shim's zeros (swiftheap_no_cache_yet), whose bins
-// read as empty and full, and malloc's size lookup is the shim's table
-// (sh_bin_offsets), zeros until the heap is made. Both send the call to its slow path,
-// which makes the heap and the thread's cache, without a test of their own.
+// read as empty and full, and malloc's size lookup and free's span map are the shim's
+// tables (sh_bin_offsets, sh_span_slots), zeros until the heap is made. Each sends the
+// call to its slow path, which makes the heap and the thread's cache, without a test of
+// its own.
 //
 // errno: NULL comes with ENOMEM; a successful call leaves errno as it found it (the slow
 // paths make system calls), and free always does (glibc's manual asks it of a
@@ -114,7 +115,7 @@ import CShim
 /// free without the C conventions.
 @inline(__always) func deallocate(_ pointer: UnsafeMutableRawPointer?) {
     let address = UInt(bitPattern: pointer)
-    switch cacheFreeFast(address, spanMap: heap.pointee.pageHeap.spanMap) {
+    switch cacheFreeFast(address, spanMap: SpanMap.process) {
     case .done:
         return
     case .notSmall(let span):

@@ -92,10 +92,12 @@ struct PageHeap {
     /// Where the first region is mapped if that address range is free (0: anywhere).
     var placementHint: UInt = 0
 
-    /// Makes a page heap at `p` (stable memory) that publishes into `events`. Returns
-    /// false if the kernel refuses the memory for its tables.
-    static func initialize(_ p: UnsafeMutablePointer<PageHeap>, events: UnsafeMutablePointer<HeapEvents>) -> Bool {
-        guard let spanMap = SpanMap.make(),
+    /// Makes a page heap at `p` (stable memory) that publishes into `events`, with
+    /// `spanMap` (nil: a new one). Returns false if the kernel refuses the memory for its
+    /// tables.
+    static func initialize(_ p: UnsafeMutablePointer<PageHeap>, events: UnsafeMutablePointer<HeapEvents>,
+                           spanMap: SpanMap? = nil) -> Bool {
+        guard let spanMap = spanMap ?? SpanMap.make(),
               let pagesMemory = persistentAlloc(UInt(MemoryLayout<PageAlloc>.stride), alignment: 64) else { return false }
         let pages = pagesMemory.bindMemory(to: PageAlloc.self, capacity: 1)
         pages.initialize(to: PageAlloc())

@@ -296,6 +296,12 @@ struct SpanMap {
     /// Bytes of one slot's table.
     static let tableBytes = spanMapSlotPages &* UInt(MemoryLayout<SpanMapEntry>.stride)
 
+    /// The process's map, over the shim's static slot table (swiftheap_span_slots): free's
+    /// fast path reads it before the heap exists, when every slot is empty (Entry.swift).
+    @inline(__always) static var process: SpanMap {
+        SpanMap(slots: UnsafeMutableRawPointer(sh_span_slots()).assumingMemoryBound(to: UnsafeMutablePointer<SpanMapEntry>?.self))
+    }
+
     /// Maps the slot table (2 MiB of address space, touched only where the heap is).
     /// Returns nil if the kernel refuses.
     static func make() -> SpanMap? {
@@ -345,7 +351,9 @@ struct SpanMap {
     }
 
     /// Unmaps the slot table and every slot's table (a page heap being destroyed; tests).
+    /// Not for the process's map, whose slot table is static.
     func destroy() {
+        precondition(slots != SpanMap.process.slots, "the process's span map is never destroyed")
         var slot = 0
         while slot < Int(spanMapSlotCount) {
             if let table = slots[slot] { osUnmap(UInt(bitPattern: table), SpanMap.tableBytes) }

@@ -29,11 +29,15 @@ import CShim
     /// A thread's slot holds the shim's read-only zeros until the thread has a cache: the
     /// bins malloc's and free's fast paths read there are empty and full at once, so both
     /// send the thread to their slow paths, which make its cache, with no test of the
-    /// slot of their own; and before the heap exists, malloc's size lookup reads zeros too.
+    /// slot of their own; and before the heap exists, malloc's size lookup and free's span
+    /// map read zeros too (Tests/misuse: free-first-stack).
     @Test func aThreadWithNoCacheYetTakesTheSlowPaths() throws {
         #expect(MemoryLayout<ThreadCache>.offset(of: \.header)! <= sh_no_cache_yet_bytes(),
                 "the fast paths read only bins, inside the zeros")
         #expect(SizeClassTable.binOffsetEntries == sh_bin_offset_entries())
+        #expect(heap.pointee.pageHeap.spanMap.slots == SpanMap.process.slots,
+                "the process's span map is the shim's static table, which free reads before the heap exists")
+        #expect(UInt(sh_span_slot_count()) == spanMapSlotCount)
         let object = try #require(allocate(48))
         let address = UInt(bitPattern: object)
         onThreads(1) { _ in

@@ -61,6 +61,7 @@ static const case_t cases[] = {
     { "double-free-large-first-8m", "double", "first allocation of the process: malloc(8 MiB), free, free" },
     { "free-stack",             "free",    "free of a stack address" },
     { "free-global",            "free",    "free of a global" },
+    { "free-first-stack",       "free",    "first call of the process: free of a stack address (before the heap exists)" },
     { "free-interior-small",    "free",    "free(malloc(64) + 8)" },
     { "free-interior-misaligned","free",   "free(malloc(64) + 1)" },
     { "free-interior-large",    "free",    "free(malloc(1 MiB) + 512 KiB)" },
@@ -130,6 +131,7 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(c, "free-stack"))               do_free(stack_buf + 16);
     else if (!strcmp(c, "free-global"))              do_free(global_buf + 16);
+    else if (!strcmp(c, "free-first-stack"))         do_free(stack_buf + 16);
     else if (!strcmp(c, "free-interior-small"))      { char *p = malloc(64); do_free(p + 8); }
     else if (!strcmp(c, "free-interior-misaligned")) { char *p = malloc(64); do_free(p + 1); }
     else if (!strcmp(c, "free-interior-large"))      { char *p = malloc(1 << 20); do_free(p + (512 << 10)); }

@@ -165,6 +165,15 @@ static inline uintptr_t sh_small_limit(void) { return swiftheap_small_limit; }
 extern uint16_t swiftheap_bin_offsets[SWIFTHEAP_MAX_SMALL_SIZE / 16 + 1] __attribute__((visibility("hidden")));
 static inline uint16_t *_Nonnull sh_bin_offsets(void) { return swiftheap_bin_offsets; }
 static inline size_t sh_bin_offset_entries(void) { return SWIFTHEAP_MAX_SMALL_SIZE / 16 + 1; }
+
+// The process's page→span map's slot table (SpanMap.slots: one pointer per GiB of the
+// 2^48-byte address space, 2 MiB of zeros touched only where the heap maps memory).
+// Static, so that free's fast path, called before the heap exists, finds every slot
+// empty (no span: the slow path, which makes the heap) without a test of its own.
+#define SWIFTHEAP_SPAN_SLOTS (1u << 18)
+extern void *swiftheap_span_slots[SWIFTHEAP_SPAN_SLOTS] __attribute__((visibility("hidden")));
+static inline void *_Nullable *_Nonnull sh_span_slots(void) { return swiftheap_span_slots; }
+static inline size_t sh_span_slot_count(void) { return SWIFTHEAP_SPAN_SLOTS; }
 static inline void sh_set_small_limit(uintptr_t limit) { __atomic_store_n(&swiftheap_small_limit, limit, __ATOMIC_RELEASE); }
 
 // The profiler's root state: zeroed static storage, like the static area above.
