@@ -724,6 +724,12 @@ struct PageAlloc {
         return !chunkOf(chunkIndex(address)).pointee.alloc.bits.get(chunkPageIndex(address))
     }
 
+    /// Whether the `npages` pages from `address` (in the heap, within one chunk) are all
+    /// free. Must hold the heap lock.
+    func isFreeRange(_ address: UInt, _ npages: UInt) -> Bool {
+        chunkOf(chunkIndex(address)).pointee.alloc.bits.rangeIs(set: false, chunkPageIndex(address), npages)
+    }
+
     /// Recounts free and free+scavenged bytes from the bitmaps of every chunk in the heap
     /// (O(heap); for tests and consistency checks). Must hold the heap lock.
     func countFreeAndScavenged() -> (free: UInt, scavenged: UInt) {

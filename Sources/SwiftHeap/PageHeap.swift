@@ -236,6 +236,42 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         pointee.events.noteFreedLocked(freedPages &<< pageShift)
     }
 
+    // MARK: - The span map's idle memory
+
+    /// Releases the span map's table memory of every SpanMap.bytesPerTablePage (1 MiB,
+    /// aligned) of the heap whose pages are all free: their entries are zero, and would
+    /// otherwise stay resident after the heap shrank (32 bytes for each page it once
+    /// used). One madvise per run of such megabytes within a slot. Returns the bytes of
+    /// table released (or released again: a scan does not know what an earlier one did).
+    ///
+    /// Must hold the heap lock.
+    func releaseIdleSpanMapLocked() -> UInt {
+        let pages = pointee.pages
+        let granule = SpanMap.bytesPerTablePage
+        let granulePages = granule >> pageShift
+        var released: UInt = 0
+        var k = 0
+        while k < pages.pointee.inUse.count {
+            let region = pages.pointee.inUse[k]
+            var base = alignUp(region.base, granule)
+            while base &+ granule <= region.limit {
+                if !pages.pointee.isFreeRange(base, granulePages) {
+                    base &+= granule
+                    continue
+                }
+                // A run of free megabytes, inside the region and the slot (one table).
+                let limit = min(region.limit, (base | ((UInt(1) << spanMapSlotShift) &- 1)) &+ 1)
+                var end = base &+ granule
+                while end &+ granule <= limit && pages.pointee.isFreeRange(end, granulePages) { end &+= granule }
+                pointee.spanMap.releaseEntries(base: base, bytes: end &- base)
+                released &+= (end &- base) / granule &* osPageSize
+                base = end
+            }
+            k &+= 1
+        }
+        return released
+    }
+
     // MARK: - Growth
 
     /// Maps a heap region big enough for a run of `pageCount` pages (see the file comment)

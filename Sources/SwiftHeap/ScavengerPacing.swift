@@ -276,6 +276,14 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
                 if released > 0 { busy = true }
             }
         }
+        // The span map's entries of the megabytes now all free go too, at most once per
+        // idleEpochNanos (a scan of the heap and a madvise per run of free megabytes).
+        if releasedBytes >= SpanMap.bytesPerTablePage && now &- state.pointee.lastSpanMapReleaseNanos >= idleEpochNanos {
+            state.pointee.lastSpanMapReleaseNanos = now
+            heapLock.lock()
+            _ = pointee.pageHeap.releaseIdleSpanMapLocked()
+            heapLock.unlock()
+        }
         let spent = sh_thread_cpu_nanos() &- cpuBefore
         state.pointee.tokensNanos &-= spent
         chargeCredit(spentNanos: spent, releasedBytes: releasedBytes)

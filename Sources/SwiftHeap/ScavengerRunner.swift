@@ -45,6 +45,8 @@ struct RunnerState {
     var lastInSpanPassNanos: Int64 = 0
     /// When the tick last drained the threads' large caches (ScavengerPacing.swift).
     var lastLargeDrainNanos: Int64 = 0
+    /// When the tick last released the span map's idle table memory (ScavengerPacing.swift).
+    var lastSpanMapReleaseNanos: Int64 = 0
     var tokensNanos: Int64 = 0
     var lastRefillNanos: Int64 = 0
     /// What is left of the shrink credits in tokensNanos (ScavengerPacing.swift): CPU time

@@ -61,6 +61,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         var released = PageAlloc.scavenge(pages, UInt.max, mayUnlock: true)
         pointee.inSpanPassDone = true
         setGoalReachedLocked(true)
+        _ = pointee.pageHeap.releaseIdleSpanMapLocked()
         heapLock.unlock()
         released &+= releaseFreeObjectPages()
         if pointee.config.scavengeTrace {

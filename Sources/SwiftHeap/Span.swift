@@ -362,6 +362,19 @@ struct SpanMap {
         osUnmap(UInt(bitPattern: slots), spanMapSlotCount &* UInt(MemoryLayout<UnsafeMutableRawPointer?>.stride))
     }
 
+    /// Bytes of heap whose entries fill one OS page of a slot's table (1 MiB).
+    static let bytesPerTablePage = (osPageSize / UInt(MemoryLayout<SpanMapEntry>.stride)) &<< pageShift
+
+    /// Releases to the OS the table memory of the entries of [base, base + bytes), both
+    /// multiples of bytesPerTablePage, inside one slot: entries that are all zero (pages
+    /// of no span), so that the zero pages the kernel gives back on the next read or write
+    /// hold what they held. Must hold the heap lock (no span is made meanwhile); the
+    /// slot must have its table.
+    func releaseEntries(base: UInt, bytes: UInt) {
+        let first = entry(containingMapped: base).unsafelyUnwrapped
+        osRelease(UInt(bitPattern: first), bytes / SpanMap.bytesPerTablePage &* osPageSize)
+    }
+
     /// Calls `body` with the entry of every page of [base, base + pages·pageSize).
     /// The slots must have their tables (ensureSlots).
     @inline(__always) private func forEachEntry(base: UInt, pages: UInt, _ body: (UnsafeMutablePointer<SpanMapEntry>) -> Void) {

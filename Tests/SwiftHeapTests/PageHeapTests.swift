@@ -154,6 +154,46 @@ import Glibc
         #expect(h.events.pointee.freedSinceEpoch == 120 * pageSize)
     }
 
+    /// The span map's table memory of a megabyte whose pages are all free goes back to the
+    /// OS (its entries are zero, and the kernel's zero page reads the same); that of a
+    /// megabyte holding a span stays, and so do its entries.
+    @Test func idleSpanMapMemoryIsReleasedAndLiveEntriesStay() throws {
+        let h = PrivateHeap()
+        let megabyte = SpanMap.bytesPerTablePage
+        #expect(megabyte == 1 << 20)
+        let perMegabyte = megabyte >> pageShift
+        // Four megabytes of small one-page spans, every entry written.
+        var spans: [UnsafeMutablePointer<Span>] = []
+        for _ in 0..<(4 * perMegabyte) {
+            let (span, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 1, state: .small) })
+            spans.append(span)
+        }
+        let map = h.pageHeap.pointee.spanMap
+        func tablePage(_ address: UInt) -> UInt { UInt(bitPattern: map.entry(containingMapped: address)!) & ~(osPageSize - 1) }
+        func resident(_ address: UInt) -> Bool {
+            var vector: UInt8 = 0
+            #expect(mincore(UnsafeMutableRawPointer(bitPattern: tablePage(address)), Int(osPageSize), &vector) == 0)
+            return vector & 1 != 0
+        }
+        // Free every span but one whose megabyte is kept (the first megabyte-aligned one).
+        let bases = spans.map { $0.pointee.base }
+        let keptMegabyte = try #require(bases.first { $0 % megabyte == 0 })
+        let kept = spans.filter { $0.pointee.base >= keptMegabyte && $0.pointee.base < keptMegabyte + megabyte }.first!
+        for span in spans where span != kept { h.locked { h.pageHeap.freeSpanLocked(span) } }
+        let freeMegabyte = try #require(bases.first { $0 % megabyte == 0 && $0 != keptMegabyte })
+        #expect(resident(freeMegabyte) && resident(keptMegabyte))
+        let released = h.locked { h.pageHeap.releaseIdleSpanMapLocked() }
+        #expect(released >= osPageSize)
+        #expect(!resident(freeMegabyte), "the free megabyte's entries are released")
+        #expect(resident(keptMegabyte), "the megabyte holding a span keeps its entries")
+        #expect(map.span(containing: kept.pointee.base) == kept && map.span(containing: freeMegabyte) == nil)
+        // Spans made on the released entries write them again.
+        let (again, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 1, state: .small) })
+        #expect(map.span(containing: again.pointee.base) == again)
+        h.locked { h.pageHeap.freeSpanLocked(again) }
+        h.locked { h.pageHeap.freeSpanLocked(kept) }
+    }
+
     /// A small span emptied with some of its pages released inside it gives those pages
     /// back scavenged: not counted as resident, not released again.
     @Test func anEmptiedSpanLeavesItsReleasedPagesScavenged() throws {
