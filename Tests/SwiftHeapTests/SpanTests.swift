@@ -215,12 +215,18 @@ import Testing
         #expect(span.objectIndex(of: 0x7000_0000_0000 + 48 * 100 + 5) == 100)
     }
 
-    @Test func spanMapPointsEveryPageOfASpanAndClearsThem() {
+    /// Runs `body` with a new span map and the base of 64 MiB of address space mapped for
+    /// it (unmapped after); `body` makes the slots' tables (ensureSlots).
+    private func withSpanMapAndRegion(_ body: (SpanMap, UInt, UInt) -> Void) {
         let map = SpanMap.make()!
         let bytes = 64 << 20 as UInt
         let base = osMapMemoryAligned(bytes, alignment: chunkBytes)
         #expect(base != 0)
-        defer { osUnmap(base, bytes) }
+        defer { osUnmap(base, bytes); map.destroy() }
+        body(map, base, bytes)
+    }
+
+    @Test func spanMapPointsEveryPageOfASpanAndClearsThem() { withSpanMapAndRegion { map, base, bytes in
         #expect(map.span(containing: base) == nil, "a slot without a table maps nothing")
         #expect(map.ensureSlots(base: base, bytes: bytes))
         let span = UnsafeMutablePointer<Span>.allocate(capacity: 1)
@@ -236,19 +242,14 @@ import Testing
         #expect(map.span(containing: UInt.max) == nil, "an address beyond 48 bits has no span")
         map.set(base: spanBase, pages: 3, to: nil)
         #expect(map.span(containing: spanBase + pageSize) == nil)
-    }
+    } }
 
     /// free's fast path reads a small span's base, reciprocal, binOffset and owner from the
     /// page's entry (SpanMapEntry): publishSmall copies them into every page's entry,
     /// publishOwner follows the owner, and set, which points pages at a span or clears
     /// them, leaves no copies (a large span's entry, or a freed page's, is never an object
     /// start).
-    @Test func spanMapEntriesCarryASmallSpansFieldsUntilTheyAreCleared() {
-        let map = SpanMap.make()!
-        let bytes = 64 << 20 as UInt
-        let base = osMapMemoryAligned(bytes, alignment: chunkBytes)
-        #expect(base != 0)
-        defer { osUnmap(base, bytes) }
+    @Test func spanMapEntriesCarryASmallSpansFieldsUntilTheyAreCleared() { withSpanMapAndRegion { map, base, bytes in
         #expect(map.ensureSlots(base: base, bytes: bytes))
         let classes = SizeClassTable.make()!
         let cls = Int(classes.sizeClass(of: 48))
@@ -279,5 +280,5 @@ import Testing
         map.set(base: span.pointee.base, pages: span.pointee.pages, to: nil)
         #expect(pages.allSatisfy { $0.pointee.span == nil && $0.pointee.reciprocal == 0 && $0.pointee.base == 0 })
         #expect(!map.entry(containingMapped: span.pointee.base)!.objectStart(of: span.pointee.base).isStart)
-    }
+    } }
 }
