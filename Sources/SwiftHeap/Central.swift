@@ -291,8 +291,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 adopt(spare, owner: owner, owned: owned)
                 span = spare
             } else {
-                guard let fresh = newSpan() else { break }
-                setOwner(fresh, owner)
+                guard let fresh = newSpan(owner: owner) else { break }
                 fresh.ownedSpans = owned
                 pushPartial(fresh, on: mine)
                 span = fresh
@@ -437,16 +436,16 @@ extension UnsafeMutablePointer where Pointee == Central {
         return bytes
     }
 
-    /// A fresh span of this class with every object free, or nil if out of memory.
-    /// Must hold this central's lock; takes the page heap's lock.
-    private func newSpan() -> UnsafeMutablePointer<Span>? {
+    /// A fresh span of this class with every object free, `owner`'s, or nil if out of
+    /// memory. Must hold this central's lock; takes the page heap's lock.
+    private func newSpan(owner: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Span>? {
         let pages = UInt(pointee.info.pages)
         let pageHeap = pointee.pageHeap
         pageHeap.lockPointer.lock()
         let result = pageHeap.allocSpanLocked(pageCount: pages, state: .small)
         pageHeap.lockPointer.unlock()
         guard let (span, scavengedBytes) = result else { return nil }
-        setUpSpan(span, zeroed: scavengedBytes == pages &<< pageShift)
+        setUpSpan(span, zeroed: scavengedBytes == pages &<< pageShift, owner: owner)
         pointee.spanCount &+= 1
         return span
     }
@@ -455,11 +454,13 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// free. Pages known to be zero (fresh from mmap or released) are not resident
     /// until an object on them is handed out: they are counted as released inside the
     /// span, as if the in-span pass had released them, and take() reclaims them object
-    /// by object, so that retained memory does not count pages never touched.
+    /// by object, so that retained memory does not count pages never touched. `owner`
+    /// (nil: none) owns it, in its record and in the span map's copies (setOwner).
     ///
     /// Must hold this central's lock (or own the span alone).
-    func setUpSpan(_ span: UnsafeMutablePointer<Span>, zeroed: Bool) {
+    func setUpSpan(_ span: UnsafeMutablePointer<Span>, zeroed: Bool, owner: UnsafeMutableRawPointer? = nil) {
         span.initializeSmall(sizeClass: pointee.sizeClass, info: pointee.info)
+        span.pointee.owner = owner
         pointee.pageHeap.pointee.spanMap.publishSmall(span)
         if zeroed {
             let untouched = span.objectOSPages
