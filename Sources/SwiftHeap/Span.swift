@@ -22,9 +22,11 @@
 // and its bin from the entry it loads anyway: its one read of the span record, the
 // object's free bit, is off the path to the push, rather than each free waiting on two
 // dependent loads (entry, then record) before it can push. The copies cost 32 bytes per
-// 8 KiB page of the heap (the pointer alone took 8) and a store per page of the span
-// when its owner changes (Central.swift: setOwner). xthread ran in 0.976x the time
-// (quartiles 0.959-0.990x, 15 alternating runs), larson 0.93x (0.73-1.02x).
+// 8 KiB page of the heap (the pointer alone took 8; the scavenger releases the table
+// memory of megabytes whose pages are all free: PageHeap.releaseIdleSpanMapLocked) and a
+// store per page of the span when its owner changes (Central.swift: setOwner). xthread
+// ran in 0.976x the time (quartiles 0.959-0.990x, 15 alternating runs), larson in 0.96x
+// (31 runs; quartiles of the inverse 1.00-1.15x).
 
 import CShim
 
