@@ -727,7 +727,7 @@ struct PageAlloc {
     /// Whether the `npages` pages from `address` (in the heap, within one chunk) are all
     /// free. Must hold the heap lock.
     func isFreeRange(_ address: UInt, _ npages: UInt) -> Bool {
-        chunkOf(chunkIndex(address)).pointee.alloc.bits.rangeIs(set: false, chunkPageIndex(address), npages)
+        chunkOf(chunkIndex(address)).pointee.isFree(chunkPageIndex(address), npages)
     }
 
     /// Recounts free and free+scavenged bytes from the bitmaps of every chunk in the heap
