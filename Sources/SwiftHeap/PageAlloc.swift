@@ -4,7 +4,11 @@
 // fit. Every page has a bit in a per-chunk bitmap (PallocData: 1 = allocated, plus a
 // scavenged bit). Chunks (512 pages, 4 MiB) are found through a two-level table:
 // chunksL1 (2^13 pointers, mapped at initialize) -> L2 blocks of 2^13 PallocData (1 MiB,
-// mapped on demand when grow first touches them, never freed before destroy).
+// mapped on demand when grow first touches them, never freed before destroy), each
+// followed by its chunks' allocation stamps (32 KiB): allocRange writes allocStamp, which
+// the scavenger sets at each of its ticks, into every chunk it allocates pages of, so
+// that its paced passes can spare the chunks the program allocated from lately
+// (PageAllocScavenge.swift).
 //
 // Search is by a radix tree of summaries over the whole 48-bit address space, exactly
 // Go's amd64 layout since our pages and chunks have Go's sizes: 5 levels with radix bits
@@ -71,6 +75,10 @@ let chunksL2Bits: UInt = heapAddressBits - chunkShift - chunksL1Bits
 let chunksL2Count: UInt = 1 << chunksL2Bits
 /// Bytes of one L2 block of chunk bitmaps (1 MiB).
 let chunksL2Bytes: UInt = chunksL2Count * UInt(MemoryLayout<PallocData>.stride)
+/// Bytes of the chunks' allocation stamps that follow the bitmaps in an L2 block (32 KiB).
+let chunksL2StampBytes: UInt = chunksL2Count * UInt(MemoryLayout<UInt32>.stride)
+/// Bytes mapped for one L2 block: the bitmaps, then the stamps.
+let chunksL2BlockBytes: UInt = chunksL2Bytes + chunksL2StampBytes
 /// Bytes of the L1 table.
 let chunksL1Bytes: UInt = (1 << chunksL1Bits) * UInt(MemoryLayout<UInt>.stride)
 
@@ -124,6 +132,10 @@ struct PageAlloc {
     var metadataBytes: UInt = 0
     /// grow fails rather than map metadata beyond this (no bound by default; tests set it).
     var metadataLimit: UInt = UInt.max
+    /// Written into the stamp of every chunk allocRange allocates pages of (see the file
+    /// comment). 1 until the scavenger's first tick sets it (a chunk never allocated
+    /// from is stamped 0); it only grows.
+    var allocStamp: UInt32 = 1
 
     init() {}
 
@@ -192,8 +204,8 @@ struct PageAlloc {
             var i = 0
             while i < (1 << chunksL1Bits) {
                 if let block = l1[i] {
-                    osUnmap(UInt(bitPattern: block), chunksL2Bytes)
-                    unmapped &+= chunksL2Bytes
+                    osUnmap(UInt(bitPattern: block), chunksL2BlockBytes)
+                    unmapped &+= chunksL2BlockBytes
                 }
                 i &+= 1
             }
@@ -255,6 +267,26 @@ struct PageAlloc {
         return block.assumingMemoryBound(to: PallocData.self) + Int(ci & (chunksL2Count &- 1))
     }
 
+    /// The stamp of chunks allocated from in the scavenger's current tick period or the
+    /// one before (or since the heap was made, before its first tick): as
+    /// spareAllocatedSince, spares them (PageAllocScavenge.swift).
+    var recentAllocStamp: UInt32 { max(allocStamp &- 1, 1) }
+
+    /// The allocation stamp of chunk ci, which must be in the heap (see the file comment).
+    @inline(__always) func stampOf(_ ci: UInt) -> UnsafeMutablePointer<UInt32> {
+        let block = UnsafeMutableRawPointer(chunksL1.unsafelyUnwrapped[Int(ci >> chunksL2Bits)].unsafelyUnwrapped)
+        return (block + Int(chunksL2Bytes)).assumingMemoryBound(to: UInt32.self) + Int(ci & (chunksL2Count &- 1))
+    }
+
+    /// The allocation stamp of chunk ci read without the heap lock (a relaxed load)
+    /// through the L1 table l1, or 0 if its L2 block is not (yet) visible.
+    @inline(__always) static func stampRacy(_ l1: UnsafeMutablePointer<UnsafeMutablePointer<PallocData>?>,
+                                            _ ci: UInt) -> UInt32 {
+        let slot = UnsafeMutableRawPointer(l1 + Int(ci >> chunksL2Bits)).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        guard let block = sh_load_ptr(slot) else { return 0 }
+        return sh_load32_relaxed((block + Int(chunksL2Bytes)).assumingMemoryBound(to: UInt32.self) + Int(ci & (chunksL2Count &- 1)))
+    }
+
     /// Summary index range [lo, hi) of level l covering [base, limit).
     @inline(__always) static func addrsToSummaryRange(_ l: Int, _ base: UInt, _ limit: UInt) -> (lo: UInt, hi: UInt) {
         (base >> levelShift(l), ((limit &- 1) >> levelShift(l)) &+ 1)
@@ -292,10 +324,10 @@ struct PageAlloc {
         while c < ec {
             let i1 = Int(c >> chunksL2Bits)
             if chunksL1.unsafelyUnwrapped[i1] == nil {
-                if metadataBytes &+ chunksL2Bytes > metadataLimit { return false }
-                let block = osMap(chunksL2Bytes)
+                if metadataBytes &+ chunksL2BlockBytes > metadataLimit { return false }
+                let block = osMap(chunksL2BlockBytes)
                 if block == 0 { return false }
-                metadataBytes &+= chunksL2Bytes
+                metadataBytes &+= chunksL2BlockBytes
                 // Published with a release store: the scavenger reads it without the lock.
                 let slot = UnsafeMutableRawPointer(chunksL1.unsafelyUnwrapped + i1).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
                 sh_store_ptr(slot, UnsafeMutableRawPointer(bitPattern: block))
@@ -404,14 +436,23 @@ struct PageAlloc {
 
     // MARK: - Allocation
 
-    /// Marks [base, base + npages pages) allocated and updates the summaries. Returns the
-    /// bytes of it that were scavenged (they are no longer). Pages must be in the heap.
+    /// Marks [base, base + npages pages) allocated, stamps its chunks with allocStamp and
+    /// updates the summaries. Returns the bytes of it that were scavenged (they are no
+    /// longer). Pages must be in the heap.
     ///
     /// Must hold the heap lock.
     mutating func allocRange(_ base: UInt, _ npages: UInt) -> UInt {
         let limit = base &+ (npages << pageShift) &- 1
         let sc = chunkIndex(base), ec = chunkIndex(limit)
         let si = chunkPageIndex(base), ei = chunkPageIndex(limit)
+        var stamped = sc
+        while true {
+            // A plain store: the scavenger's racy read tolerates a stale stamp (it reads it
+            // again under the lock before it releases anything).
+            sh_store32_relaxed(stampOf(stamped), allocStamp)
+            if stamped == ec { break }
+            stamped &+= 1
+        }
         var scav: UInt = 0
         if sc == ec {
             let chunk = chunkOf(sc)

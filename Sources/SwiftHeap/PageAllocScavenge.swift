@@ -24,6 +24,15 @@
 // candidate run taken under the lock. A reservation shrinks from the top as it is
 // searched: work.limit only decreases.
 //
+// Sparing chunks in use. The scavenger's paced passes (ScavengerPacing.swift) pass
+// spareAllocatedSince: a chunk whose allocation stamp (PageAlloc.swift: allocRange) is at
+// least that is skipped as if searched, and counted in scav.sparedChunks. Such a chunk
+// had pages handed out lately, and its free pages are where the next allocations of
+// the program land (first fit): a heap whose live bytes swing (a loop of big objects),
+// or that grows through holes its frees left (sqlite), would have them faulted in again
+// within milliseconds of their release. The release of a phase the program dropped and
+// malloc_trim spare nothing (spareAllocatedSince 0).
+//
 // Releasing (scavengeRangeLocked). Never madvise pages another thread may be handed
 // meanwhile: if the lock may be dropped, the run is first taken as allocated (so no
 // allocation can get it), the lock is dropped for the madvise, and the run is then
@@ -54,6 +63,9 @@ struct ScavengeState {
     /// Bytes of free pages released in this generation (the scavenger counts what it
     /// releases inside spans on its own).
     var pagesReleased: UInt = 0
+    /// Chunks this generation's search skipped as allocated from lately (see the file
+    /// comment): their free pages were not searched.
+    var sparedChunks: UInt = 0
 
     init() {}
 }
@@ -73,6 +85,7 @@ extension PageAlloc {
         scav.reservationBytes = alignUp(inUse.totalBytes, chunkBytes) / scavengeReservationShards
         scav.gen &+= 1
         scav.pagesReleased = 0
+        scav.sparedChunks = 0
         return finished
     }
 
@@ -106,17 +119,21 @@ extension PageAlloc {
 
     /// Releases up to nbytes (at least, when available: runs are not split below the
     /// OS page and huge pages are kept whole) of free, unscavenged pages, highest first,
-    /// continuing this generation's search. Returns the bytes released; less than
-    /// nbytes means the generation's work is exhausted.
+    /// continuing this generation's search, and skipping the chunks stamped
+    /// spareAllocatedSince or later (0: none; see the file comment). Returns the bytes
+    /// released; less than nbytes means the generation's work is exhausted.
     ///
     /// Must hold the heap lock; it may be released and re-acquired if mayUnlock.
-    mutating func scavenge(_ nbytes: UInt, mayUnlock: Bool) -> UInt {
-        withUnsafeMutablePointer(to: &self) { Self.scavenge($0, nbytes, mayUnlock: mayUnlock) }
+    mutating func scavenge(_ nbytes: UInt, mayUnlock: Bool, spareAllocatedSince: UInt32 = 0) -> UInt {
+        withUnsafeMutablePointer(to: &self) {
+            Self.scavenge($0, nbytes, mayUnlock: mayUnlock, spareAllocatedSince: spareAllocatedSince)
+        }
     }
 
     /// scavenge through a pointer (preferred when mayUnlock: see the file comment).
     @inline(never)
-    static func scavenge(_ p: UnsafeMutablePointer<PageAlloc>, _ nbytes: UInt, mayUnlock: Bool) -> UInt {
+    static func scavenge(_ p: UnsafeMutablePointer<PageAlloc>, _ nbytes: UInt, mayUnlock: Bool,
+                         spareAllocatedSince: UInt32 = 0) -> UInt {
         var work = AddressRange.empty
         var gen: UInt32 = 0
         var released: UInt = 0
@@ -125,7 +142,8 @@ extension PageAlloc {
                 (work, gen) = p.pointee.scavengeReserve()
                 if work.size == 0 { break }
             }
-            let (r, rest) = scavengeOne(p, work: work, max: nbytes &- released, mayUnlock: mayUnlock)
+            let (r, rest) = scavengeOne(p, work: work, max: nbytes &- released, mayUnlock: mayUnlock,
+                                        spareAllocatedSince: spareAllocatedSince)
             released &+= r
             work = rest
         }
@@ -136,19 +154,29 @@ extension PageAlloc {
     }
 
     /// Searches the reservation `work` from its top for one run of free, unscavenged
-    /// pages and releases it (at most max bytes, rounded up to pages, unless a huge page
-    /// would be broken). Returns the bytes released (0 when work is exhausted) and the
-    /// part of work not yet searched: work.base must be chunk-aligned.
+    /// pages outside the chunks stamped spareAllocatedSince or later (0: none) and
+    /// releases it (at most max bytes, rounded up to pages, unless a huge page would be
+    /// broken). Returns the bytes released (0 when work is exhausted) and the part of
+    /// work not yet searched: work.base must be chunk-aligned.
     ///
     /// Must hold the heap lock; it may be released and re-acquired if mayUnlock.
-    mutating func scavengeOne(work: AddressRange, max: UInt, mayUnlock: Bool) -> (UInt, AddressRange) {
-        withUnsafeMutablePointer(to: &self) { Self.scavengeOne($0, work: work, max: max, mayUnlock: mayUnlock) }
+    mutating func scavengeOne(work: AddressRange, max: UInt, mayUnlock: Bool,
+                              spareAllocatedSince: UInt32 = 0) -> (UInt, AddressRange) {
+        withUnsafeMutablePointer(to: &self) {
+            Self.scavengeOne($0, work: work, max: max, mayUnlock: mayUnlock, spareAllocatedSince: spareAllocatedSince)
+        }
+    }
+
+    /// Whether a chunk stamped `stamp` is spared by a search that spares those stamped
+    /// `since` or later (0: none).
+    @inline(__always) static func spares(_ stamp: UInt32, since: UInt32) -> Bool {
+        since != 0 && stamp >= since
     }
 
     /// scavengeOne through a pointer.
     @inline(never)
     static func scavengeOne(_ p: UnsafeMutablePointer<PageAlloc>, work: AddressRange, max: UInt,
-                            mayUnlock: Bool) -> (UInt, AddressRange) {
+                            mayUnlock: Bool, spareAllocatedSince spare: UInt32 = 0) -> (UInt, AddressRange) {
         var work = work
         if work.size == 0 { return (0, work) }
         if work.base & (chunkBytes &- 1) != 0 { fatalInternal("scavengeOne: unaligned work region") }
@@ -162,7 +190,11 @@ extension PageAlloc {
         // Fast path: the chunk holding work's top address, from that page down.
         let maxAddr = work.limit &- 1
         let maxChunk = chunkIndex(maxAddr)
-        if p.pointee.summary(summaryLevels &- 1, maxChunk).max >= minPages {
+        if p.pointee.summary(summaryLevels &- 1, maxChunk).max < minPages {
+            // Nothing to release here.
+        } else if spares(p.pointee.stampOf(maxChunk).pointee, since: spare) {
+            p.pointee.scav.sparedChunks &+= 1
+        } else {
             let (base, npages) = p.pointee.chunkOf(maxChunk).pointee
                 .findScavengeCandidate(chunkPageIndex(maxAddr), minPages, maxPages)
             if npages != 0 {
@@ -178,11 +210,18 @@ extension PageAlloc {
         let lock = p.pointee.heapLock
         while work.size != 0 {
             if mayUnlock { lock.unsafelyUnwrapped.unlock() }
-            let candidate = findCandidate(p, work, minPages)
+            let (candidate, spared) = findCandidate(p, work, minPages, spare: spare)
             if mayUnlock { lock.unsafelyUnwrapped.lock() }
+            p.pointee.scav.sparedChunks &+= spared
             guard let ci = candidate else {
                 work.limit = work.base
                 break
+            }
+            // Allocated from while the lock was dropped: spared after all.
+            if spares(p.pointee.stampOf(ci).pointee, since: spare) {
+                p.pointee.scav.sparedChunks &+= 1
+                work.limit = chunkBase(ci)
+                continue
             }
             let (base, npages) = p.pointee.chunkOf(ci).pointee.findScavengeCandidate(chunkPages &- 1, minPages, maxPages)
             if npages != 0 {
@@ -196,19 +235,24 @@ extension PageAlloc {
     }
 
     /// The highest chunk of work that seems to hold a free, unscavenged min-group of
-    /// pages, read without the lock (the heap lock need not be held). work is inside the
-    /// in-use address space, so its chunks exist once their L2 block is visible.
-    static func findCandidate(_ p: UnsafeMutablePointer<PageAlloc>, _ work: AddressRange, _ minPages: UInt) -> UInt? {
+    /// pages and is not spared (stamped `spare` or later, unless 0), read without the
+    /// lock (the heap lock need not be held), and how many chunks above it it skipped as
+    /// spared. work is inside the in-use address space, so its chunks exist once their L2
+    /// block is visible.
+    static func findCandidate(_ p: UnsafeMutablePointer<PageAlloc>, _ work: AddressRange, _ minPages: UInt,
+                              spare: UInt32 = 0) -> (chunk: UInt?, spared: UInt) {
         // chunksL1 is fixed after initialize: read that one field, not the whole struct
         // that other threads are changing.
-        guard let l1 = p.pointer(to: \.chunksL1)!.pointee else { return nil }
+        guard let l1 = p.pointer(to: \.chunksL1)!.pointee else { return (nil, 0) }
         let bottom = chunkIndex(work.base)
         var i = chunkIndex(work.limit &- 1)
+        var spared: UInt = 0
         while true {
             if let chunk = PageAlloc.chunkOfRacy(l1, i), PallocData.hasScavengeCandidateRacy(chunk, minPages) {
-                return i
+                if !spares(PageAlloc.stampRacy(l1, i), since: spare) { return (i, spared) }
+                spared &+= 1
             }
-            if i == bottom { return nil }
+            if i == bottom { return (nil, spared) }
             i &-= 1
         }
     }

@@ -310,6 +310,9 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     /// at most growthScavengeMaxBytes: this runs in an allocation, with the lock held), so
     /// that what the heap holds from the OS stays at the goal instead of growing by what
     /// fragmentation costs. The pages just mapped are scavenged already and are not touched.
+    /// Chunks the program allocated from in this tick period or the one before are spared
+    /// (PageAllocScavenge.swift): a heap whose live bytes swing grows when its free pages
+    /// are too scattered for an allocation, and the next allocations land in them again.
     ///
     /// Must hold the page heap's lock.
     func scavengeOnGrowthLocked(_ grownBytes: UInt) {
@@ -321,12 +324,13 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         let retained = mapped > released ? mapped &- released : 0
         if retained <= goal { return }
         let todo = min(min(retained &- goal, grownBytes), growthScavengeMaxBytes)
-        var done = PageAlloc.scavenge(pages, todo, mayUnlock: false)
+        let spare = pages.pointee.recentAllocStamp
+        var done = PageAlloc.scavenge(pages, todo, mayUnlock: false, spareAllocatedSince: spare)
         if done < todo {
             // The generation's search is used up: search the heap again (the scavenger's
             // next epoch would start a generation anyway).
             _ = pages.pointee.scavengeStartGen()
-            done &+= PageAlloc.scavenge(pages, todo &- done, mayUnlock: false)
+            done &+= PageAlloc.scavenge(pages, todo &- done, mayUnlock: false, spareAllocatedSince: spare)
         }
         stats.pointee.releasedOnGrowthBytes &+= done
     }

@@ -192,13 +192,28 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         return trace
     }
 
+    /// Starts a new scavenge generation without ending the epoch (the goal stays): decay's
+    /// search ran out of work having spared chunks in use, which a later tick may find
+    /// unused. Returns the trace of the generation that ended, as endEpochLocked.
+    ///
+    /// Must hold the page heap's lock.
+    func restartGenerationLocked() -> ScavengeTrace? {
+        let trace = untracedWorkLocked(forced: false)
+        _ = pages.pointee.scavengeStartGen()
+        pointee.inSpanReleasedThisGen = 0
+        pointee.tracedBytes = 0
+        return trace
+    }
+
     /// Releases memory until retained bytes reach `goal`, spending at most `budgetNanos`
     /// of this thread's CPU time (unlimited if negative), `stepBytes` at a time (the
-    /// budget is checked between steps). Returns bytes released and whether the
-    /// generation ran out of work or reached the goal.
+    /// budget is checked between steps), sparing the free pages of chunks stamped
+    /// spareAllocatedSince or later (0: none; PageAllocScavenge.swift). Returns bytes
+    /// released and whether the generation ran out of work or reached the goal.
     ///
     /// Takes the page heap's lock and the central locks; must hold none.
-    func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64, stepBytes: UInt) -> (released: UInt, finished: Bool) {
+    func scavengeTowardGoal(_ goal: UInt, budgetNanos: Int64, stepBytes: UInt,
+                            spareAllocatedSince: UInt32 = 0) -> (released: UInt, finished: Bool) {
         let start = sh_thread_cpu_nanos()
         var released: UInt = 0
         while budgetNanos < 0 || sh_thread_cpu_nanos() &- start < budgetNanos {
@@ -209,7 +224,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
                 return (released, true)
             }
             let want = min(retained &- goal, stepBytes)
-            let pagesReleased = PageAlloc.scavenge(pages, want, mayUnlock: true)
+            let pagesReleased = PageAlloc.scavenge(pages, want, mayUnlock: true, spareAllocatedSince: spareAllocatedSince)
             let inSpanDone = pointee.inSpanPassDone
             if pagesReleased == 0 { pointee.inSpanPassDone = true }
             heapLock.unlock()

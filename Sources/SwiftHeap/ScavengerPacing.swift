@@ -25,6 +25,17 @@
 // previous pass as well (Span.freeOSPagesSeen), so that pages of objects that keep being
 // handed out and freed are not faulted in again and again.
 //
+// Sparing chunks in use. Each tick sets the page allocator's allocation stamp (the tick
+// period's number), which page allocations write into the chunks they take pages of
+// (PageAlloc.swift). The tick's releases, toward the goal and for decay, skip the chunks
+// allocated from since the last tick or in the tick period before
+// (PageAllocScavenge.swift), as does the release on growth (PageHeap.swift): first fit
+// lands the program's next allocations on their free pages. A loop of big objects
+// (`large` in scripts/bench) had a quarter of its page faults from such releases; sqlite,
+// which grows through the holes its frees leave, a quarter of its own. Decay releases a
+// spared chunk's free pages once it has gone a tick period without an allocation. A phase
+// being dropped (a shrink credit lasts) and malloc_trim spare nothing.
+//
 // Refaults. Releasing a page costs the scavenger a fraction of what the program pays to
 // fault it in again (a fault, the zeroing of a page: a few microseconds). So a page
 // that the program takes back soon after its release is charged to the budget at
@@ -111,19 +122,22 @@ let creditPauseMinNanos: Int64 = 2_000_000_000
 let creditPauseMaxNanos: Int64 = 32_000_000_000
 
 extension UnsafeMutablePointer where Pointee == Scavenger {
-    /// Releases up to `bytes` of free pages for decay: continues this generation, and if
-    /// it runs out of work (pages freed since it started lie in memory it has searched
-    /// already) ends it and starts a new one. Returns the bytes released and the trace of
-    /// a generation that ended, if any.
+    /// Releases up to `bytes` of free pages for decay, sparing chunks stamped
+    /// spareAllocatedSince or later (0: none; PageAllocScavenge.swift): continues this
+    /// generation, and if it runs out of work (pages freed since it started lie in memory
+    /// it has searched already) ends it and starts a new one. If it spared chunks, the
+    /// pages it did not find may lie in them: the new generation starts without ending
+    /// the epoch (its goal stays), and searches them again if they are no longer spared.
+    /// Returns the bytes released and the trace of a generation that ended, if any.
     ///
     /// Takes the page heap's lock; must hold none.
-    func releaseDecayed(_ bytes: UInt) -> (released: UInt, trace: ScavengeTrace?) {
+    func releaseDecayed(_ bytes: UInt, spareAllocatedSince spare: UInt32 = 0) -> (released: UInt, trace: ScavengeTrace?) {
         heapLock.lock()
-        var released = PageAlloc.scavenge(pages, bytes, mayUnlock: true)
+        var released = PageAlloc.scavenge(pages, bytes, mayUnlock: true, spareAllocatedSince: spare)
         var trace: ScavengeTrace? = nil
         if released < bytes {
-            trace = endEpochLocked(now: sh_monotonic_nanos())
-            released &+= PageAlloc.scavenge(pages, bytes &- released, mayUnlock: true)
+            trace = pages.pointee.scav.sparedChunks != 0 ? restartGenerationLocked() : endEpochLocked(now: sh_monotonic_nanos())
+            released &+= PageAlloc.scavenge(pages, bytes &- released, mayUnlock: true, spareAllocatedSince: spare)
         }
         heapLock.unlock()
         return (released, trace)
@@ -162,6 +176,13 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         state.pointee.lastTickNanos = now
 
         heapLock.lock()
+        // Chunks the program allocated from since the last tick, or in the tick period
+        // before this one, are spared by this tick's releases (PageAllocScavenge.swift),
+        // unless a phase is being dropped (below).
+        let stamp = UInt32(truncatingIfNeeded: now / scavengerTickNanos) &+ 2
+        let lastStamp = pages.pointee.allocStamp
+        pages.pointee.allocStamp = max(stamp, lastStamp)
+        let spareSinceStamp = min(stamp &- 1, lastStamp)
         var endedTrace: ScavengeTrace? = nil
         let events = pointee.events
         let releasedTaken = (bytes: events.pointee.releasedTaken, firstNanos: events.pointee.releasedTakenNanos)
@@ -208,6 +229,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         // tick period, and at once when the program starts dropping a phase, after which
         // they keep none until it is over; the rest of this tick sees their pages as free.
         let dropping = creditLasts(now)
+        let spare = dropping ? 0 : spareSinceStamp
         let droppingWord = events.droppingPhaseWord
         let startsDropping = dropping && sh_load32_relaxed(droppingWord) == 0
         if dropping != (sh_load32_relaxed(droppingWord) != 0) { sh_store32(droppingWord, dropping ? 1 : 0) }
@@ -247,7 +269,8 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         var releasedBytes: UInt = 0
         if goalPending {
             let (released, finished) = scavengeTowardGoal(goal, budgetNanos: slice,
-                                                          stepBytes: inline ? inlineStepBytes : threadStepBytes)
+                                                          stepBytes: inline ? inlineStepBytes : threadStepBytes,
+                                                          spareAllocatedSince: spare)
             releasedBytes &+= released
             state.pointee.freeSamples.subtract(released)
             state.pointee.lastSample &-= min(state.pointee.lastSample, released)
@@ -260,7 +283,8 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             }
         } else if decayTicks > 0 {
             if unneeded >= decayMinimumBytes {
-                let (released, trace) = releaseDecayed(inline ? min(unneeded, inlineStepBytes) : unneeded)
+                let (released, trace) = releaseDecayed(inline ? min(unneeded, inlineStepBytes) : unneeded,
+                                                       spareAllocatedSince: spare)
                 releasedBytes &+= released
                 state.pointee.freeSamples.subtract(released)
                 state.pointee.lastSample &-= min(state.pointee.lastSample, released)

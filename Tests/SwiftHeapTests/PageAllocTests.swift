@@ -404,9 +404,9 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
     #expect(initial <= 1_400_000, "\(initial) bytes at initialize")
     t.locked { p in check(p.pointee.grow(base: chunkBase(BaseChunkIdx), size: 16 * chunkBytes)) }
     let one = t.p.pointee.metadataBytes - initial
-    #expect(one == 4 * summaryBlockBytes + chunksL2Bytes, "\(one) bytes for one region")
+    #expect(one == 4 * summaryBlockBytes + chunksL2BlockBytes, "\(one) bytes for one region")
     t.locked { p in check(p.pointee.grow(base: chunkBase(BaseChunkIdx + 0x4000), size: chunkBytes)) }
-    #expect(t.p.pointee.metadataBytes - initial - one == 3 * summaryBlockBytes + chunksL2Bytes)
+    #expect(t.p.pointee.metadataBytes - initial - one == 3 * summaryBlockBytes + chunksL2BlockBytes)
     checkSummaries(t)
 }
 

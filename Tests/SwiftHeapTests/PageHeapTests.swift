@@ -294,9 +294,11 @@ import Glibc
         UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
         h.locked { h.pageHeap.freeSpanLocked(a) }
         #expect(pages.pointee.scavengedBytes == 0)
-        // A goal of 2 MiB; a span of 600 pages grows the heap by 8 MiB: 2 MiB of the free,
-        // resident pages go (the excess; a whole huge page), not 8.
+        // A goal of 2 MiB; two scavenger tick periods later (a's chunk is no longer spared:
+        // PageAllocScavenge.swift), a span of 600 pages grows the heap by 8 MiB: 2 MiB of
+        // the free, resident pages go (the excess; a whole huge page), not 8.
         h.events.pointee.retainedGoal = 2 << 20
+        h.locked { pages.pointee.allocStamp += 2 }
         let (b, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 600, state: .large) })
         #expect(h.pageHeap.pointee.stats.releasedOnGrowthBytes == 2 << 20)
         // With no goal yet (0), growth releases nothing.
@@ -304,6 +306,27 @@ import Glibc
         let (c, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 5000, state: .large) })
         #expect(h.pageHeap.pointee.stats.releasedOnGrowthBytes == 2 << 20)
         h.locked { for span in [b, c] { h.pageHeap.freeSpanLocked(span) } }
+    }
+
+    /// Growth spares the chunks allocated from in the current tick period or the one
+    /// before: a heap whose live bytes swing grows when its free pages are too scattered,
+    /// and its next allocations land in them again.
+    @Test func growingSparesTheChunksAllocatedFromLately() throws {
+        let h = PrivateHeap()
+        let pages = h.pageHeap.pointee.pages
+        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 512, state: .large) })
+        UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
+        h.locked { h.pageHeap.freeSpanLocked(a) }
+        h.events.pointee.retainedGoal = 2 << 20
+        // One tick period later: a's chunk (allocated from in the period before) is spared.
+        h.locked { pages.pointee.allocStamp += 1 }
+        let (b, scavenged) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 600, state: .large) })
+        #expect(h.pageHeap.pointee.stats.releasedOnGrowthBytes == 0)
+        #expect(h.locked { pages.pointee.scav.sparedChunks } >= 1)
+        // Its free pages stayed resident: the span (the region grew right above a's) takes
+        // them with no fault; only its pages in the new region are fresh.
+        #expect(b.pointee.base == a.pointee.base && scavenged == (600 - 512) * pageSize)
+        h.locked { h.pageHeap.freeSpanLocked(b) }
     }
 
     /// A heap that shrinks (pages freed less pages taken) by the shrink threshold makes an

@@ -277,3 +277,54 @@ func scavengeOneWork(mayUnlock: Bool) {
         checkSummaries(t)
     }
 }
+
+/// Sparing chunks in use: allocRange stamps the chunks it allocates pages of with
+/// allocStamp, and a search given spareAllocatedSince skips (and counts) the chunks
+/// stamped that or later, the top chunk (scavengeOne's fast path) as well as those below
+/// it (findCandidate), under the lock and with it dropped. Nothing is spared with 0, and
+/// a chunk spared in one generation is searched by the next.
+@Test(arguments: [false, true])
+func scavengingSparesTheChunksAllocatedFromSinceTheStamp(mayUnlock: Bool) {
+    struct Case {
+        var name: String
+        /// The allocStamp each chunk's pages were allocated (and freed) under.
+        var stamps: [UInt: UInt32]
+        var spare: UInt32
+        var released: [UInt]
+        var spared: UInt
+    }
+    let cases: [Case] = [
+        Case(name: "TopChunkSpared", stamps: [B: 2, B + 1: 2, B + 2: 5], spare: 5, released: [B, B + 1], spared: 1),
+        Case(name: "MiddleChunkSpared", stamps: [B: 2, B + 1: 5, B + 2: 2], spare: 5, released: [B, B + 2], spared: 1),
+        Case(name: "LaterStampsSpared", stamps: [B: 6, B + 1: 4, B + 2: 5], spare: 5, released: [B + 1], spared: 2),
+        Case(name: "AllSpared", stamps: [B: 5, B + 1: 5, B + 2: 5], spare: 5, released: [], spared: 3),
+        Case(name: "NothingSparedWithZero", stamps: [B: 5, B + 1: 5, B + 2: 5], spare: 0, released: [B, B + 1, B + 2], spared: 0),
+    ]
+    for c in cases {
+        let t = makePageAlloc([B: [], B + 1: [], B + 2: []], [B: [], B + 1: [], B + 2: []])
+        t.locked { p in
+            // Allocate and free each chunk's pages under its stamp: they are free and
+            // resident, and the chunk is stamped.
+            for (ci, stamp) in c.stamps {
+                p.pointee.allocStamp = stamp
+                #expect(p.pointee.allocRangeIfFree(base: chunkBase(ci), npages: chunkPages).ok)
+                p.pointee.free(base: chunkBase(ci), npages: chunkPages)
+                #expect(p.pointee.stampOf(ci).pointee == stamp, "\(c.name): chunk \(ci - B) stamped")
+            }
+            p.pointee.scavengeStartGen()
+            let released = PageAlloc.scavenge(p, UInt.max, mayUnlock: mayUnlock, spareAllocatedSince: c.spare)
+            #expect(released == UInt(c.released.count) * chunkBytes, "\(c.name): released")
+            #expect(p.pointee.scav.sparedChunks == c.spared, "\(c.name): spared")
+            for ci in c.stamps.keys {
+                let scavenged = p.pointee.chunkOf(ci).pointee.scavenged.popcount()
+                #expect(scavenged == (c.released.contains(ci) ? chunkPages : 0), "\(c.name): chunk \(ci - B) scavenged pages")
+            }
+            // The next generation, sparing nothing, releases the rest.
+            p.pointee.scavengeStartGen()
+            #expect(p.pointee.scav.sparedChunks == 0)
+            let rest = PageAlloc.scavenge(p, UInt.max, mayUnlock: mayUnlock)
+            #expect(rest == UInt(3 - c.released.count) * chunkBytes, "\(c.name): the rest")
+        }
+        checkSummaries(t)
+    }
+}

@@ -173,6 +173,18 @@ import Testing
         h.locked { h.pageHeap.freeSpanLocked(span) }
     }
 
+    /// Stamps every chunk of the heap as last allocated from long ago (0), so that no
+    /// tick spares it (PageAllocScavenge.swift).
+    private func forgetAllocations(_ h: PrivateHeap) {
+        h.locked {
+            let pages = h.pageHeap.pointee.pages
+            for k in 0..<pages.pointee.inUse.count {
+                let r = pages.pointee.inUse[k]
+                for ci in chunkIndex(r.base)..<chunkIndex(r.limit) { pages.pointee.stampOf(ci).pointee = 0 }
+            }
+        }
+    }
+
     @Test func aGenerationScavengesDownToItsGoal() throws {
         let h = PrivateHeap()
         try makeDirtyFreePages(h, 2048)  // 16 MiB, the heap's only region
@@ -241,7 +253,8 @@ import Testing
         try makeDirtyFreePages(h, 2048)  // 16 MiB freed: an epoch is due (threshold 1 MiB)
         #expect(h.events.pointee.epochDue == 1)
         // A budget to spend (the bucket starts empty), and a goal of nothing: forget the
-        // peak, as if the free were long ago.
+        // peak and the allocation, as if the free were long ago.
+        forgetAllocations(h)
         s.pointee.runner.started = true
         s.pointee.runner.tokensNanos = 200_000_000
         s.pointee.runner.lastRefillNanos = 1_000_000_000
@@ -266,6 +279,53 @@ import Testing
 }
 
 extension ScavengerTests {
+    /// Pages of a chunk the program allocated from since the last tick, or in the tick
+    /// period before, stay resident however far retained memory is above the goal; once
+    /// the chunk has gone a tick period without an allocation, decay releases them; and
+    /// while a phase is being dropped (a shrink credit lasts), nothing is spared.
+    @Test(arguments: [false, true])
+    func ticksSpareTheChunksAllocatedFromLately(dropping: Bool) throws {
+        var config = Config()
+        config.scavengeBurstMillis = 200
+        let h = PrivateHeap(config: config)
+        let s = h.scavenger
+        let runner = s.pointer(to: \.runner.lock)!
+        func tick(_ now: Int64) -> UInt {
+            let before = h.locked { s.retainedBytesLocked() }
+            runner.lock()
+            _ = s.tick(now: now, inline: false)
+            runner.unlock()
+            return before - h.locked { s.retainedBytesLocked() }
+        }
+        var now: Int64 = 10_000_000_000
+        #expect(tick(now) == 0, "the first tick has no budget")
+        // 16 MiB allocated, written and freed in this tick period; a budget, a goal of nothing.
+        try makeDirtyFreePages(h, 2048)
+        s.pointee.runner.tokensNanos = 200_000_000
+        h.events.pointee.peakSpanBytes = 0
+        if dropping {
+            s.pointee.lastCreditNanos = now
+            s.pointee.runner.creditBytes = 16 << 20
+            s.pointee.runner.creditNanos = 100_000_000
+        }
+        now += scavengerTickNanos / 2
+        let first = tick(now)
+        if dropping {
+            #expect(first == 16 << 20, "a phase dropped is released at once")
+            return
+        }
+        #expect(first == 0, "the chunk allocated from since the last tick is spared")
+        #expect(h.locked { s.pointee.goalReached })
+        #expect(h.locked { h.pageHeap.pointee.pages.pointee.scav.sparedChunks } == 4, "its four chunks")
+        // The next tick: the chunk was allocated from in the tick period before; spared still.
+        now += scavengerTickNanos
+        #expect(tick(now) == 0)
+        // A tick period later with no allocation: what stayed free over the decay window goes.
+        now += scavengerTickNanos
+        #expect(tick(now) == 16 << 20)
+        #expect(h.locked { s.retainedBytesLocked() } == 0)
+    }
+
     /// The budget starts empty; an epoch whose goal falls below a quarter of the most the
     /// heap held in spans lately (a phase dropped) credits the whole peak's release, at
     /// most once per creditIntervalNanos; a swing that does not fall that far earns nothing.
