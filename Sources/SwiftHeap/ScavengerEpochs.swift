@@ -54,6 +54,8 @@ struct Scavenger {
     var goalPendingFlag: UInt32 = 0
     /// 0: no thread; 1: started.
     var threadState: UInt32 = 0
+    /// 1 while the thread is parked (ScavengerRunner.swift): a poke wakes it.
+    var parked: UInt32 = 0
     /// Set once the library constructor has run: the scavenger may run (the config is read).
     var startAllowed: UInt32 = 0
     /// CPU time the scavenger used, in its thread and inline (for stats).

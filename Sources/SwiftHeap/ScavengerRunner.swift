@@ -20,11 +20,17 @@
 //     repeat the last value.
 //   * thread: once the program runs other threads (glibc's __libc_single_threaded, then
 //     /proc/self/stat, checked at most once a second), an allocation slow path that finds
-//     work flagged starts the thread (never a free: pthread_create would reuse the block
-//     just freed). It ticks every 100 ms with the whole budget, blocks every signal, and
-//     exits when the program's other threads are gone (ThreadCount.swift) or after
-//     quietTicksBeforeExit ticks with nothing to do; it is started again when needed, and
-//     in a forked child (where it does not exist) only once that child runs threads.
+//     work flagged, or a heap of threadStartHeapBytes or more, starts the thread (never a
+//     free: pthread_create would reuse the block just freed). It ticks every 100 ms with
+//     the whole budget and blocks every signal. After quietTicksBeforePark ticks with
+//     nothing to do it parks: it sleeps until a slow path that moved pages wakes it (a
+//     futex wake, which allocates nothing and takes no lock, so a free may do it), or
+//     parkedCheckNanos pass, when it looks for work it was not woken for. It does not
+//     exit while the program runs threads: a program that frees memory and then sits
+//     idle, making no allocator call (a server between requests), has no other runner to
+//     release it. It exits when the program's other threads are gone (ThreadCount.swift),
+//     checked at every wake; it is started again when needed, and in a forked child
+//     (where it does not exist) only once that child runs threads.
 //
 // Locking: the runner lock (rank scavengerRunner) guards RunnerState and serialises the
 // runners (the thread takes it for each tick; the inline runner only tries it and skips
@@ -89,8 +95,16 @@ let inlineSliceNanos: Int64 = 500_000
 let inlineCreditSliceNanos: Int64 = 2_000_000
 /// Bytes one inline release step asks for (the slice is checked between steps).
 let inlineStepBytes: UInt = 1 << 20
-/// Thread ticks with nothing to do before the thread exits (5 s).
-let quietTicksBeforeExit = 50
+/// Thread ticks with nothing to do before the thread parks (5 s).
+let quietTicksBeforePark = 50
+/// How long the parked thread sleeps before it checks, unwoken, whether the program's
+/// other threads are gone and whether there is work (a poke can come just before it
+/// parks and find it not parked yet).
+let parkedCheckNanos: Int64 = 1_000_000_000
+/// An allocation slow path starts the thread in a program that runs threads once the heap
+/// maps this much, even with no work flagged: the frees that flag work may be the
+/// program's last calls for a long while, and a free never starts it.
+let threadStartHeapBytes: UInt = 16 << 20
 /// How often the program's thread count is read from /proc (once the libc says it has run threads).
 let threadCheckIntervalNanos: Int64 = 1_000_000_000
 /// The thread's stack: it calls nothing deep.
@@ -99,6 +113,7 @@ let scavengerStackBytes = 64 << 10
 extension UnsafeMutablePointer where Pointee == Scavenger {
     @inline(__always) private var runnerLock: UnsafeMutablePointer<Mutex> { pointer(to: \.runner.lock)! }
     @inline(__always) private var threadStateWord: UnsafeMutablePointer<UInt32> { pointer(to: \.threadState)! }
+    @inline(__always) private var parkedWord: UnsafeMutablePointer<UInt32> { pointer(to: \.parked)! }
     @inline(__always) private var startAllowedWord: UnsafeMutablePointer<UInt32> { pointer(to: \.startAllowed)! }
     @inline(__always) private var cpuNanosWord: UnsafeMutablePointer<UInt64> { pointer(to: \.cpuNanos)! }
 
@@ -109,6 +124,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// been held by it.
     func resetAfterFork() {
         sh_store32(threadStateWord, 0)
+        sh_store32(parkedWord, 0)
         runnerLock.reinitialize()
     }
 
@@ -121,12 +137,24 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     // MARK: - The inline runner
 
     /// Called at the end of the C ABI's slow paths, holding no lock, when pages moved:
-    /// runs a bounded tick inline, or starts the thread (see the file comment).
-    /// `allocating`: called from an allocation, where the thread may be started.
+    /// runs a bounded tick inline, starts the thread, or wakes it if it is parked (see the
+    /// file comment). `allocating`: called from an allocation, where the thread may be
+    /// started.
     @inline(__always) func poke(allocating: Bool) {
         sh_store32(pointee.events.pagesMovedWord, 0)
-        if sh_load32_relaxed(threadStateWord) != 0 { return }
+        if sh_load32_relaxed(threadStateWord) != 0 {
+            if sh_load32_relaxed(parkedWord) != 0 { wakeParked() }
+            return
+        }
         pokeSlow(allocating: allocating)
+    }
+
+    /// Wakes the parked thread (one waker does: the one that clears `parked`).
+    @inline(never) private func wakeParked() {
+        if sh_xchg32(parkedWord, 0) == 0 { return }
+        let sleepWord = pointer(to: \.sleepWord)!
+        _ = sh_xchg32(sleepWord, sh_load32(sleepWord) &+ 1)
+        sh_futex_wake(sleepWord, 1)
     }
 
     @inline(never) private func pokeSlow(allocating: Bool) {
@@ -140,7 +168,8 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let interval = urgent ? 0 : flagged ? inlineFlaggedTickNanos : scavengerTickNanos
         if now &- pointee.runner.lastTickNanos < interval { return }
         if !runnerLock.tryLock() { return }
-        if allocating && flagged && programRunsThreads(now) {
+        let bigHeap = pointee.pageHeap.pointee.stats.mappedBytes >= threadStartHeapBytes
+        if allocating && (flagged || bigHeap) && programRunsThreads(now) {
             runnerLock.unlock()
             startThread()
             return
@@ -183,28 +212,49 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         if result != 0 { sh_store32(threadStateWord, 0) }
     }
 
-    /// The thread's loop: a tick every 100 ms until the program's threads are gone or
-    /// nothing happened for quietTicksBeforeExit ticks.
+    /// The thread's loop: a tick every 100 ms, parked after quietTicksBeforePark ticks
+    /// with nothing to do (see the file comment), until the program's threads are gone.
     fileprivate func runThread() {
         runnerLock.lock()
         pointee.runner.quietTicks = 0
         runnerLock.unlock()
         let sleepWord = pointer(to: \.sleepWord)!
+        var seen = sh_load32(sleepWord)
         while true {
-            sh_futex_wait_timeout(sleepWord, sh_load32(sleepWord), scavengerTickNanos)
+            let parked = sh_load32(parkedWord) != 0
+            sh_futex_wait_timeout(sleepWord, seen, parked ? parkedCheckNanos : scavengerTickNanos)
+            seen = sh_load32(sleepWord)
             // The program's threads are gone (a main that called pthread_exit): leave, so
             // that the process ends as it would without us (ThreadCount.swift).
             if !otherThreadsAlive() { break }
+            // Still parked: nobody woke it. Unpark if there is work all the same (a poke
+            // just before it parked), else sleep on.
+            if parked && sh_load32(parkedWord) != 0 {
+                if !hasUnseenWork() { continue }
+                sh_store32(parkedWord, 0)
+            }
             runnerLock.lock()
             let (spent, busy) = tick(now: sh_monotonic_nanos(), inline: false)
             let state = pointer(to: \.runner)!
             state.pointee.quietTicks = busy ? 0 : state.pointee.quietTicks &+ 1
-            let quiet = state.pointee.quietTicks >= quietTicksBeforeExit
+            let quiet = state.pointee.quietTicks >= quietTicksBeforePark
+            if quiet { state.pointee.quietTicks = 0 }
             runnerLock.unlock()
             _ = sh_add64(cpuNanosWord, UInt64(spent))
-            if quiet { break }
+            if quiet { sh_store32(parkedWord, 1) }
         }
+        sh_store32(parkedWord, 0)
         sh_store32(threadStateWord, 0)
+    }
+
+    /// Whether the thread has work its last tick did not see: an epoch due, a goal not
+    /// met, or pages freed since. Read without the locks: a stale answer costs one
+    /// parkedCheckNanos.
+    private func hasUnseenWork() -> Bool {
+        let events = pointee.events
+        let freedWord = UnsafeMutableRawPointer(events.pointer(to: \.freedSinceEpoch)!).assumingMemoryBound(to: UInt64.self)
+        return sh_load32_relaxed(events.epochDueWord) != 0 || sh_load32_relaxed(goalPendingWord) != 0
+            || UInt(sh_load64_relaxed(freedWord)) != pointee.runner.lastFreedSinceEpoch
     }
 }
 
