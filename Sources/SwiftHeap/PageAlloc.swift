@@ -267,10 +267,10 @@ struct PageAlloc {
         return block.assumingMemoryBound(to: PallocData.self) + Int(ci & (chunksL2Count &- 1))
     }
 
-    /// The stamp of chunks allocated from in the scavenger's current tick period or the
-    /// one before (or since the heap was made, before its first tick): as
+    /// The stamp of chunks allocated from within the scavenger's last spareTickPeriods
+    /// tick periods (or since the heap was made, before its first tick): as
     /// spareAllocatedSince, spares them (PageAllocScavenge.swift).
-    var recentAllocStamp: UInt32 { max(allocStamp &- 1, 1) }
+    var recentAllocStamp: UInt32 { allocStamp > spareTickPeriods ? allocStamp &- spareTickPeriods : 1 }
 
     /// The allocation stamp of chunk ci, which must be in the heap (see the file comment).
     @inline(__always) func stampOf(_ ci: UInt) -> UnsafeMutablePointer<UInt32> {

@@ -48,6 +48,11 @@
 
 import CShim
 
+/// The scavenger spares the chunks allocated from within this many of its tick periods
+/// (1 s: see the file comment and ScavengerPacing.swift). A heap that drops a phase is
+/// released at once all the same (its shrink credit spares nothing).
+let spareTickPeriods: UInt32 = 10
+
 /// A reservation is the heap's in-use bytes / this, chunk-rounded (Go's
 /// scavengeReservationShards).
 let scavengeReservationShards: UInt = 64

@@ -310,8 +310,8 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     /// at most growthScavengeMaxBytes: this runs in an allocation, with the lock held), so
     /// that what the heap holds from the OS stays at the goal instead of growing by what
     /// fragmentation costs. The pages just mapped are scavenged already and are not touched.
-    /// Chunks the program allocated from in this tick period or the one before are spared
-    /// (PageAllocScavenge.swift): a heap whose live bytes swing grows when its free pages
+    /// Chunks the program allocated from within the scavenger's last spareTickPeriods tick
+    /// periods are spared (PageAllocScavenge.swift): a heap whose live bytes swing grows when its free pages
     /// are too scattered for an allocation, and the next allocations land in them again.
     ///
     /// Must hold the page heap's lock.

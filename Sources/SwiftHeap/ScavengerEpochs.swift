@@ -80,6 +80,14 @@ struct Scavenger {
     /// dropped a phase (ScavengerPacing.swift's credit).
     var recentPeakSpanBytes: UInt = 0
     var recentPeakNanos: Int64 = 0
+    /// Since the last shrink credit, as the epochs saw the bytes in spans: the trough of
+    /// the drop it paid for, whether the heap has risen from it since (to twice the
+    /// trough), and the most it held since it rose (UInt.max before the first credit). A credit is for a drop from
+    /// a peak the program built up after the last one's trough (ScavengerPacing.swift:
+    /// creditPeakBytes).
+    var troughSinceCreditSpanBytes: UInt = 0
+    var risenSinceCredit: Bool = true
+    var peakSinceCreditSpanBytes: UInt = UInt.max
     /// When the budget was last credited for a dropped phase (ScavengerPacing.swift).
     var lastCreditNanos: Int64 = 0
 
@@ -176,6 +184,19 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         if peakSpans >= pointee.recentPeakSpanBytes || now &- pointee.recentPeakNanos > peakLifetimeNanos {
             pointee.recentPeakSpanBytes = peakSpans
             pointee.recentPeakNanos = now
+        }
+        if !pointee.risenSinceCredit {
+            // The drop the last credit paid for may go on (a lower trough), and the heap
+            // has risen from it once it held twice the trough: the trough of a heap whose
+            // spans hold many free objects is far above its live bytes, and a small rise
+            // from it must not look like a new peak to drop from.
+            pointee.troughSinceCreditSpanBytes = min(pointee.troughSinceCreditSpanBytes, inSpans)
+            if peakSpans / 2 >= pointee.troughSinceCreditSpanBytes {
+                pointee.risenSinceCredit = true
+                pointee.peakSinceCreditSpanBytes = peakSpans
+            }
+        } else {
+            pointee.peakSinceCreditSpanBytes = max(pointee.peakSinceCreditSpanBytes, peakSpans)
         }
         pointee.goalBytes = basis &+ basis / 100 &* config.retainPercent
 

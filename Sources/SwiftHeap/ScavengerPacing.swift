@@ -28,13 +28,14 @@
 // Sparing chunks in use. Each tick sets the page allocator's allocation stamp (the tick
 // period's number), which page allocations write into the chunks they take pages of
 // (PageAlloc.swift). The tick's releases, toward the goal and for decay, skip the chunks
-// allocated from since the last tick or in the tick period before
-// (PageAllocScavenge.swift), as does the release on growth (PageHeap.swift): first fit
+// allocated from since the last tick or within the last second (spareTickPeriods:
+// PageAllocScavenge.swift), as does the release on growth (PageHeap.swift): first fit
 // lands the program's next allocations on their free pages. A loop of big objects
 // (`large` in scripts/bench) had a quarter of its page faults from such releases; sqlite,
-// which grows through the holes its frees leave, a quarter of its own. Decay releases a
-// spared chunk's free pages once it has gone a tick period without an allocation. A phase
-// being dropped (a shrink credit lasts) and malloc_trim spare nothing.
+// which grows through the holes its frees leave, a third of its own (a window of one
+// tick period spared half of those). Decay releases a spared chunk's free pages once it
+// has gone that long without an allocation. A phase being dropped (a shrink credit
+// lasts) and malloc_trim spare nothing.
 //
 // Refaults. Releasing a page costs the scavenger a fraction of what the program pays to
 // fault it in again (a fault, the zeroing of a page: a few microseconds). So a page
@@ -176,13 +177,13 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         state.pointee.lastTickNanos = now
 
         heapLock.lock()
-        // Chunks the program allocated from since the last tick, or in the tick period
-        // before this one, are spared by this tick's releases (PageAllocScavenge.swift),
-        // unless a phase is being dropped (below).
+        // Chunks the program allocated from since the last tick, or within the last
+        // spareTickPeriods tick periods, are spared by this tick's releases
+        // (PageAllocScavenge.swift), unless a phase is being dropped (below).
         let stamp = UInt32(truncatingIfNeeded: now / scavengerTickNanos) &+ 2
         let lastStamp = pages.pointee.allocStamp
         pages.pointee.allocStamp = max(stamp, lastStamp)
-        let spareSinceStamp = min(stamp &- 1, lastStamp)
+        let spareSinceStamp = stamp > spareTickPeriods ? min(stamp &- spareTickPeriods, lastStamp) : lastStamp
         var endedTrace: ScavengeTrace? = nil
         let events = pointee.events
         let releasedTaken = (bytes: events.pointee.releasedTaken, firstNanos: events.pointee.releasedTakenNanos)
@@ -198,14 +199,18 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         if epochEnded {
             endedTrace = endEpochLocked(now: now)
             // The program dropped a phase (its goal fell below a quarter of the most it held
-            // in spans in the last seconds): releasing what it let go of is paid for by the
-            // shrinking, a credit for the whole peak (the frees may go on), at most once per
-            // creditIntervalNanos. A heap that churns big objects swings by less, and
-            // earns nothing: releasing its free pages would only have them faulted in
-            // again at the next allocation.
-            let peak = pointee.recentPeakSpanBytes, goal = pointee.goalBytes
+            // in spans in the last seconds, since the last credit): releasing what it let
+            // go of is paid for by the shrinking, a credit for the whole peak (the frees may
+            // go on), at most once per creditIntervalNanos. A heap that churns big objects
+            // swings by less, and earns nothing: releasing its free pages would only have
+            // them faulted in again at the next allocation.
+            let peak = creditPeakBytes, goal = pointee.goalBytes
             if goal < peak / 4 && mayCredit(now) {
                 pointee.lastCreditNanos = now
+                let spans = pointee.pageHeap.pointee.stats.spanBytes
+                pointee.troughSinceCreditSpanBytes = spans
+                pointee.risenSinceCredit = false
+                pointee.peakSinceCreditSpanBytes = spans
                 if !state.pointee.lastCreditRefaulted { state.pointee.creditPauseNanos = 0 }
                 state.pointee.lastCreditRefaulted = false
                 state.pointee.lastCreditBytes = peak
@@ -406,8 +411,21 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// not end an epoch at every call.
     func phaseDropped(_ now: Int64) -> Bool {
         let spans = pointee.pageHeap.pointee.stats.spanBytes
-        return spans / 100 &* (100 &+ pointee.config.retainPercent) < pointee.recentPeakSpanBytes / 4 && mayCredit(now)
+        return spans / 100 &* (100 &+ pointee.config.retainPercent) < creditPeakBytes / 4 && mayCredit(now)
             && now &- pointee.runner.lastPhaseProbeNanos >= inlineFlaggedTickNanos
+    }
+
+    /// The peak a drop is measured from for a shrink credit: the most the heap held in
+    /// spans lately (peakLifetimeNanos), and since the trough that followed the last
+    /// credit (ScavengerEpochs.swift: endEpochLocked). After a credit the heap's trough,
+    /// and the start of its next build-up, lie far below the peak just credited: without
+    /// the second bound, the first epoch after a pause (idle) credited that peak again,
+    /// released free pages the build-up faulted straight back in, and that refault paused
+    /// every later credit (the phases of scripts/rss stayed at 98% of their peak from then
+    /// on). None until the heap has risen from that trough. (Read without the locks by
+    /// phaseDropped.)
+    var creditPeakBytes: UInt {
+        pointee.risenSinceCredit ? min(pointee.recentPeakSpanBytes, pointee.peakSinceCreditSpanBytes) : 0
     }
 
     /// Whether a shrink credit may be granted now: none in the last creditIntervalNanos,

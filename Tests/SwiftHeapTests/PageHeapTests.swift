@@ -294,11 +294,11 @@ import Glibc
         UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
         h.locked { h.pageHeap.freeSpanLocked(a) }
         #expect(pages.pointee.scavengedBytes == 0)
-        // A goal of 2 MiB; two scavenger tick periods later (a's chunk is no longer spared:
-        // PageAllocScavenge.swift), a span of 600 pages grows the heap by 8 MiB: 2 MiB of
-        // the free, resident pages go (the excess; a whole huge page), not 8.
+        // A goal of 2 MiB; spareTickPeriods + 1 scavenger tick periods later (a's chunk is
+        // no longer spared: PageAllocScavenge.swift), a span of 600 pages grows the heap by
+        // 8 MiB: 2 MiB of the free, resident pages go (the excess; a whole huge page), not 8.
         h.events.pointee.retainedGoal = 2 << 20
-        h.locked { pages.pointee.allocStamp += 2 }
+        h.locked { pages.pointee.allocStamp += spareTickPeriods + 1 }
         let (b, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 600, state: .large) })
         #expect(h.pageHeap.pointee.stats.releasedOnGrowthBytes == 2 << 20)
         // With no goal yet (0), growth releases nothing.
@@ -308,9 +308,9 @@ import Glibc
         h.locked { for span in [b, c] { h.pageHeap.freeSpanLocked(span) } }
     }
 
-    /// Growth spares the chunks allocated from in the current tick period or the one
-    /// before: a heap whose live bytes swing grows when its free pages are too scattered,
-    /// and its next allocations land in them again.
+    /// Growth spares the chunks allocated from within the last spareTickPeriods tick
+    /// periods: a heap whose live bytes swing grows when its free pages are too
+    /// scattered, and its next allocations land in them again.
     @Test func growingSparesTheChunksAllocatedFromLately() throws {
         let h = PrivateHeap()
         let pages = h.pageHeap.pointee.pages
@@ -318,8 +318,8 @@ import Glibc
         UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
         h.locked { h.pageHeap.freeSpanLocked(a) }
         h.events.pointee.retainedGoal = 2 << 20
-        // One tick period later: a's chunk (allocated from in the period before) is spared.
-        h.locked { pages.pointee.allocStamp += 1 }
+        // spareTickPeriods tick periods later: a's chunk is spared still.
+        h.locked { pages.pointee.allocStamp += spareTickPeriods }
         let (b, scavenged) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 600, state: .large) })
         #expect(h.pageHeap.pointee.stats.releasedOnGrowthBytes == 0)
         #expect(h.locked { pages.pointee.scav.sparedChunks } >= 1)

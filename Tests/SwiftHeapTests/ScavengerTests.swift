@@ -279,10 +279,11 @@ import Testing
 }
 
 extension ScavengerTests {
-    /// Pages of a chunk the program allocated from since the last tick, or in the tick
-    /// period before, stay resident however far retained memory is above the goal; once
-    /// the chunk has gone a tick period without an allocation, decay releases them; and
-    /// while a phase is being dropped (a shrink credit lasts), nothing is spared.
+    /// Pages of a chunk the program allocated from since the last tick, or within the
+    /// last spareTickPeriods tick periods, stay resident however far retained memory is
+    /// above the goal; once the chunk has gone that long without an allocation, decay
+    /// releases them; and while a phase is being dropped (a shrink credit lasts), nothing
+    /// is spared.
     @Test(arguments: [false, true])
     func ticksSpareTheChunksAllocatedFromLately(dropping: Bool) throws {
         var config = Config()
@@ -317,10 +318,13 @@ extension ScavengerTests {
         #expect(first == 0, "the chunk allocated from since the last tick is spared")
         #expect(h.locked { s.pointee.goalReached })
         #expect(h.locked { h.pageHeap.pointee.pages.pointee.scav.sparedChunks } == 4, "its four chunks")
-        // The next tick: the chunk was allocated from in the tick period before; spared still.
-        now += scavengerTickNanos
-        #expect(tick(now) == 0)
-        // A tick period later with no allocation: what stayed free over the decay window goes.
+        // The next ticks, within spareTickPeriods of the allocation: spared still.
+        for period in 1...Int(spareTickPeriods) {
+            now += scavengerTickNanos
+            #expect(tick(now) == 0, "\(period) tick periods after the allocation")
+        }
+        // More than spareTickPeriods with no allocation: what stayed free over the decay
+        // window goes.
         now += scavengerTickNanos
         #expect(tick(now) == 16 << 20)
         #expect(h.locked { s.retainedBytesLocked() } == 0)
@@ -369,6 +373,59 @@ extension ScavengerTests {
 }
 
 extension ScavengerTests {
+    /// A program that drops a phase, pauses, and builds the next one (scripts/rss's
+    /// phases: 200 MiB freed, 1 s asleep, rebuilt) earns one credit per drop. The first
+    /// epoch after the pause (an idle epoch: the goal is the few MiB live when the build-up
+    /// starts, far below the last peak) is not another dropped phase: a credit there
+    /// released free pages the build-up faulted straight back in, and that refault paused
+    /// every later credit (doubling up to 32 s), so that the phases' frees were no longer
+    /// released at all.
+    @Test(arguments: [
+        BuildUpStart(troughSpans: 2 << 20, troughLive: 2 << 20, startSpans: 5 << 20, startLive: 5 << 20),
+        // The trough's spans hold many free objects (the phases' small blocks): far above
+        // its live bytes, and the build-up starts a little above them.
+        BuildUpStart(troughSpans: 24 << 20, troughLive: 2 << 20, startSpans: 25 << 20, startLive: 5 << 20),
+    ])
+    func theStartOfTheNextBuildUpIsNotADroppedPhase(_ c: BuildUpStart) throws {
+        let h = PrivateHeap()
+        let s = h.scavenger
+        let runner = s.pointer(to: \.runner.lock)!
+        func tick(_ now: Int64) {
+            runner.lock()
+            _ = s.tick(now: now, inline: true)
+            runner.unlock()
+        }
+        func inSpans(_ bytes: UInt, live: UInt? = nil) {  // large spans' bytes count as live
+            h.locked {
+                h.pageHeap.stats.pointee.largeBytes = live ?? bytes
+                h.pageHeap.stats.pointee.spanBytes = bytes
+                h.events.pointee.peakSpanBytes = max(h.events.pointee.peakSpanBytes, bytes)
+            }
+        }
+        var now: Int64 = 1_000_000_000
+        tick(now)
+        for cycle in 0..<3 {
+            // Built up to 200 MiB, then all freed: the drop is credited.
+            inSpans(200 << 20)
+            h.events.pointee.epochDue = 1
+            now += 300_000_000
+            tick(now)
+            inSpans(c.troughSpans, live: c.troughLive)
+            h.events.pointee.epochDue = 1
+            now += 10_000_000
+            tick(now)
+            #expect(s.pointee.lastCreditNanos == now, "cycle \(cycle): the drop is credited")
+            // 1 s later the next build-up starts (an idle epoch ends): no credit.
+            now += 1_000_000_000
+            inSpans(c.startSpans, live: c.startLive)
+            h.events.pointee.epochDue = 1
+            tick(now)
+            #expect(s.pointee.lastCreditNanos != now, "cycle \(cycle): the build-up's start is credited")
+            now += 10_000_000
+        }
+        inSpans(0)
+    }
+
     /// A shrink credit pays for releasing the peak it was credited for, once: a heap that
     /// swings below a quarter of its peak and back again and again (a loop of big objects)
     /// must not have every swing released, and faulted in again, while the credit's time
@@ -434,6 +491,9 @@ extension ScavengerTests {
             now = time
             s.pointee.recentPeakSpanBytes = peak
             s.pointee.recentPeakNanos = time
+            // Built up again since the last swing's trough.
+            s.pointee.risenSinceCredit = true
+            s.pointee.peakSinceCreditSpanBytes = peak
             try makeDirtyFreePages(h, swing / pageSize)
             // The page heap stamps a take of released pages with the real clock; this test
             // runs on its own.
@@ -589,5 +649,14 @@ extension ScavengerTests {
             h.pageHeap.lockPointer.lock()
             h.central(forSize: 64).central.lockPointer.lock()  // a central after the page heap
         }
+    }
+}
+
+/// Bytes in spans and live at a phase's trough and at the start of the next build-up
+/// (ScavengerTests.theStartOfTheNextBuildUpIsNotADroppedPhase).
+struct BuildUpStart: Sendable, CustomTestStringConvertible {
+    var troughSpans: UInt, troughLive: UInt, startSpans: UInt, startLive: UInt
+    var testDescription: String {
+        "trough \(troughSpans >> 20) MiB in spans (\(troughLive >> 20) live), start \(startSpans >> 20) (\(startLive >> 20))"
     }
 }
