@@ -28,12 +28,11 @@
 // Sparing chunks in use. Each tick sets the page allocator's allocation stamp (the tick
 // period's number), which page allocations write into the chunks they take pages of
 // (PageAlloc.swift). The tick's releases, toward the goal and for decay, skip the chunks
-// allocated from since the last tick or within the last second (spareTickPeriods:
-// PageAllocScavenge.swift), as does the release on growth (PageHeap.swift): first fit
+// allocated from since the last tick or within the last spareTickPeriods tick periods
+// (PageAllocScavenge.swift), as does the release on growth (PageHeap.swift): first fit
 // lands the program's next allocations on their free pages. A loop of big objects
 // (`large` in scripts/bench) had a quarter of its page faults from such releases; sqlite,
-// which grows through the holes its frees leave, a third of its own (a window of one
-// tick period spared half of those). Decay releases a spared chunk's free pages once it
+// which grows through the holes its frees leave, a third of its own. Decay releases a spared chunk's free pages once it
 // has gone that long without an allocation. A phase being dropped (a shrink credit
 // lasts) and malloc_trim spare nothing.
 //
