@@ -284,16 +284,22 @@ import Glibc
         h.locked { h.pageHeap.freeSpanLocked(again) }
     }
 
+    /// The heap's first region (4 MiB, one chunk) as one span, written and freed: 4 MiB
+    /// free and retained. Returns the span (free now) for its base.
+    private func writtenAndFreedRegion(_ h: PrivateHeap) throws -> UnsafeMutablePointer<Span> {
+        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 512, state: .large) })
+        UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
+        h.locked { h.pageHeap.freeSpanLocked(a) }
+        #expect(h.pageHeap.pointee.pages.pointee.scavengedBytes == 0)
+        return a
+    }
+
     /// Go's mheap.grow: a heap that grows while it retains more than the goal releases as
     /// much as it grew, from its free pages (not the new ones).
     @Test func growingAboveTheGoalReleasesAsMuchAsItGrew() throws {
         let h = PrivateHeap()
         let pages = h.pageHeap.pointee.pages
-        // 4 MiB region, all of it written and freed: 4 MiB retained.
-        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 512, state: .large) })
-        UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
-        h.locked { h.pageHeap.freeSpanLocked(a) }
-        #expect(pages.pointee.scavengedBytes == 0)
+        _ = try writtenAndFreedRegion(h)
         // A goal of 2 MiB; spareTickPeriods + 1 scavenger tick periods later (a's chunk is
         // no longer spared: PageAllocScavenge.swift), a span of 600 pages grows the heap by
         // 8 MiB: 2 MiB of the free, resident pages go (the excess; a whole huge page), not 8.
@@ -314,9 +320,7 @@ import Glibc
     @Test func growingSparesTheChunksAllocatedFromLately() throws {
         let h = PrivateHeap()
         let pages = h.pageHeap.pointee.pages
-        let (a, _) = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 512, state: .large) })
-        UnsafeMutableRawPointer(bitPattern: a.pointee.base)!.initializeMemory(as: UInt8.self, repeating: 1, count: Int(512 * pageSize))
-        h.locked { h.pageHeap.freeSpanLocked(a) }
+        let a = try writtenAndFreedRegion(h)
         h.events.pointee.retainedGoal = 2 << 20
         // spareTickPeriods tick periods later: a's chunk is spared still.
         h.locked { pages.pointee.allocStamp += spareTickPeriods }

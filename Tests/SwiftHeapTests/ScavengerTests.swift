@@ -173,6 +173,14 @@ import Testing
         h.locked { h.pageHeap.freeSpanLocked(span) }
     }
 
+    /// One inline tick of `s` at `now`, holding the runner lock as the runner does.
+    func inlineTick(_ s: UnsafeMutablePointer<Scavenger>, _ now: Int64) {
+        let runner = s.pointer(to: \.runner.lock)!
+        runner.lock()
+        _ = s.tick(now: now, inline: true)
+        runner.unlock()
+    }
+
     /// Stamps every chunk of the heap as last allocated from long ago (0), so that no
     /// tick spares it (PageAllocScavenge.swift).
     private func forgetAllocations(_ h: PrivateHeap) {
@@ -336,12 +344,7 @@ extension ScavengerTests {
     @Test func aPhaseDroppedEarnsItsReleaseBudget() throws {
         let h = PrivateHeap()
         let s = h.scavenger
-        let runner = s.pointer(to: \.runner.lock)!
-        func tick(_ now: Int64) {
-            runner.lock()
-            _ = s.tick(now: now, inline: true)
-            runner.unlock()
-        }
+        func tick(_ now: Int64) { inlineTick(s, now) }
         tick(1_000_000_000)
         #expect(s.pointee.runner.tokensNanos == 0, "the bucket starts empty")
         // A recent peak of 400 MiB in spans; a swing down to 150 MiB earns nothing.
@@ -389,12 +392,7 @@ extension ScavengerTests {
     func theStartOfTheNextBuildUpIsNotADroppedPhase(_ c: BuildUpStart) throws {
         let h = PrivateHeap()
         let s = h.scavenger
-        let runner = s.pointer(to: \.runner.lock)!
-        func tick(_ now: Int64) {
-            runner.lock()
-            _ = s.tick(now: now, inline: true)
-            runner.unlock()
-        }
+        func tick(_ now: Int64) { inlineTick(s, now) }
         func inSpans(_ bytes: UInt, live: UInt? = nil) {  // large spans' bytes count as live
             h.locked {
                 h.pageHeap.stats.pointee.largeBytes = live ?? bytes
