@@ -311,8 +311,9 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     /// that what the heap holds from the OS stays at the goal instead of growing by what
     /// fragmentation costs. The pages just mapped are scavenged already and are not touched.
     /// Chunks the program allocated from within the scavenger's last spareTickPeriods tick
-    /// periods are spared (PageAllocScavenge.swift): a heap whose live bytes swing grows when its free pages
-    /// are too scattered for an allocation, and the next allocations land in them again.
+    /// periods are spared (PageAllocScavenge.swift): a heap whose live bytes swing grows
+    /// when its free pages are too scattered for an allocation, and the next allocations
+    /// land in them again.
     ///
     /// Must hold the page heap's lock.
     func scavengeOnGrowthLocked(_ grownBytes: UInt) {

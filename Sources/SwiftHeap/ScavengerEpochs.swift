@@ -82,9 +82,9 @@ struct Scavenger {
     var recentPeakNanos: Int64 = 0
     /// Since the last shrink credit, as the epochs saw the bytes in spans: the trough of
     /// the drop it paid for, whether the heap has risen from it since (to twice the
-    /// trough), and the most it held since it rose (UInt.max before the first credit). A credit is for a drop from
-    /// a peak the program built up after the last one's trough (ScavengerPacing.swift:
-    /// creditPeakBytes).
+    /// trough), and the most it held since it rose (UInt.max before the first credit). A
+    /// credit is for a drop from a peak the program built up after the last one's trough
+    /// (ScavengerPacing.swift: creditPeakBytes).
     var troughSinceCreditSpanBytes: UInt = 0
     var risenSinceCredit: Bool = true
     var peakSinceCreditSpanBytes: UInt = UInt.max
@@ -187,11 +187,12 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         }
         if !pointee.risenSinceCredit {
             // The drop the last credit paid for may go on (a lower trough), and the heap
-            // has risen from it once it held twice the trough: the trough of a heap whose
+            // has risen from it once it holds twice the trough at an epoch's end (not at
+            // the epoch's peak, which in a drop is its start): the trough of a heap whose
             // spans hold many free objects is far above its live bytes, and a small rise
             // from it must not look like a new peak to drop from.
             pointee.troughSinceCreditSpanBytes = min(pointee.troughSinceCreditSpanBytes, inSpans)
-            if peakSpans / 2 >= pointee.troughSinceCreditSpanBytes {
+            if inSpans / 2 >= pointee.troughSinceCreditSpanBytes {
                 pointee.risenSinceCredit = true
                 pointee.peakSinceCreditSpanBytes = peakSpans
             }
