@@ -76,8 +76,9 @@ struct Scavenger {
     /// Bytes of the current generation's work already reported by a trace line.
     var tracedBytes: UInt = 0
     /// The most bytes the heap held in spans in the last peakLifetimeNanos (as the epochs
-    /// saw it: events.peakSpanBytes), and when: a goal far below it means the program
-    /// dropped a phase (ScavengerPacing.swift's credit).
+    /// saw it: events.peakSpanBytes; a later peak within an eighth of it renews it), and
+    /// when: a goal far below it means the program dropped a phase (ScavengerPacing.swift's
+    /// credit).
     var recentPeakSpanBytes: UInt = 0
     var recentPeakNanos: Int64 = 0
     /// Since the last shrink credit, as the epochs saw the bytes in spans: the trough of
@@ -183,6 +184,11 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         events.pointee.peakSpanBytes = inSpans
         if peakSpans >= pointee.recentPeakSpanBytes || now &- pointee.recentPeakNanos > peakLifetimeNanos {
             pointee.recentPeakSpanBytes = peakSpans
+            pointee.recentPeakNanos = now
+        } else if peakSpans >= pointee.recentPeakSpanBytes &- pointee.recentPeakSpanBytes / 8 {
+            // A peak within an eighth of the recorded one renews it: a heap whose peaks
+            // recur a little lower must not have it expire into what an epoch in the
+            // middle of a drop saw.
             pointee.recentPeakNanos = now
         }
         if !pointee.risenSinceCredit {

@@ -424,6 +424,35 @@ extension ScavengerTests {
         inSpans(0)
     }
 
+    /// A peak that recurs a little lower (each of scripts/rss's phases peaks at 209-211
+    /// MiB, 1.2 s apart) keeps the recent peak alive: the most the heap held in the last
+    /// peakLifetimeNanos is still about that peak, not what an epoch in the middle of a
+    /// drop saw once the first peak grew 5 s old (a credit for that lower peak ran out
+    /// before the drop's end, and the rest waited for the 1% budget).
+    @Test func aRecurringPeakStaysTheRecentPeak() {
+        let h = PrivateHeap()
+        let s = h.scavenger
+        func epoch(at now: Int64, peak: UInt, inSpans: UInt) {
+            h.locked {
+                h.pageHeap.stats.pointee.spanBytes = inSpans
+                h.events.pointee.peakSpanBytes = peak
+                h.events.pointee.peakSpanNanos = now
+                _ = s.endEpochLocked(now: now)
+            }
+        }
+        var now: Int64 = 1_000_000_000
+        var peak: UInt = 211 << 20
+        for _ in 0..<5 {
+            epoch(at: now, peak: peak, inSpans: peak)
+            peak -= 1 << 20
+            now += 1_200_000_000
+        }
+        // 6 s after the first peak (1.2 s after the last), in the middle of a drop.
+        epoch(at: now, peak: 120 << 20, inSpans: 100 << 20)
+        #expect(s.pointee.recentPeakSpanBytes >= 200 << 20, "recent peak \(s.pointee.recentPeakSpanBytes >> 20) MiB")
+        h.locked { h.pageHeap.stats.pointee.spanBytes = 0 }
+    }
+
     /// A shrink credit pays for releasing the peak it was credited for, once: a heap that
     /// swings below a quarter of its peak and back again and again (a loop of big objects)
     /// must not have every swing released, and faulted in again, while the credit's time
