@@ -182,7 +182,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let stamp = UInt32(truncatingIfNeeded: now / scavengerTickNanos) &+ 2
         let lastStamp = pages.pointee.allocStamp
         pages.pointee.allocStamp = max(stamp, lastStamp)
-        let spareSinceStamp = stamp > spareTickPeriods ? min(stamp &- spareTickPeriods, lastStamp) : lastStamp
+        let spareSinceStamp = min(pages.pointee.recentAllocStamp, lastStamp)
         var endedTrace: ScavengeTrace? = nil
         let events = pointee.events
         let releasedTaken = (bytes: events.pointee.releasedTaken, firstNanos: events.pointee.releasedTakenNanos)

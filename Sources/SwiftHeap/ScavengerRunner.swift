@@ -153,7 +153,8 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     @inline(never) private func wakeParked() {
         if sh_xchg32(parkedWord, 0) == 0 { return }
         let sleepWord = pointer(to: \.sleepWord)!
-        _ = sh_xchg32(sleepWord, sh_load32(sleepWord) &+ 1)
+        // Only the waker that cleared `parked` writes the word: no read-modify-write race.
+        sh_store32(sleepWord, sh_load32(sleepWord) &+ 1)
         sh_futex_wake(sleepWord, 1)
     }
 
