@@ -6,7 +6,7 @@
 #   make profile-demo  profile a small program and show how to read the profile (text, and a graph in out/)
 #   make bench      throughput and peak RSS against glibc, jemalloc, tcmalloc, mimalloc and the anchors
 #                   (mimalloc 3, snmalloc from $(ANCHORS), default ../shared/anchors; skipped where absent)
-#   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them
+#   make bench-checks  the cost of free's misuse checks: SwiftHeap against a build without them (7 runs, paired)
 #   make rss        RSS over time after a burst, scattered frees and repeated phases (tables and PNGs),
 #                   then the footprint of tiny programs (scripts/footprint)
 #   make footprint  VmSize, VmRSS and peak RSS of tiny programs against glibc
@@ -135,7 +135,7 @@ bench: lib
 
 bench-checks: lib
 	SWIFTHEAP_EMBEDDED=1 SWIFTHEAP_UNCHECKED=1 $(SWIFT) build -c release --product swiftheap --scratch-path $(UNCHECKED_DIR)
-	scripts/bench $(LIB) --variant swiftheap-unchecked=$(UNCHECKED_LIB) --allocators swiftheap,swiftheap-unchecked
+	scripts/bench $(LIB) --variant swiftheap-unchecked=$(UNCHECKED_LIB) --allocators swiftheap,swiftheap-unchecked --runs 7
 
 rss: lib
 	scripts/rss $(LIB)
