@@ -152,7 +152,7 @@ import CShim
     if span.pointee.state == .large {
         // (Its callers offered a large object to the thread's large cache already.)
         if span.pointee.profiled { profileFree(address) }  // a heap-profile sample (Profile.swift)
-        processPageHeap.freeLarge(span, address: address, call: call)
+        processPageHeap.freeLarge(span, address: address, call: call, mayRelease: !processScavenger.threadRuns)
     } else if let cache = processCaches.currentCache() {
         cacheFree(cache, span, address)
     } else {
@@ -295,6 +295,8 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
     guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
+    // A moved object's old pages are not released at free (PageHeap.swift: Releasing at free).
+    if span.pointee.state == .large { span.pointee.releaseOnFree = false }
     deallocate(pointer)
     return moved
 }

@@ -27,6 +27,26 @@
 // would grow with their size, and the kernel's overcommit policy refuses an absurd size
 // at once, as it does glibc's. The bases of the last few freed are remembered so that
 // freeing one again is reported as the double free it is.
+//
+// Releasing at free. A program that runs no thread of its own has no scavenger thread
+// (ScavengerRunner.swift): its memory goes back to the OS only during its own allocator
+// calls, so what it frees just before it goes quiet (a tool that frees its buffers and
+// waits for input) would stay resident for as long as it waits. glibc hands back at
+// once a block it mapped on its own, which is every block of its mmap threshold (128
+// KiB at first) or more until the program frees one; the threshold then rises to that
+// block's size (up to 32 MiB, past which every block is mapped on its own), so that a
+// program that frees and allocates big blocks over and over keeps them. The page heap
+// does the same: a large object above releaseAtFreeBytes is marked when it is
+// allocated (Span.releaseOnFree), and when the program frees it while no scavenger
+// thread runs (the caller says: freeLarge's `mayRelease`), its pages go back to the OS
+// in that call and the threshold rises to the largest large object allocated so far,
+// so that a program that goes on allocating such objects keeps the next ones: glibc
+// raises it to the size of the block freed, and one release per new largest size
+// (each refaulted at the next allocation of it) took `large` 12% longer than this. A realloc that moves an object frees the old one unmarked (glibc
+// moves a block it mapped on its own with mremap, and a block of its heap back into
+// its heap). In a program that runs threads the
+// scavenger's thread releases freed pages within a few tick periods, sparing the ones
+// the program reuses (PageAllocScavenge.swift).
 
 import CShim
 
@@ -51,6 +71,11 @@ struct HeapStats {
     /// Bytes released because the heap grew above the goal (scavengeOnGrowthLocked).
     var releasedOnGrowthBytes: UInt = 0
 }
+
+/// releaseAtFreeBytes at first, and at most (glibc's mmap threshold and its maximum on
+/// 64-bit systems).
+let releaseAtFreeInitialBytes: UInt = 128 << 10
+let releaseAtFreeMaxBytes: UInt = 32 << 20
 
 /// The most scavengeOnGrowthLocked releases in one growth.
 let growthScavengeMaxBytes: UInt = 16 << 20
@@ -91,6 +116,12 @@ struct PageHeap {
     var events: UnsafeMutablePointer<HeapEvents>
     /// Where the first region is mapped if that address range is free (0: anywhere).
     var placementHint: UInt = 0
+    /// Large objects allocated above this size are released when freed (see the
+    /// file comment: Releasing at free); rises to largestLargeBytes at each release, up
+    /// to releaseAtFreeMaxBytes.
+    var releaseAtFreeBytes: UInt = releaseAtFreeInitialBytes
+    /// The largest large object allocated from the page heap so far (bytes).
+    var largestLargeBytes: UInt = 0
 
     /// Makes a page heap at `p` (stable memory) that publishes into `events`, with
     /// `spanMap` (nil: a new one). Returns false if the kernel refuses the memory for its
@@ -379,6 +410,8 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         }
         stats.pointee.largeBytes &+= bytes
         stats.pointee.largeCount &+= 1
+        span.pointee.releaseOnFree = bytes > pointee.releaseAtFreeBytes
+        pointee.largestLargeBytes = max(pointee.largestLargeBytes, bytes)
         lockPointer.unlock()
         let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base).unsafelyUnwrapped
         if mustBeZero { zeroLarge(memory, bytes: bytes, scavengedBytes: scavenged) }
@@ -386,10 +419,12 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     }
 
     /// Frees the large object at `address` (the base of `span`, looked up without the
-    /// lock), or reports a double free if another free got there first.
+    /// lock), or reports a double free if another free got there first. With
+    /// `mayRelease` (no scavenger thread runs), an object marked releaseOnFree goes back
+    /// to the OS now (see the file comment).
     ///
     /// Takes the page heap's lock; must not hold it.
-    func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: StaticString) {
+    func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: StaticString, mayRelease: Bool = false) {
         lockPointer.lock()
         // Verify under the lock: a racing double free may have freed it meanwhile.
         guard pointee.spanMap.span(containing: address) == span, span.pointee.state == .large else {
@@ -402,8 +437,30 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             osUnmap(memory.base, memory.size)
             return
         }
+        let base = span.pointee.base
+        let pageCount = span.pointee.pages
+        let release = mayRelease && span.pointee.releaseOnFree
         freeLargeSpanLocked(span)
+        if release {
+            pointee.releaseAtFreeBytes = max(pointee.releaseAtFreeBytes, min(pointee.largestLargeBytes &* 2, releaseAtFreeMaxBytes))
+            releaseFreedLocked(base: base, pages: pageCount)
+        }
         lockPointer.unlock()
+    }
+
+    /// Releases to the OS the pages [base, base + pages·pageSize), just freed (free and
+    /// not scavenged), chunk by chunk, and marks them scavenged. Must hold the page heap's
+    /// lock, and keeps it: it is what the program's free costs, as glibc's munmap would.
+    private func releaseFreedLocked(base: UInt, pages count: UInt) {
+        var address = base
+        var left = count
+        while left > 0 {
+            let first = chunkPageIndex(address)
+            let run = min(left, chunkPages &- first)
+            _ = pointee.pages.pointee.scavengeRangeLocked(chunkIndex(address), first, run, mayUnlock: false)
+            address &+= run &<< pageShift
+            left &-= run
+        }
     }
 
     /// Returns a large span from a thread's large cache (LargeCache.swift: state .cached,

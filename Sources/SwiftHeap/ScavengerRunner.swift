@@ -149,6 +149,11 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         pokeSlow(allocating: allocating)
     }
 
+    /// Whether the scavenger's thread runs (parked or not); read without a lock, so at
+    /// worst a moment stale. Without it, what the program frees is released only in its
+    /// own allocator calls (PageHeap.swift: Releasing at free).
+    var threadRuns: Bool { sh_load32_relaxed(threadStateWord) != 0 }
+
     /// Wakes the parked thread (one waker does: the one that clears `parked`).
     @inline(never) private func wakeParked() {
         if sh_xchg32(parkedWord, 0) == 0 { return }

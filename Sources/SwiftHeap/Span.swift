@@ -94,6 +94,11 @@ struct Span {
     var ownerLists: UnsafeMutableRawPointer? = nil
     /// A large object mapped on its own (Heap.swift: allocDirectSpan), not from the page heap.
     var direct: Bool = false
+    /// A large span whose object goes back to the OS when the program frees it while no
+    /// scavenger thread runs (PageHeap.swift: Releasing at free). Written at allocation,
+    /// under the page heap's lock, and cleared by the object's owner, realloc, before a
+    /// move frees it.
+    var releaseOnFree: Bool = false
     /// A large span holding an allocation the heap profiler sampled (Profile.swift).
     /// Written by the object's owner: at allocation, and by a realloc in place.
     var profiled: Bool = false
