@@ -295,9 +295,12 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
     guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
-    // A moved object's old pages are not released at free (PageHeap.swift: Releasing at free).
-    if span.pointee.state == .large { span.pointee.releaseOnFree = false }
+    // A moved object's old pages are not released at free, and the program's last large
+    // call stays an allocation (PageHeap.swift: Releasing at free).
+    let large = span.pointee.state == .large
+    if large { span.pointee.releaseOnFree = false }
     deallocate(pointer)
+    if large { processPageHeap.noteLargeAllocation() }
     return moved
 }
 

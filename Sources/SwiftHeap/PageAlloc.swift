@@ -771,6 +771,13 @@ struct PageAlloc {
         chunkOf(chunkIndex(address)).pointee.isFree(chunkPageIndex(address), npages)
     }
 
+    /// Whether pages first..<first+count of chunk `ci` (a chunk of the heap) are all free
+    /// and none is scavenged. Must hold the heap lock.
+    func isFreeUnscavenged(chunk ci: UInt, first: UInt, count: UInt) -> Bool {
+        let chunk = chunkOf(ci)
+        return chunk.pointee.isFree(first, count) && chunk.pointee.scavenged.popcntRange(first, count) == 0
+    }
+
     /// Recounts free and free+scavenged bytes from the bitmaps of every chunk in the heap
     /// (O(heap); for tests and consistency checks). Must hold the heap lock.
     func countFreeAndScavenged() -> (free: UInt, scavenged: UInt) {

@@ -30,23 +30,32 @@
 //
 // Releasing at free. A program that runs no thread of its own has no scavenger thread
 // (ScavengerRunner.swift): its memory goes back to the OS only during its own allocator
-// calls, so what it frees just before it goes quiet (a tool that frees its buffers and
-// waits for input) would stay resident for as long as it waits. glibc hands back at
-// once a block it mapped on its own, which is every block of its mmap threshold (128
-// KiB at first) or more until the program frees one; the threshold then rises to that
-// block's size (up to 32 MiB, past which every block is mapped on its own), so that a
-// program that frees and allocates big blocks over and over keeps them. The page heap
-// does the same: a large object above releaseAtFreeBytes is marked when it is
-// allocated (Span.releaseOnFree), and when the program frees it while no scavenger
-// thread runs (the caller says: freeLarge's `mayRelease`), its pages go back to the OS
-// in that call and the threshold rises to the largest large object allocated so far,
-// so that a program that goes on allocating such objects keeps the next ones: glibc
-// raises it to the size of the block freed, and one release per new largest size
-// (each refaulted at the next allocation of it) took `large` 12% longer than this. A realloc that moves an object frees the old one unmarked (glibc
-// moves a block it mapped on its own with mremap, and a block of its heap back into
-// its heap). In a program that runs threads the
-// scavenger's thread releases freed pages within a few tick periods, sparing the ones
-// the program reuses (PageAllocScavenge.swift).
+// calls, and the inline runner ticks at most once a millisecond, so what it frees in a
+// burst just before it goes quiet (a tool that frees its buffers and waits for input)
+// would stay resident for as long as it waits. glibc hands back at once a block it
+// mapped on its own: every block of its mmap threshold (128 KiB at first) or more until
+// the program frees one, when the threshold rises to that block's size (up to 32 MiB,
+// past which every block is mapped on its own). The page heap does likewise, for a
+// program that frees big blocks in a row:
+//   * a large object above releaseAtFreeBytes is marked when it is allocated
+//     (Span.releaseOnFree);
+//   * when the program frees a marked object while no scavenger thread runs (the caller
+//     says: freeLarge's `mayRelease`), and its previous large-object call was a free
+//     too, the object's pages go back to the OS in that call, with those of the marked
+//     object that free left (releasePending) if they are still free; after a large
+//     allocation the free is only remembered as pending. An object of
+//     releaseAtFreeMaxBytes or more goes back at once, and so does one whose free
+//     leaves less than a quarter of the heap's bytes in spans. A program that churns big
+//     blocks (free one, allocate the next) keeps them: released at every free, `large`
+//     took 4% longer, `realloc` 5% and `sqlite` 3% (glibc's rule alone);
+//   * at each release the threshold rises to twice the largest large object allocated
+//     so far (at most releaseAtFreeMaxBytes), so that a program that frees big blocks
+//     in bursts and allocates them again keeps the next ones;
+//   * a realloc that moves an object frees the old one unmarked (glibc moves a block it
+//     mapped on its own with mremap, and a block of its heap back into its heap), and
+//     counts as an allocation (noteLargeAllocation), as does one in place (resizeLarge).
+// In a program that runs threads the scavenger's thread releases freed pages within a
+// few tick periods, sparing the ones the program reuses (PageAllocScavenge.swift).
 
 import CShim
 
@@ -122,6 +131,10 @@ struct PageHeap {
     var releaseAtFreeBytes: UInt = releaseAtFreeInitialBytes
     /// The largest large object allocated from the page heap so far (bytes).
     var largestLargeBytes: UInt = 0
+    /// Whether the last large object the program allocated or freed was freed.
+    var lastLargeCallFreed: Bool = false
+    /// The pages of the marked object that free left unreleased (empty if none).
+    var releasePending = AddressRange.empty
 
     /// Makes a page heap at `p` (stable memory) that publishes into `events`, with
     /// `spanMap` (nil: a new one). Returns false if the kernel refuses the memory for its
@@ -412,6 +425,8 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.largeCount &+= 1
         span.pointee.releaseOnFree = bytes > pointee.releaseAtFreeBytes
         pointee.largestLargeBytes = max(pointee.largestLargeBytes, bytes)
+        pointee.lastLargeCallFreed = false
+        pointee.releasePending = .empty
         lockPointer.unlock()
         let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base).unsafelyUnwrapped
         if mustBeZero { zeroLarge(memory, bytes: bytes, scavengedBytes: scavenged) }
@@ -437,29 +452,69 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             osUnmap(memory.base, memory.size)
             return
         }
-        let base = span.pointee.base
-        let pageCount = span.pointee.pages
-        let release = mayRelease && span.pointee.releaseOnFree
+        let freed = AddressRange(base: span.pointee.base, limit: span.pointee.limit)
+        let marked = mayRelease && span.pointee.releaseOnFree
         freeLargeSpanLocked(span)
-        if release {
-            pointee.releaseAtFreeBytes = max(pointee.releaseAtFreeBytes, min(pointee.largestLargeBytes &* 2, releaseAtFreeMaxBytes))
-            releaseFreedLocked(base: base, pages: pageCount)
-        }
+        if marked { releaseAtFreeLocked(freed) }
+        pointee.lastLargeCallFreed = true
         lockPointer.unlock()
     }
 
-    /// Releases to the OS the pages [base, base + pages·pageSize), just freed (free and
-    /// not scavenged), chunk by chunk, and marks them scavenged. Must hold the page heap's
-    /// lock, and keeps it: it is what the program's free costs, as glibc's munmap would.
-    private func releaseFreedLocked(base: UInt, pages count: UInt) {
-        var address = base
-        var left = count
-        while left > 0 {
+    /// Records that the program's last large-object call allocated (a realloc that moved a
+    /// large object: its free of the old one is part of an allocation). Takes the page
+    /// heap's lock; must not hold it.
+    func noteLargeAllocation() {
+        lockPointer.lock()
+        pointee.lastLargeCallFreed = false
+        pointee.releasePending = .empty
+        lockPointer.unlock()
+    }
+
+    /// The rule of "Releasing at free" (file comment) for the marked large object whose
+    /// pages `freed` the program has just freed. Must hold the page heap's lock.
+    private func releaseAtFreeLocked(_ freed: AddressRange) {
+        // (The heap in spans fell below a quarter of what it held: a phase ended.)
+        let mostOfTheHeap = 3 &* stats.pointee.spanBytes < freed.size
+        if freed.size < releaseAtFreeMaxBytes && !mostOfTheHeap && !pointee.lastLargeCallFreed {
+            pointee.releasePending = freed
+            return
+        }
+        let pending = pointee.releasePending
+        pointee.releasePending = .empty
+        if pending.size > 0 && isFreeUnscavengedLocked(pending) { releaseFreedLocked(pending) }
+        releaseFreedLocked(freed)
+        pointee.releaseAtFreeBytes = max(pointee.releaseAtFreeBytes, min(pointee.largestLargeBytes &* 2, releaseAtFreeMaxBytes))
+    }
+
+    /// Calls `body(chunk, first page in it, pages)` for the pieces of `range` (page
+    /// aligned) in each chunk, lowest first.
+    @inline(__always) private func forEachChunkPiece(_ range: AddressRange, _ body: (UInt, UInt, UInt) -> Void) {
+        var address = range.base
+        while address < range.limit {
             let first = chunkPageIndex(address)
-            let run = min(left, chunkPages &- first)
-            _ = pointee.pages.pointee.scavengeRangeLocked(chunkIndex(address), first, run, mayUnlock: false)
+            let run = min((range.limit &- address) >> pageShift, chunkPages &- first)
+            body(chunkIndex(address), first, run)
             address &+= run &<< pageShift
-            left &-= run
+        }
+    }
+
+    /// Whether every page of `range` is free and not scavenged (a pending release's pages
+    /// may have gone to a small span, or been released by the scavenger, since). Must hold
+    /// the page heap's lock.
+    private func isFreeUnscavengedLocked(_ range: AddressRange) -> Bool {
+        var ok = true
+        forEachChunkPiece(range) { chunk, first, count in
+            ok = ok && pointee.pages.pointee.isFreeUnscavenged(chunk: chunk, first: first, count: count)
+        }
+        return ok
+    }
+
+    /// Releases to the OS the free, unscavenged pages of `range`, chunk by chunk, and marks
+    /// them scavenged. Must hold the page heap's lock, and keeps it: it is what the
+    /// program's free costs, as glibc's munmap would.
+    private func releaseFreedLocked(_ range: AddressRange) {
+        forEachChunkPiece(range) { chunk, first, count in
+            _ = pointee.pages.pointee.scavengeRangeLocked(chunk, first, count, mayUnlock: false)
         }
     }
 
@@ -502,6 +557,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             return nil
         }
         stats.pointee.largeBytes = stats.pointee.largeBytes &- (oldPages &<< pageShift) &+ (span.pointee.pages &<< pageShift)
+        pointee.lastLargeCallFreed = false  // (a realloc: Releasing at free)
         return UnsafeMutableRawPointer(bitPattern: span.pointee.base)
     }
 

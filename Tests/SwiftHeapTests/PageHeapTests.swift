@@ -351,4 +351,51 @@ import Glibc
         #expect(h.events.pointee.netFreedSinceEpoch == 100 * Int(pageSize) && h.events.pointee.epochDue == epochDueByShrinking)
         h.locked { h.pageHeap.freeSpanLocked(big) }
     }
+
+    /// What a program with no scavenger thread frees (PageHeap.swift: Releasing at free):
+    /// one of a run of frees of marked large objects goes back to the OS at once, with the
+    /// one before it; frees that alternate with allocations do not; nor do frees while a
+    /// scavenger thread runs (mayRelease false). A free that leaves less than a quarter of
+    /// the heap in spans goes back alone. After a release the threshold is twice the
+    /// largest large object allocated, so that the next such object is not marked.
+    struct ReleaseAtFree: CustomTestStringConvertible, Sendable {
+        let name: String
+        /// "a": allocate a 1 MiB object; "f": free the oldest live one.
+        let calls: String
+        let mayRelease: Bool
+        /// With a 4 MiB small span held all along (the frees never leave most of the heap).
+        let keeper: Bool
+        let releasedMiB: UInt
+        var testDescription: String { name }
+    }
+
+    @Test(arguments: [
+        ReleaseAtFree(name: "a burst of frees", calls: "aaaaffff", mayRelease: true, keeper: true, releasedMiB: 4),
+        // A's free waits for the next call, an allocation: A stays; C's free follows B's: both go.
+        ReleaseAtFree(name: "frees between allocations", calls: "aaaafaff", mayRelease: true, keeper: true,
+                      releasedMiB: 2),
+        ReleaseAtFree(name: "a scavenger thread runs", calls: "aaaaffff", mayRelease: false, keeper: true, releasedMiB: 0),
+        ReleaseAtFree(name: "most of the heap", calls: "af", mayRelease: true, keeper: false, releasedMiB: 1),
+    ])
+    func largeObjectsFreedInARowGoBackAtOnce(_ c: ReleaseAtFree) throws {
+        let h = PrivateHeap()
+        let keeper = c.keeper ? try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 512, state: .small) }).span : nil
+        var live: [UnsafeMutablePointer<Span>] = []
+        let released = { h.pageHeap.pointee.pages.pointee.releasedBytes >> 20 }
+        for call in c.calls {
+            if call == "a" {
+                let memory = try #require(h.pageHeap.allocateLarge(1 << 20, alignment: pageSize, zeroed: false))
+                let span = try #require(h.pageHeap.pointee.spanMap.span(containing: UInt(bitPattern: memory)))
+                #expect(span.pointee.releaseOnFree == (released() == 0), "marked until a release raises the threshold")
+                live.append(span)
+            } else {
+                let span = live.removeFirst()
+                h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()", mayRelease: c.mayRelease)
+            }
+        }
+        #expect(released() == c.releasedMiB)
+        if c.releasedMiB > 0 { #expect(h.pageHeap.pointee.releaseAtFreeBytes == 2 << 20) }
+        for span in live { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
+        if let keeper { h.locked { h.pageHeap.freeSpanLocked(keeper) } }
+    }
 }

@@ -6,11 +6,13 @@
 // released during its own allocator calls, so after its last call nothing more would
 // be. glibc hands back a block it mapped on its own at free, which is every block of
 // its mmap threshold or more until the first such free, when the threshold rises.
-// Each round runs in a forked child (the allocator's state fresh, as the parent makes
-// no big allocation), with no allocator call after the frees (RSS read with open/read):
+// Each round runs in a process of its own (the allocator's state fresh), with no
+// allocator call after the frees (RSS read with open/read):
 //   * "blocks": 200 blocks of 300 KiB..1 MiB allocated and written, two in three freed:
 //     RSS right after the frees within the live bytes plus a quarter plus 24 MiB;
 //   * "huge": three blocks of 40 MiB written and freed: RSS within 24 MiB of the start;
+//   * "lone": one block of 20 MiB written and freed, with some small allocations
+//     between: RSS within 8 MiB of the start;
 //   * "churn": 200 times malloc(2 MiB), write every page, free: at most four blocks'
 //     worth of minor page faults (a release at every free would take 200).
 #include "testutil.h"
@@ -78,6 +80,25 @@ static void huge(void) {
     CHECK(rss <= start + 24 * 1024, "huge: RSS %ld KiB right after the frees, %ld KiB at the start", rss, start);
 }
 
+static void lone(void) {
+    long start = rss_kib();
+    size_t n = (size_t)20 << 20;
+    char *p = malloc(n);
+    REQUIRE(p, "malloc(%zu)", n);
+    memset(p, 1, n);
+    long peak = rss_kib();
+    // Some small work meanwhile, as a program does (stdio's buffers, a few strings).
+    char *kept = malloc(4096);
+    REQUIRE(kept, "malloc");
+    for (int i = 0; i < 100; i++) free(malloc(100 + (size_t)i));
+    free(p);
+    long rss = rss_kib();
+    printf("release_at_free: lone: RSS at the start %ld KiB, peak %ld KiB, right after the free %ld KiB\n", start,
+           peak, rss);
+    CHECK(rss <= start + 8 * 1024, "lone: RSS %ld KiB right after the free, %ld KiB at the start", rss, start);
+    free(kept);
+}
+
 static void churn(void) {
     size_t n = (size_t)2 << 20;
     long page = sysconf(_SC_PAGESIZE);
@@ -95,16 +116,16 @@ static void churn(void) {
           limit);
 }
 
-// Runs `round` in a forked child; returns whether it passed.
-static int in_child(const char *name, void (*round)(void)) {
+// Runs round `name` in a fresh process (this program run again with the round's name:
+// the allocator's state is new, as in a program that just started); returns whether it
+// passed.
+static int in_child(const char *name) {
     fflush(stdout);
     pid_t pid = fork();
     REQUIRE(pid >= 0, "fork");
     if (pid == 0) {
-        long failed_before = TEST_FAIL_COUNT();  // the parent's, from earlier rounds
-        round();
-        fflush(stdout);
-        _exit(TEST_FAIL_COUNT() == failed_before ? 0 : 1);
+        execl("/proc/self/exe", "release_at_free", name, (char *)NULL);
+        _exit(127);
     }
     int status = 0;
     waitpid(pid, &status, 0);
@@ -113,10 +134,18 @@ static int in_child(const char *name, void (*round)(void)) {
     return ok;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    static const struct { const char *name; void (*round)(void); } rounds[] = {
+        {"blocks", blocks}, {"huge", huge}, {"lone", lone}, {"churn", churn}};
+    int count = (int)(sizeof rounds / sizeof rounds[0]);
+    if (argc > 1) {
+        // (A round's first allocation is its own, as in a program that starts with it:
+        // the preload was checked by the parent.)
+        for (int i = 0; i < count; i++)
+            if (strcmp(argv[1], rounds[i].name) == 0) rounds[i].round();
+        return TEST_FAIL_COUNT() == 0 ? 0 : 1;
+    }
     check_preload();
-    in_child("blocks", blocks);
-    in_child("huge", huge);
-    in_child("churn", churn);
+    for (int i = 0; i < count; i++) in_child(rounds[i].name);
     return test_exit("release_at_free");
 }
