@@ -152,7 +152,7 @@ import CShim
     if span.pointee.state == .large {
         // (Its callers offered a large object to the thread's large cache already.)
         if span.pointee.profiled { profileFree(address) }  // a heap-profile sample (Profile.swift)
-        processPageHeap.freeLarge(span, address: address, call: call, mayRelease: !processScavenger.threadRuns)
+        processPageHeap.freeLarge(span, address: address, call: call, mayRelease: processScavenger.releasesAtFree)
     } else if let cache = processCaches.currentCache() {
         cacheFree(cache, span, address)
     } else {

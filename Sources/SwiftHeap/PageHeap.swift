@@ -40,7 +40,8 @@
 //   * a large object above releaseAtFreeBytes is marked when it is allocated
 //     (Span.releaseOnFree);
 //   * when the program frees a marked object while no scavenger thread runs (the caller
-//     says: freeLarge's `mayRelease`), and its previous large-object call was a free
+//     says, freeLarge's `mayRelease`: Scavenger.releasesAtFree, which is also false with
+//     the scavenger off), and its previous large-object call was a free
 //     too, the object's pages go back to the OS in that call, with those of the marked
 //     object that free left (releasePending) if they are still free; after a large
 //     allocation the free is only remembered as pending. An object of

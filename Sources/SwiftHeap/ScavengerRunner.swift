@@ -149,10 +149,11 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         pokeSlow(allocating: allocating)
     }
 
-    /// Whether the scavenger's thread runs (parked or not); read without a lock, so at
-    /// worst a moment stale. Without it, what the program frees is released only in its
-    /// own allocator calls (PageHeap.swift: Releasing at free).
-    var threadRuns: Bool { sh_load32_relaxed(threadStateWord) != 0 }
+    /// Whether a large object's free may release it at once (PageHeap.swift: Releasing at
+    /// free): the scavenger is on (SWIFTHEAP_SCAVENGER=0 releases nothing but
+    /// malloc_trim's) and its thread does not run, so that only the program's own calls
+    /// release what it frees. Read without a lock: at worst a moment stale.
+    var releasesAtFree: Bool { pointee.config.scavengerEnabled && sh_load32_relaxed(threadStateWord) == 0 }
 
     /// Wakes the parked thread (one waker does: the one that clears `parked`).
     @inline(never) private func wakeParked() {
