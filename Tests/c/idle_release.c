@@ -14,7 +14,6 @@
 // heap stays live), so what brings it down is the ordinary pacing.
 #include "testutil.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -29,40 +28,18 @@ static void *blocked(void *arg) {
     return NULL;
 }
 
-// VmRSS in KiB from /proc/self/statm (pages), with no allocation.
-static long rss_kib(void) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    long size = 0, resident = 0;
-    if (sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void round_trip(const char *name, unsigned quiet_before_free) {
     static char *block[BLOCKS];
-    size_t live = 0;
-    for (int i = 0; i < BLOCKS; i++) {
-        size_t n = (300u << 10) + (size_t)(mix64((uint64_t)i + 1) % (724u << 10));
-        block[i] = malloc(n);
-        REQUIRE(block[i], "malloc(%zu)", n);
-        memset(block[i], i, n);
-        if (i % 3 == 2) live += n;
-    }
-    long peak = rss_kib();
+    size_t live = alloc_written_blocks(block, BLOCKS);
+    long peak = resident_kib();
     if (quiet_before_free) sleep(quiet_before_free);
-    for (int i = 0; i < BLOCKS; i++)
-        if (i % 3 != 2) { free(block[i]); block[i] = NULL; }
-    long after_free = rss_kib();
+    free_two_in_three(block, BLOCKS);
+    long after_free = resident_kib();
     long limit = (long)(live / 1024) + (long)(live / 1024) / 4 + 24 * 1024;
     long rss = after_free;
     for (int tenth = 0; tenth < 30 && rss > limit; tenth++) {
         usleep(100000);
-        rss = rss_kib();
+        rss = resident_kib();
     }
     printf("idle_release: %s: live %zu KiB, peak RSS %ld KiB, right after the frees %ld KiB, "
            "after up to 3 s idle %ld KiB (limit %ld)\n", name, live >> 10, peak, after_free, rss, limit);

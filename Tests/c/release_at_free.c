@@ -17,22 +17,7 @@
 //     worth of minor page faults (a release at every free would take 200).
 #include "testutil.h"
 
-#include <fcntl.h>
 #include <sys/resource.h>
-
-// VmRSS in KiB from /proc/self/statm (pages), with no allocation.
-static long rss_kib(void) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    long size = 0, resident = 0;
-    if (sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
 
 static long minor_faults(void) {
     struct rusage ru;
@@ -44,18 +29,10 @@ static long minor_faults(void) {
 
 static void blocks(void) {
     static char *block[BLOCKS];
-    size_t live = 0;
-    for (int i = 0; i < BLOCKS; i++) {
-        size_t n = (300u << 10) + (size_t)(mix64((uint64_t)i + 1) % (724u << 10));
-        block[i] = malloc(n);
-        REQUIRE(block[i], "malloc(%zu)", n);
-        memset(block[i], i, n);
-        if (i % 3 == 2) live += n;
-    }
-    long peak = rss_kib();
-    for (int i = 0; i < BLOCKS; i++)
-        if (i % 3 != 2) free(block[i]);
-    long rss = rss_kib();
+    size_t live = alloc_written_blocks(block, BLOCKS);
+    long peak = resident_kib();
+    free_two_in_three(block, BLOCKS);
+    long rss = resident_kib();
     long limit = (long)(live >> 10) + (long)(live >> 10) / 4 + 24 * 1024;
     printf("release_at_free: blocks: live %zu KiB, peak RSS %ld KiB, right after the frees %ld KiB (limit %ld)\n",
            live >> 10, peak, rss, limit);
@@ -64,7 +41,7 @@ static void blocks(void) {
 }
 
 static void huge(void) {
-    long start = rss_kib();
+    long start = resident_kib();
     char *p[3];
     size_t n = (size_t)40 << 20;
     for (int i = 0; i < 3; i++) {
@@ -72,27 +49,27 @@ static void huge(void) {
         REQUIRE(p[i], "malloc(%zu)", n);
         memset(p[i], i + 1, n);
     }
-    long peak = rss_kib();
+    long peak = resident_kib();
     for (int i = 0; i < 3; i++) free(p[i]);
-    long rss = rss_kib();
+    long rss = resident_kib();
     printf("release_at_free: huge: RSS at the start %ld KiB, peak %ld KiB, right after the frees %ld KiB\n", start,
            peak, rss);
     CHECK(rss <= start + 24 * 1024, "huge: RSS %ld KiB right after the frees, %ld KiB at the start", rss, start);
 }
 
 static void lone(void) {
-    long start = rss_kib();
+    long start = resident_kib();
     size_t n = (size_t)20 << 20;
     char *p = malloc(n);
     REQUIRE(p, "malloc(%zu)", n);
     memset(p, 1, n);
-    long peak = rss_kib();
+    long peak = resident_kib();
     // Some small work meanwhile, as a program does (stdio's buffers, a few strings).
     char *kept = malloc(4096);
     REQUIRE(kept, "malloc");
     for (int i = 0; i < 100; i++) free(malloc(100 + (size_t)i));
     free(p);
-    long rss = rss_kib();
+    long rss = resident_kib();
     printf("release_at_free: lone: RSS at the start %ld KiB, peak %ld KiB, right after the free %ld KiB\n", start,
            peak, rss);
     CHECK(rss <= start + 8 * 1024, "lone: RSS %ld KiB right after the free, %ld KiB at the start", rss, start);

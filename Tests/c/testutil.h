@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
@@ -73,6 +74,21 @@ static inline double now_seconds(void) {
 }
 
 static inline int is_aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+// VmRSS in KiB, from /proc/self/statm (pages), with no allocation (open and read, not
+// stdio): for tests that check what the allocator does while the program makes no call.
+static inline long resident_kib(void) {
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    long size = 0, resident = 0;
+    if (sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
 
 // Address-independent pseudo-random bytes: splitmix64 of (seed, index).
 static inline uint64_t mix64(uint64_t x) {
@@ -243,6 +259,29 @@ static int (*volatile t_malloc_trim)(size_t) = malloc_trim;
 #define pvalloc(n) t_pvalloc(n)
 #define malloc_usable_size(p) t_malloc_usable_size(p)
 #define malloc_trim(n) t_malloc_trim(n)
+
+// `count` blocks of 300 KiB..1 MiB (sizes from mix64) allocated into block[] and
+// written; returns the bytes of the blocks that free_two_in_three keeps (every third).
+static inline size_t alloc_written_blocks(char **block, int count) {
+    size_t kept = 0;
+    for (int i = 0; i < count; i++) {
+        size_t n = (300u << 10) + (size_t)(mix64((uint64_t)i + 1) % (724u << 10));
+        block[i] = malloc(n);
+        REQUIRE(block[i], "malloc(%zu)", n);
+        memset(block[i], i, n);
+        if (i % 3 == 2) kept += n;
+    }
+    return kept;
+}
+
+// Frees two in three of alloc_written_blocks' blocks, at once, and NULLs them.
+static inline void free_two_in_three(char **block, int count) {
+    for (int i = 0; i < count; i++)
+        if (i % 3 != 2) {
+            free(block[i]);
+            block[i] = NULL;
+        }
+}
 #endif
 
 #endif
