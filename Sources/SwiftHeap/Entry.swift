@@ -296,11 +296,12 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
     // A moved object's old pages are not released at free, and the program's last large
-    // call stays an allocation (PageHeap.swift: Releasing at free).
+    // call stays an allocation (PageHeap.swift: Releasing at free; nothing to note while
+    // the scavenger's thread runs).
     let large = span.pointee.state == .large
     if large { span.pointee.releaseOnFree = false }
     deallocate(pointer)
-    if large { processPageHeap.noteLargeAllocation() }
+    if large && processScavenger.releasesAtFree { processPageHeap.noteLargeAllocation() }
     return moved
 }
 
