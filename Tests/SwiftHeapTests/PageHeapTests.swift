@@ -360,7 +360,8 @@ import Glibc
     /// largest large object allocated, so that the next such object is not marked.
     struct ReleaseAtFree: CustomTestStringConvertible, Sendable {
         let name: String
-        /// "a": allocate a 1 MiB object; "f": free the oldest live one.
+        /// "a": allocate a 1 MiB object; "f": free the oldest live one; "s": a small span of
+        /// 1 MiB (first fit: on the pages the last free left).
         let calls: String
         let mayRelease: Bool
         /// With a 4 MiB small span held all along (the frees never leave most of the heap).
@@ -376,26 +377,36 @@ import Glibc
                       releasedMiB: 2),
         ReleaseAtFree(name: "a scavenger thread runs", calls: "aaaaffff", mayRelease: false, keeper: true, releasedMiB: 0),
         ReleaseAtFree(name: "most of the heap", calls: "af", mayRelease: true, keeper: false, releasedMiB: 1),
+        // A's pages, pending, go to a small span before B's free: only B's are released.
+        ReleaseAtFree(name: "a pending object's pages reused", calls: "aaafsf", mayRelease: true, keeper: true,
+                      releasedMiB: 1),
     ])
     func largeObjectsFreedInARowGoBackAtOnce(_ c: ReleaseAtFree) throws {
         let h = PrivateHeap()
         let keeper = c.keeper ? try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 512, state: .small) }).span : nil
         var live: [UnsafeMutablePointer<Span>] = []
+        var small: [UnsafeMutablePointer<Span>] = []
+        var lastFreed: UInt = 0
         let released = { h.pageHeap.pointee.pages.pointee.releasedBytes >> 20 }
         for call in c.calls {
-            if call == "a" {
+            if call == "s" {
+                let span = try #require(h.locked { h.pageHeap.allocSpanLocked(pageCount: 128, state: .small) }).span
+                #expect(span.pointee.base == lastFreed, "the small span takes the pages just freed")
+                small.append(span)
+            } else if call == "a" {
                 let memory = try #require(h.pageHeap.allocateLarge(1 << 20, alignment: pageSize, zeroed: false))
                 let span = try #require(h.pageHeap.pointee.spanMap.span(containing: UInt(bitPattern: memory)))
                 #expect(span.pointee.releaseOnFree == (released() == 0), "marked until a release raises the threshold")
                 live.append(span)
             } else {
                 let span = live.removeFirst()
+                lastFreed = span.pointee.base
                 h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()", mayRelease: c.mayRelease)
             }
         }
         #expect(released() == c.releasedMiB)
         if c.releasedMiB > 0 { #expect(h.pageHeap.pointee.releaseAtFreeBytes == 2 << 20) }
         for span in live { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
-        if let keeper { h.locked { h.pageHeap.freeSpanLocked(keeper) } }
+        for span in small + (keeper.map { [$0] } ?? []) { h.locked { h.pageHeap.freeSpanLocked(span) } }
     }
 }
