@@ -426,8 +426,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
         stats.pointee.largeCount &+= 1
         span.pointee.releaseOnFree = bytes > pointee.releaseAtFreeBytes
         pointee.largestLargeBytes = max(pointee.largestLargeBytes, bytes)
-        pointee.lastLargeCallFreed = false
-        pointee.releasePending = .empty
+        largeCallAllocatedLocked()
         lockPointer.unlock()
         let memory = UnsafeMutableRawPointer(bitPattern: span.pointee.base).unsafelyUnwrapped
         if mustBeZero { zeroLarge(memory, bytes: bytes, scavengedBytes: scavenged) }
@@ -466,9 +465,15 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     /// heap's lock; must not hold it.
     func noteLargeAllocation() {
         lockPointer.lock()
+        largeCallAllocatedLocked()
+        lockPointer.unlock()
+    }
+
+    /// The program's last large-object call allocated: a free before it stays unreleased
+    /// (Releasing at free). Must hold the page heap's lock.
+    private func largeCallAllocatedLocked() {
         pointee.lastLargeCallFreed = false
         pointee.releasePending = .empty
-        lockPointer.unlock()
     }
 
     /// The rule of "Releasing at free" (file comment) for the marked large object whose
@@ -558,7 +563,7 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             return nil
         }
         stats.pointee.largeBytes = stats.pointee.largeBytes &- (oldPages &<< pageShift) &+ (span.pointee.pages &<< pageShift)
-        pointee.lastLargeCallFreed = false  // (a realloc: Releasing at free)
+        largeCallAllocatedLocked()  // (a realloc)
         return UnsafeMutableRawPointer(bitPattern: span.pointee.base)
     }
 
