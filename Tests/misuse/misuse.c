@@ -35,6 +35,17 @@ static void do_realloc(void *p, size_t n) { announce(p); void *q = realloc(laund
 
 static void *free_in_thread(void *p) { free(p); return NULL; }
 
+// double-free-remote-deep: frees p, the others, then p again, from its own thread.
+#define REMOTE_OTHERS 40
+static void *remote_objects[REMOTE_OTHERS + 1];
+static void *free_remote_deep(void *arg) {
+    (void)arg;
+    free(launder(remote_objects[0]));
+    for (int i = 1; i <= REMOTE_OTHERS; i++) free(launder(remote_objects[i]));
+    do_free(remote_objects[0]);
+    return NULL;
+}
+
 // Frees p, then stays alive (its large cache with it) until released.
 static pthread_barrier_t freed_and_waiting;
 static void *free_in_thread_and_wait(void *p) {
@@ -56,6 +67,9 @@ static const case_t cases[] = {
     { "double-free-aligned",    "double",  "aligned_alloc(4096, 100), free, free" },
     { "double-free-calloc",     "double",  "calloc(10, 100), free, free" },
     { "double-free-thread",     "double",  "malloc(64) freed by another thread, then again" },
+    { "double-free-small-recent", "double", "malloc(64) p and three more, free p and the three, free p again (the fourth most recent free of its bin)" },
+    { "double-free-small-flushed", "double", "malloc(64) p and 300 more, free p and all but the first (p goes back to its span, which stays in use, in a flush), free p again" },
+    { "double-free-remote-deep", "double", "malloc(64) p and 40 more; another thread frees p, the 40, then p again (deep in its remote bin: reported when the bin goes back to the spans)" },
     { "double-free-large-first-1m", "double", "first allocation of the process: malloc(1 MiB), free, free" },
     { "double-free-large-first-4m", "double", "first allocation of the process: malloc(4 MiB), free, free" },
     { "double-free-large-first-8m", "double", "first allocation of the process: malloc(8 MiB), free, free" },
@@ -128,6 +142,28 @@ int main(int argc, char **argv) {
         void *p = malloc(64);
         pthread_t t; pthread_create(&t, NULL, free_in_thread, p); pthread_join(t, NULL);
         do_free(p);
+    }
+    else if (!strcmp(c, "double-free-small-recent")) {
+        void *p = launder(malloc(64)), *q[3];
+        for (int i = 0; i < 3; i++) q[i] = launder(malloc(64));
+        free(launder(p));
+        for (int i = 0; i < 3; i++) free(launder(q[i]));
+        do_free(p);
+    }
+    else if (!strcmp(c, "double-free-small-flushed")) {
+        enum { N = 300 };
+        static void *q[N];
+        void *p = launder(malloc(64));
+        for (int i = 0; i < N; i++) q[i] = launder(malloc(64));
+        free(launder(p));
+        // q[0], next to p in its span, stays allocated: the span is not handed back to
+        // the page heap, so p's second free finds its span and its bit free there.
+        for (int i = 1; i < N; i++) free(launder(q[i]));
+        do_free(p);
+    }
+    else if (!strcmp(c, "double-free-remote-deep")) {
+        for (int i = 0; i <= REMOTE_OTHERS; i++) remote_objects[i] = launder(malloc(64));
+        pthread_t t; pthread_create(&t, NULL, free_remote_deep, NULL); pthread_join(t, NULL);
     }
     else if (!strcmp(c, "free-stack"))               do_free(stack_buf + 16);
     else if (!strcmp(c, "free-global"))              do_free(global_buf + 16);
