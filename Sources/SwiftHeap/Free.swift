@@ -41,7 +41,7 @@
 // with the bitmap as its memory operand (the word found by the instruction itself: 4
 // instructions for the bitmap test instead of 7) ran 1.035x as long (40 paired runs):
 // that form is microcoded. So the checks cost what their instructions do, about 0.75%
-// of st-churn's time each, and these three need about 19 of today's 21: the multiply
+// of st-churn's time each, and these three need about 19 of today's 22: the multiply
 // and a compare and branch for the object start (6), the bit's word, load, test and
 // branch (5), a compare and branch for each recent push (8); some 14% of st-churn.
 // Under the 3-5% asked of them they would have to catch less.
