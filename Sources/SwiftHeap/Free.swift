@@ -28,7 +28,7 @@
 // freeing thread's own bin (ThreadCache.swift: adoptRemote).
 //
 // What the checks cost, and a layout that did not lower it: on st-churn the checks are
-// 22 of the fast path's 45 instructions, and the bitmap read is about one simulated D1
+// 22 of the fast path's 47 (25 without them), and the bitmap read is about one simulated D1
 // miss per free (cachegrind). A mirror of each page's free bits in its span map entry
 // (64-byte entries: the check on the line the fast path reads anyway; take and release
 // copying each word they change into the entries of the pages concerned) took the
