@@ -32,9 +32,9 @@
 // (PageAllocScavenge.swift), as does the release on growth (PageHeap.swift): first fit
 // lands the program's next allocations on their free pages. A loop of big objects
 // (`large` in scripts/bench) had a quarter of its page faults from such releases; sqlite,
-// which grows through the holes its frees leave, a third of its own. Decay releases a spared chunk's free pages once it
-// has gone that long without an allocation. A phase being dropped (a shrink credit
-// lasts) and malloc_trim spare nothing.
+// which grows through the holes its frees leave, a third of its own. Decay releases a
+// spared chunk's free pages once it has gone that long without an allocation. A phase
+// being dropped (a shrink credit lasts) and malloc_trim spare nothing.
 //
 // Refaults. Releasing a page costs the scavenger a fraction of what the program pays to
 // fault it in again (a fault, the zeroing of a page: a few microseconds). So a page

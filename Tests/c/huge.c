@@ -7,19 +7,8 @@
 // and freed, leave RSS where it was too, and the allocator keeps working.
 #include "testutil.h"
 
-static long rss_kib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &v) == 1) break;
-    fclose(f);
-    return v;
-}
-
 static void try_huge(const char *what, size_t size, size_t alignment) {
-    long before = rss_kib();
+    long before = resident_kib();
     double t0 = now_seconds();
     void *p = NULL;
     int rc = 0;
@@ -31,7 +20,7 @@ static void try_huge(const char *what, size_t size, size_t alignment) {
         rc = p ? 0 : errno;
     }
     double took = now_seconds() - t0;
-    long during = rss_kib();
+    long during = resident_kib();
     if (p) {
         ((volatile char *)p)[0] = 1;
         if (alignment) CHECK(((uintptr_t)p & (alignment - 1)) == 0, "%s: %p is not aligned", what, p);
@@ -40,7 +29,7 @@ static void try_huge(const char *what, size_t size, size_t alignment) {
         CHECK(rc == ENOMEM, "%s failed with %d, want ENOMEM", what, rc);
     }
     double total = now_seconds() - t0;
-    long after = rss_kib();
+    long after = resident_kib();
     printf("huge: %s: %s in %.3f s (%.3f s with free); RSS %ld -> %ld -> %ld KiB\n", what,
            p ? "succeeded" : "ENOMEM", took, total, before, during, after);
     CHECK(total < 0.5, "%s took %.3f s", what, total);
@@ -59,7 +48,7 @@ int main(void) {
     try_huge("malloc(1 TiB) again", (size_t)1 << 40, 0);
 
     // Big but possible: live, touched one byte per MiB, then freed.
-    long base = rss_kib();
+    long base = resident_kib();
     for (int round = 0; round < 3; round++) {
         for (size_t size = (size_t)256 << 20; size <= ((size_t)2 << 30); size *= 2) {
             char *p = malloc(size);
@@ -68,7 +57,7 @@ int main(void) {
             free(p);
         }
     }
-    long after = rss_kib();
+    long after = resident_kib();
     printf("huge: 256 MiB..2 GiB x3, touched 1 byte per MiB: RSS %ld -> %ld KiB\n", base, after);
     CHECK(after - base < 4096, "RSS grew by %ld KiB after freeing big blocks", after - base);
     void *q = malloc(12345);
