@@ -10,8 +10,8 @@
 //     (longer than any "nothing to do" period after which a background thread may stop),
 //     then no call for 3 s.
 // Checked each time under SwiftHeap: RSS (read with open/read: nothing here allocates
-// while idle) falls to within the live bytes plus a quarter plus 24 MiB. Not a phase dropped (a third of the
-// heap stays live), so what brings it down is the ordinary pacing.
+// while idle) falls to within the live bytes plus a quarter plus 24 MiB. Not a phase
+// dropped (a third of the heap stays live), so what brings it down is the ordinary pacing.
 #include "testutil.h"
 
 #include <pthread.h>
