@@ -173,11 +173,12 @@ import Testing
         h.locked { h.pageHeap.freeSpanLocked(span) }
     }
 
-    /// One inline tick of `s` at `now`, holding the runner lock as the runner does.
-    func inlineTick(_ s: UnsafeMutablePointer<Scavenger>, _ now: Int64) {
+    /// One tick of `s` at `now` (inline, or the thread's), holding the runner lock as the
+    /// runners do.
+    func inlineTick(_ s: UnsafeMutablePointer<Scavenger>, _ now: Int64, inline: Bool = true) {
         let runner = s.pointer(to: \.runner.lock)!
         runner.lock()
-        _ = s.tick(now: now, inline: true)
+        _ = s.tick(now: now, inline: inline)
         runner.unlock()
     }
 
@@ -267,14 +268,11 @@ import Testing
         s.pointee.runner.tokensNanos = 200_000_000
         s.pointee.runner.lastRefillNanos = 1_000_000_000
         h.events.pointee.peakSpanBytes = 0
-        let runner = s.pointer(to: \.runner.lock)!
         var ticks = 0
         var now: Int64 = 1_000_000_000
         repeat {
             let before = h.locked { s.retainedBytesLocked() }
-            runner.lock()
-            _ = s.tick(now: now, inline: true)
-            runner.unlock()
+            inlineTick(s, now)
             let after = h.locked { s.retainedBytesLocked() }
             #expect(before - after <= inlineStepBytes * 16, "one inline tick releases a bounded amount")
             ticks += 1
@@ -298,12 +296,9 @@ extension ScavengerTests {
         config.scavengeBurstMillis = 200
         let h = PrivateHeap(config: config)
         let s = h.scavenger
-        let runner = s.pointer(to: \.runner.lock)!
         func tick(_ now: Int64) -> UInt {
             let before = h.locked { s.retainedBytesLocked() }
-            runner.lock()
-            _ = s.tick(now: now, inline: false)
-            runner.unlock()
+            inlineTick(s, now, inline: false)
             return before - h.locked { s.retainedBytesLocked() }
         }
         var now: Int64 = 10_000_000_000
@@ -463,12 +458,9 @@ extension ScavengerTests {
         config.scavengeCPUPercent = 0
         let h = PrivateHeap(config: config)
         let s = h.scavenger
-        let runner = s.pointer(to: \.runner.lock)!
         var now: Int64 = 1_000_000_000
         func tick() {
-            runner.lock()
-            _ = s.tick(now: now, inline: true)
-            runner.unlock()
+            inlineTick(s, now)
             now += 1_000_000
         }
         tick()
@@ -502,15 +494,10 @@ extension ScavengerTests {
         config.scavengeCPUPercent = 0  // only credits fill the bucket
         let h = PrivateHeap(config: config)
         let s = h.scavenger
-        let runner = s.pointer(to: \.runner.lock)!
         var now: Int64 = 1_000_000_000
         let peak: UInt = 64 << 20, swing: UInt = 16 << 20
         let swingCharge = Int64(swing / osPageSize) * refaultNanosPerOSPage
-        func tick() {
-            runner.lock()
-            _ = s.tick(now: now, inline: true)
-            runner.unlock()
-        }
+        func tick() { inlineTick(s, now) }
         /// A swing at `time`: 16 MiB allocated where the last swing was (taking back what
         /// was released of it), written and freed, nothing live; then 40 ms of ticks.
         /// Returns the bytes released.
@@ -598,11 +585,8 @@ extension ScavengerTests {
     func anEpochThatCreditsADroppedPhaseEndsAtOnce(inSpans: UInt, endsAtOnce: Bool) {
         let h = PrivateHeap()
         let s = h.scavenger
-        let runner = s.pointer(to: \.runner.lock)!
         let now: Int64 = 10_000_000_000
-        runner.lock()
-        _ = s.tick(now: now - 100_000_000, inline: true)
-        runner.unlock()
+        inlineTick(s, now - 100_000_000)
         s.pointee.recentPeakSpanBytes = 400 << 20
         s.pointee.recentPeakNanos = now - 100_000_000
         s.pointee.goalBytes = 400 << 20
@@ -610,9 +594,7 @@ extension ScavengerTests {
         s.pointee.lastEpochNanos = now - inlineFlaggedTickNanos / 2
         h.events.pointee.epochDue = epochDueByShrinking
         #expect(s.phaseDropped(now) == endsAtOnce)
-        runner.lock()
-        _ = s.tick(now: now, inline: true)
-        runner.unlock()
+        inlineTick(s, now)
         #expect((s.pointee.lastEpochNanos == now) == endsAtOnce)
         #expect((s.pointee.runner.creditBytes != 0) == endsAtOnce, "the phase's credit")
         h.locked { h.pageHeap.stats.pointee.spanBytes = 0 }
@@ -625,13 +607,8 @@ extension ScavengerTests {
     @Test func anEarlyEpochThatCreditsNothingIsNotRepeatedAtEveryCall() {
         let h = PrivateHeap()
         let s = h.scavenger
-        let runner = s.pointer(to: \.runner.lock)!
         let now: Int64 = 10_000_000_000
-        func tick(_ at: Int64) {
-            runner.lock()
-            _ = s.tick(now: at, inline: true)
-            runner.unlock()
-        }
+        func tick(_ at: Int64) { inlineTick(s, at) }
         tick(now - 100_000_000)
         s.pointee.recentPeakSpanBytes = 400 << 20
         s.pointee.recentPeakNanos = now - 100_000_000
