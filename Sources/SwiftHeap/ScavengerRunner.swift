@@ -19,7 +19,8 @@
 //     heap change only at such events, so decay's samples for the ticks that had no call
 //     repeat the last value.
 //   * thread: once the program runs other threads (glibc's __libc_single_threaded, then
-//     /proc/self/stat, checked at most once a second), an allocation slow path that finds
+//     /proc/self/stat, checked at most once a second; where /proc cannot be read, another
+//     thread's cache in the registry), an allocation slow path that finds
 //     work flagged, or a heap of threadStartHeapBytes or more, starts the thread (never a
 //     free: pthread_create would reuse the block just freed). It ticks every 100 ms with
 //     the whole budget and blocks every signal. After quietTicksBeforePark ticks with
@@ -120,12 +121,15 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// Allows the scavenger to run (from the library constructor, once the config is set).
     func allowToRun() { sh_store32(startAllowedWord, 1) }
 
-    /// In a forked child: no scavenger thread exists there, and the runner lock may have
-    /// been held by it.
+    /// In a forked child: no scavenger thread exists there, the runner lock may have been
+    /// held by it, and the child has one thread whatever the parent's last look at its
+    /// threads said (glibc's __libc_single_threaded stays false in the child).
     func resetAfterFork() {
         sh_store32(threadStateWord, 0)
         sh_store32(parkedWord, 0)
         runnerLock.reinitialize()
+        pointee.runner.threadCheckNanos = 0
+        pointee.runner.programHasThreads = false
     }
 
     /// Whether the scavenger thread is running (for tests and stats).
@@ -193,9 +197,19 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let state = pointer(to: \.runner)!
         if state.pointee.threadCheckNanos == 0 || now &- state.pointee.threadCheckNanos >= threadCheckIntervalNanos {
             state.pointee.threadCheckNanos = now
-            state.pointee.programHasThreads = otherThreadsAlive()
+            state.pointee.programHasThreads = otherThreadsRun()
         }
         return state.pointee.programHasThreads
+    }
+
+    /// Whether threads besides the caller run: /proc's answer (ThreadCount.swift), or
+    /// where /proc cannot be read, whether another thread holds a thread cache (a thread
+    /// that never allocates goes unseen there: the inline runner does the work then).
+    /// Takes the registry lock in the second case, so the caller may hold the runner lock
+    /// but no lock of a higher rank.
+    private func otherThreadsRun() -> Bool {
+        if let answer = otherThreadsAlive() { return answer }
+        return pointee.caches?.othersHoldCaches() ?? false
     }
 
     // MARK: - The thread
@@ -233,7 +247,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             seen = sh_load32(sleepWord)
             // The program's threads are gone (a main that called pthread_exit): leave, so
             // that the process ends as it would without us (ThreadCount.swift).
-            if !otherThreadsAlive() { break }
+            if !otherThreadsRun() { break }
             // Still parked: nobody woke it. Unpark if there is work all the same (a poke
             // just before it parked), else sleep on.
             if parked && sh_load32(parkedWord) != 0 {

@@ -333,18 +333,37 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
 
     /// In a fork child: hands the partial spans of every cache but the calling thread's
     /// (their threads do not exist in the child) to the unowned lists, so that the child's
-    /// refills can use them, and their cached large spans to the page heap. Takes no lock
-    /// but the page heap's (the child has one thread; its locks are fresh).
+    /// refills can use them, and their cached large spans to the page heap, and returns
+    /// their records to the pool: the live list then holds the child's one thread's
+    /// cache (othersHoldCaches). The objects left in their bins stay allocated for good,
+    /// as their threads would have used them. Takes no lock but the page heap's (the
+    /// child has one thread; its locks are fresh).
     func disownOtherCachesAfterFork() {
         let current = sh_tls_get()
         var cache = pointee.live
         while let c = cache {
+            cache = c.header.pointee.next
             if UnsafeMutableRawPointer(c) != current {
                 c.disownSpans(locked: true)
                 _ = c.largeCache.drain(to: pointee.pageHeap, byOwner: true)
+                unlinkAndFree(c)
             }
-            cache = c.header.pointee.next
         }
+    }
+
+    /// Whether a thread other than the caller holds a cache: a thread of the program that
+    /// has allocated and not yet exited (a thread's cache goes back to the pool when it
+    /// exits, and a fork child keeps only its own thread's). What the scavenger goes by
+    /// where /proc cannot be read (ScavengerRunner.swift: otherThreadsRun).
+    ///
+    /// Takes the registry lock.
+    func othersHoldCaches() -> Bool {
+        var mine: UInt = 0
+        if let slot = sh_tls_get(), !UnsafeMutablePointer<ThreadCache>(slot: slot).header.pointee.isNoCache { mine = 1 }
+        lockPointer.lock()
+        let live = pointee.liveCount
+        lockPointer.unlock()
+        return live > mine
     }
 
     /// Unlinks an (already flushed) cache from the live list and returns it to the pool.
@@ -352,6 +371,12 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     /// Takes the registry lock.
     fileprivate func retire(_ cache: UnsafeMutablePointer<ThreadCache>) {
         lockPointer.lock()
+        unlinkAndFree(cache)
+        lockPointer.unlock()
+    }
+
+    /// retire's work. Must hold the registry lock (or be a fork child's one thread).
+    private func unlinkAndFree(_ cache: UnsafeMutablePointer<ThreadCache>) {
         let header = cache.header
         if let previous = header.pointee.previous {
             previous.header.pointee.next = header.pointee.next
@@ -361,7 +386,6 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         if let next = header.pointee.next { next.header.pointee.previous = header.pointee.previous }
         pointee.liveCount &-= 1
         pointer(to: \.pool)!.pointee.free(UnsafeMutableRawPointer(cache))
-        lockPointer.unlock()
     }
 }
 

@@ -10,6 +10,12 @@
 // called pthread_exit stays a zombie and is still counted, so a count of two is checked
 // thread by thread in /proc/self/task. Everything is read into stack buffers with
 // raw system calls: nothing here allocates.
+//
+// Where /proc cannot be read (a chroot without it, a seccomp or Landlock sandbox that
+// denies open, no file descriptor left) the answer is "cannot tell" (nil), never a
+// guess: guessing "yes" started a thread in a sandboxed single-threaded child, which its
+// filter killed, and kept a process alive after its last thread ended. The caller then
+// asks the thread caches (ScavengerRunner.swift: otherThreadsRun).
 
 import CShim
 
@@ -78,14 +84,15 @@ private func statField(_ bytes: UnsafeMutableRawBufferPointer, count: Int, _ fie
     return -1
 }
 
-/// Whether another thread of this process is alive (not a zombie). Errs on "yes".
-func otherThreadsAlive() -> Bool {
+/// Whether another thread of this process is alive (not a zombie); nil where /proc
+/// cannot be read.
+func otherThreadsAlive() -> Bool? {
     var storage = zeroBuffer()
-    return withUnsafeMutableBytes(of: &storage) { bytes -> Bool in
+    return withUnsafeMutableBytes(of: &storage) { bytes -> Bool? in
         let count = readSmallFile(cString("/proc/self/stat"), into: bytes)
-        if count <= 0 { return true }
+        if count <= 0 { return nil }
         var position = statField(bytes, count: count, 20)  // num_threads
-        if position < 0 { return true }
+        if position < 0 { return nil }
         var threads = 0
         while position < count, bytes[position] >= 48, bytes[position] <= 57 {
             threads = threads &* 10 &+ Int(bytes[position] &- 48)
@@ -97,19 +104,20 @@ func otherThreadsAlive() -> Bool {
     }
 }
 
-/// Walks /proc/self/task: whether a task other than the caller is not a zombie.
-private func anotherTaskAlive() -> Bool {
+/// Walks /proc/self/task: whether a task other than the caller is not a zombie; nil if
+/// the directory cannot be read.
+private func anotherTaskAlive() -> Bool? {
     let directory = sh_open_readonly(cString("/proc/self/task"))
-    if directory < 0 { return true }
+    if directory < 0 { return nil }
     defer { close(directory) }
     let me = sh_gettid()
     var entries = zeroBuffer()
     var pathStorage = zeroBuffer()
     var statStorage = zeroBuffer()
-    return withUnsafeMutableBytes(of: &entries) { buffer -> Bool in
+    return withUnsafeMutableBytes(of: &entries) { buffer -> Bool? in
         while true {
             let read = sh_getdents64(directory, buffer.baseAddress, buffer.count)
-            if read < 0 { return true }
+            if read < 0 { return nil }
             if read == 0 { return false }
             var offset = 0
             while offset < read {
