@@ -29,9 +29,11 @@
 //     parkedCheckNanos pass, when it looks for work it was not woken for. It does not
 //     exit while the program runs threads: a program that frees memory and then sits
 //     idle, making no allocator call (a server between requests), has no other runner to
-//     release it. It exits when the program's other threads are gone (ThreadCount.swift),
-//     checked at every wake; it is started again when needed, and in a forked child
-//     (where it does not exist) only once that child runs threads.
+//     release it. It exits when the program is back to one thread, or none
+//     (ThreadCount.swift), checked at every wake: within a second of the program's last
+//     join, a process that unshares its user namespace can (the kernel wants one thread).
+//     It is started again when needed, and in a forked child (where it does not exist)
+//     only once that child runs threads.
 //
 // Locking: the runner lock (rank scavengerRunner) guards RunnerState and serialises the
 // runners (the thread takes it for each tick; the inline runner only tries it and skips
@@ -197,19 +199,19 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let state = pointer(to: \.runner)!
         if state.pointee.threadCheckNanos == 0 || now &- state.pointee.threadCheckNanos >= threadCheckIntervalNanos {
             state.pointee.threadCheckNanos = now
-            state.pointee.programHasThreads = otherThreadsRun()
+            state.pointee.programHasThreads = otherThreadsRun(atLeast: 1)
         }
         return state.pointee.programHasThreads
     }
 
-    /// Whether threads besides the caller run: /proc's answer (ThreadCount.swift), or
-    /// where /proc cannot be read, whether another thread holds a thread cache (a thread
-    /// that never allocates goes unseen there: the inline runner does the work then).
-    /// Takes the registry lock in the second case, so the caller may hold the runner lock
-    /// but no lock of a higher rank.
-    private func otherThreadsRun() -> Bool {
-        if let answer = otherThreadsAlive() { return answer }
-        return pointee.caches?.othersHoldCaches() ?? false
+    /// Whether at least `wanted` threads besides the caller run: /proc's answer
+    /// (ThreadCount.swift), or where /proc cannot be read, whether that many other
+    /// threads hold a thread cache (a thread that never allocates goes unseen there: the
+    /// inline runner does the work then). Takes the registry lock in the second case, so
+    /// the caller may hold the runner lock but no lock of a higher rank.
+    private func otherThreadsRun(atLeast wanted: Int) -> Bool {
+        if let answer = otherThreadsAlive(atLeast: wanted) { return answer }
+        return (pointee.caches?.cachesOfOtherThreads() ?? 0) >= wanted
     }
 
     // MARK: - The thread
@@ -245,9 +247,11 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             let parked = sh_load32(parkedWord) != 0
             sh_futex_wait_timeout(sleepWord, seen, parked ? parkedCheckNanos : scavengerTickNanos)
             seen = sh_load32(sleepWord)
-            // The program's threads are gone (a main that called pthread_exit): leave, so
-            // that the process ends as it would without us (ThreadCount.swift).
-            if !otherThreadsRun() { break }
+            // The program is back to one thread (its others joined), or to none (a main
+            // that called pthread_exit, its last thread gone): leave, so that the process
+            // is one thread again, as unshare(CLONE_NEWUSER) and setns require, or ends
+            // as it would without us (ThreadCount.swift). The inline runner takes over.
+            if !otherThreadsRun(atLeast: 2) { break }
             // Still parked: nobody woke it. Unpark if there is work all the same (a poke
             // just before it parked), else sleep on.
             if parked && sh_load32(parkedWord) != 0 {

@@ -335,7 +335,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     /// (their threads do not exist in the child) to the unowned lists, so that the child's
     /// refills can use them, and their cached large spans to the page heap, and returns
     /// their records to the pool: the live list then holds the child's one thread's
-    /// cache (othersHoldCaches). The objects left in their bins stay allocated for good,
+    /// cache (cachesOfOtherThreads). The objects left in their bins stay allocated for good,
     /// as their threads would have used them. Takes no lock but the page heap's (the
     /// child has one thread; its locks are fresh).
     func disownOtherCachesAfterFork() {
@@ -351,19 +351,19 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         }
     }
 
-    /// Whether a thread other than the caller holds a cache: a thread of the program that
-    /// has allocated and not yet exited (a thread's cache goes back to the pool when it
+    /// How many threads other than the caller hold a cache: threads of the program that
+    /// have allocated and not yet exited (a thread's cache goes back to the pool when it
     /// exits, and a fork child keeps only its own thread's). What the scavenger goes by
     /// where /proc cannot be read (ScavengerRunner.swift: otherThreadsRun).
     ///
     /// Takes the registry lock.
-    func othersHoldCaches() -> Bool {
+    func cachesOfOtherThreads() -> Int {
         var mine: UInt = 0
         if let slot = sh_tls_get(), !UnsafeMutablePointer<ThreadCache>(slot: slot).header.pointee.isNoCache { mine = 1 }
         lockPointer.lock()
         let live = pointee.liveCount
         lockPointer.unlock()
-        return live > mine
+        return Int(live &- mine)
     }
 
     /// Unlinks an (already flushed) cache from the live list and returns it to the pool.

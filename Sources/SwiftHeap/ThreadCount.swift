@@ -1,15 +1,17 @@
-// Whether any thread of the process besides the caller is still alive.
+// Whether threads of the process besides the caller are still alive, and how many.
 //
 // The scavenger is a thread the program did not create. glibc ends a process when its
 // last thread exits (a main that calls pthread_exit, a forked child whose only thread
-// returns), so the scavenger must not outlive the program's threads: it asks this
-// question when it wakes and exits when the answer is no (the process then exits with
-// status 0, as it would have without us).
+// returns), and the kernel refuses unshare(CLONE_NEWUSER) and setns to a process of
+// more than one thread, so the scavenger must not outlive the program's threads: it asks
+// this question when it wakes and exits when fewer than two of the program's threads
+// are alive (the process then exits with status 0, or is one thread again, as it would
+// be without us).
 //
 // /proc/self/stat's thread count answers it in one read. A thread group leader that
-// called pthread_exit stays a zombie and is still counted, so a count of two is checked
-// thread by thread in /proc/self/task. Everything is read into stack buffers with
-// raw system calls: nothing here allocates.
+// called pthread_exit stays a zombie and is still counted, so a count that would just
+// reach the number asked for is checked thread by thread in /proc/self/task.
+// Everything is read into stack buffers with raw system calls: nothing here allocates.
 //
 // Where /proc cannot be read (a chroot without it, a seccomp or Landlock sandbox that
 // denies open, no file descriptor left) the answer is "cannot tell" (nil), never a
@@ -84,9 +86,9 @@ private func statField(_ bytes: UnsafeMutableRawBufferPointer, count: Int, _ fie
     return -1
 }
 
-/// Whether another thread of this process is alive (not a zombie); nil where /proc
-/// cannot be read.
-func otherThreadsAlive() -> Bool? {
+/// Whether at least `wanted` threads of this process other than the caller are alive
+/// (not zombies); nil where /proc cannot be read.
+func otherThreadsAlive(atLeast wanted: Int = 1) -> Bool? {
     var storage = zeroBuffer()
     return withUnsafeMutableBytes(of: &storage) { bytes -> Bool? in
         let count = readSmallFile(cString("/proc/self/stat"), into: bytes)
@@ -98,15 +100,18 @@ func otherThreadsAlive() -> Bool? {
             threads = threads &* 10 &+ Int(bytes[position] &- 48)
             position &+= 1
         }
-        if threads > 2 { return true }
-        if threads <= 1 { return false }
-        return anotherTaskAlive()
+        // Only the thread group leader lingers as a zombie (a main that called
+        // pthread_exit) while other threads run: at most one of the others is not alive.
+        let others = threads &- 1
+        if others < wanted { return false }
+        if others > wanted { return true }
+        return otherTasksAlive(atLeast: wanted)
     }
 }
 
-/// Walks /proc/self/task: whether a task other than the caller is not a zombie; nil if
-/// the directory cannot be read.
-private func anotherTaskAlive() -> Bool? {
+/// Walks /proc/self/task: whether at least `wanted` tasks other than the caller are not
+/// zombies; nil if the directory cannot be read.
+private func otherTasksAlive(atLeast wanted: Int) -> Bool? {
     let directory = sh_open_readonly(cString("/proc/self/task"))
     if directory < 0 { return nil }
     defer { close(directory) }
@@ -114,6 +119,7 @@ private func anotherTaskAlive() -> Bool? {
     var entries = zeroBuffer()
     var pathStorage = zeroBuffer()
     var statStorage = zeroBuffer()
+    var found = 0
     return withUnsafeMutableBytes(of: &entries) { buffer -> Bool? in
         while true {
             let read = sh_getdents64(directory, buffer.baseAddress, buffer.count)
@@ -147,7 +153,10 @@ private func anotherTaskAlive() -> Bool? {
                             return stat[state] != 90 && stat[state] != 88  // 'Z', 'X'
                         }
                     }
-                    if alive { return true }
+                    if alive {
+                        found &+= 1
+                        if found >= wanted { return true }
+                    }
                 }
                 offset &+= recordLength
             }
