@@ -14,26 +14,6 @@
 #include "testutil.h"
 
 #include <pthread.h>
-#include <sched.h>
-
-static long threads_now(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long threads = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "Threads:", 8) == 0) threads = strtol(line + 8, NULL, 10);
-    fclose(f);
-    return threads;
-}
-
-static int userns_allowed(void) {
-    pid_t pid = fork();
-    if (pid == 0) _exit(unshare(CLONE_NEWUSER) == 0 ? 0 : 1);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
 
 #define WORKERS 2
 #define BLOCKS 20000
@@ -67,7 +47,7 @@ int main(void) {
     pthread_t thread[WORKERS];
     for (int i = 0; i < WORKERS; i++) REQUIRE(pthread_create(&thread[i], NULL, worker, NULL) == 0, "pthread_create");
     pthread_barrier_wait(&churned);
-    long during = threads_now();
+    long during = proc_status_field(0, "Threads");
     pthread_barrier_wait(&may_end);
     for (int i = 0; i < WORKERS; i++) {
         void *result = NULL;
@@ -76,11 +56,11 @@ int main(void) {
     }
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    long after = threads_now();
+    long after = proc_status_field(0, "Threads");
     double waited = 0;
     while (after != 1 && waited < 3.0) {
         usleep(10 * 1000);
-        after = threads_now();
+        after = proc_status_field(0, "Threads");
         clock_gettime(CLOCK_MONOTONIC, &now);
         waited = (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9;
     }

@@ -145,19 +145,6 @@ static void sandboxed_child(void) {
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) printf("sandboxed_child: ok\n");
 }
 
-static long threads_of(pid_t pid) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[256];
-    long threads = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "Threads:", 8) == 0) threads = strtol(line + 8, NULL, 10);
-    fclose(f);
-    return threads;
-}
-
 static void exits_after_pthread_exit(void) {
     int ready[2], proceed[2];
     REQUIRE(pipe(ready) == 0 && pipe(proceed) == 0, "pipe");
@@ -181,7 +168,7 @@ static void exits_after_pthread_exit(void) {
     long threads = -1;
     if (read(ready[0], &byte, 1) == 1) {
         // The child's two threads are alive; give a scavenger thread time to start.
-        for (int i = 0; i < 100 && (threads = threads_of(pid)) < 3; i++) usleep(20000);
+        for (int i = 0; i < 100 && (threads = proc_status_field(pid, "Threads")) < 3; i++) usleep(20000);
     }
     byte = 1;
     if (write(proceed[1], &byte, 1) != 1) CHECK(0, "exits_after_pthread_exit: the child went away early");

@@ -11,32 +11,6 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
-#include <sched.h>
-#include <sys/wait.h>
-
-static long status_field(const char *name) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    size_t len = strlen(name);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, name, len) == 0 && line[len] == ':') {
-            v = strtol(line + len + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
-static int userns_allowed(void) {
-    pid_t pid = fork();
-    if (pid == 0) _exit(unshare(CLONE_NEWUSER) == 0 ? 0 : 1);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 #define BLOCKS 400
 #define SMALL 200000
 
@@ -59,23 +33,23 @@ int main(void) {
             REQUIRE(small[i], "malloc");
             memset(small[i], 1, 16);
         }
-        long rss = status_field("VmRSS");
+        long rss = proc_status_field(0, "VmRSS");
         if (rss > peak) peak = rss;
-        CHECK(status_field("Threads") == 1, "round %d: %ld threads after allocating", round, status_field("Threads"));
+        CHECK(proc_status_field(0, "Threads") == 1, "round %d: %ld threads after allocating", round, proc_status_field(0, "Threads"));
         for (int i = 0; i < BLOCKS; i += 2) free(big[i]);
         for (int i = 0; i < SMALL; i++) free(small[i]);
         for (int i = 1; i < BLOCKS; i += 2) free(big[i]);
         free(small);
-        CHECK(status_field("Threads") == 1, "round %d: %ld threads after freeing", round, status_field("Threads"));
+        CHECK(proc_status_field(0, "Threads") == 1, "round %d: %ld threads after freeing", round, proc_status_field(0, "Threads"));
         usleep(300000);
-        CHECK(status_field("Threads") == 1, "round %d: %ld threads after 0.3 s idle", round, status_field("Threads"));
+        CHECK(proc_status_field(0, "Threads") == 1, "round %d: %ld threads after 0.3 s idle", round, proc_status_field(0, "Threads"));
         // A few calls of the kind a program makes anyway.
         for (int i = 0; i < 50; i++) free(malloc(100000 + (size_t)i));
     }
-    long rss = status_field("VmRSS");
+    long rss = proc_status_field(0, "VmRSS");
     printf("single_thread: peak RSS %ld KiB, after the frees %ld KiB, threads %ld\n", peak, rss,
-           status_field("Threads"));
-    CHECK(status_field("Threads") == 1, "%ld threads at the end", status_field("Threads"));
+           proc_status_field(0, "Threads"));
+    CHECK(proc_status_field(0, "Threads") == 1, "%ld threads at the end", proc_status_field(0, "Threads"));
     // A SwiftHeap promise (glibc keeps what its heap top pins): without a thread, the frees
     // themselves returned the memory.
     const char *expect = getenv("SWIFTHEAP_EXPECT");
@@ -85,7 +59,7 @@ int main(void) {
         printf("single_thread: SKIP unshare(CLONE_NEWUSER): the kernel forbids user namespaces here\n");
     } else {
         int rc = unshare(CLONE_NEWUSER);
-        CHECK(rc == 0, "unshare(CLONE_NEWUSER) failed: %s (threads: %ld)", strerror(errno), status_field("Threads"));
+        CHECK(rc == 0, "unshare(CLONE_NEWUSER) failed: %s (threads: %ld)", strerror(errno), proc_status_field(0, "Threads"));
         if (rc == 0) printf("single_thread: unshare(CLONE_NEWUSER) succeeded\n");
     }
     return test_exit("single_thread");

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -88,6 +89,34 @@ static inline long resident_kib(void) {
     long size = 0, resident = 0;
     if (sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// A numeric field of /proc/PID/status ("Threads", "VmRSS": kB), of this process when pid
+// is 0; -1 if it cannot be read. No allocation (open and read, not stdio).
+static inline long proc_status_field(pid_t pid, const char *name) {
+    char path[64], buf[4096];
+    if (pid == 0) snprintf(path, sizeof path, "/proc/self/status");
+    else snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    size_t len = strlen(name);
+    for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, name, len) == 0 && line[len] == ':') return strtol(line + len + 1, NULL, 10);
+    return -1;
+}
+
+// Whether this process may create a user namespace (unshare(CLONE_NEWUSER), tried in a
+// child of one thread): some kernels and containers forbid it outright.
+static inline int userns_allowed(void) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(unshare(CLONE_NEWUSER) == 0 ? 0 : 1);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 // Address-independent pseudo-random bytes: splitmix64 of (seed, index).
