@@ -147,12 +147,15 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// passed, ends the sweep epoch if one is due, records decay's sample, and spends up to
     /// the runner's slice of the CPU budget releasing memory toward the goal, or, once it
     /// is met, what stayed free for the decay window. `inline`: run from an allocation
-    /// slow path, at most inlineSliceNanos and inlineStepBytes per release step. Returns
-    /// the CPU time spent and whether there was anything to do.
+    /// slow path, at most inlineSliceNanos and inlineStepBytes per release step.
+    /// `finishing`: the thread's last tick before it leaves a program back to one thread
+    /// (ScavengerRunner.swift: finishBeforeLeaving): at least a burst of budget, and no
+    /// chunk spared for being allocated from lately (the threads that did are gone).
+    /// Returns the CPU time spent and whether there was anything to do.
     ///
     /// Must hold the runner lock and no other allocator lock; takes the registry's, the
     /// page heap's and the central locks.
-    func tick(now: Int64, inline: Bool) -> (spentNanos: Int64, busy: Bool) {
+    func tick(now: Int64, inline: Bool, finishing: Bool = false) -> (spentNanos: Int64, busy: Bool) {
         let state = pointer(to: \.runner)!
         let config = pointee.config
         let rate = Int64(config.scavengeCPUPercent)  // ns of CPU per 100 ns of wall time
@@ -171,6 +174,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             state.pointee.tokensNanos = min(bucket, state.pointee.tokensNanos &+ (now &- state.pointee.lastRefillNanos) &* rate / 100)
         }
         state.pointee.lastRefillNanos = now
+        if finishing { state.pointee.tokensNanos = max(state.pointee.tokensNanos, bucket) }
         // Ticks since the last one: at least one; more when the inline runner had no call.
         let elapsedTicks = Int(min(max((now &- state.pointee.lastTickNanos) / scavengerTickNanos, 1), Int64(decaySampleSlots)))
         state.pointee.lastTickNanos = now
@@ -233,7 +237,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         // tick period, and at once when the program starts dropping a phase, after which
         // they keep none until it is over; the rest of this tick sees their pages as free.
         let dropping = creditLasts(now)
-        let spare = dropping ? 0 : spareSinceStamp
+        let spare = dropping || finishing ? 0 : spareSinceStamp
         let droppingWord = events.droppingPhaseWord
         let startsDropping = dropping && sh_load32_relaxed(droppingWord) == 0
         if dropping != (sh_load32_relaxed(droppingWord) != 0) { sh_store32(droppingWord, dropping ? 1 : 0) }

@@ -29,11 +29,12 @@
 //     parkedCheckNanos pass, when it looks for work it was not woken for. It does not
 //     exit while the program runs threads: a program that frees memory and then sits
 //     idle, making no allocator call (a server between requests), has no other runner to
-//     release it. It exits when the program is back to one thread, or none
-//     (ThreadCount.swift), checked at every wake: within a second of the program's last
-//     join, a process that unshares its user namespace can (the kernel wants one thread).
-//     It is started again when needed, and in a forked child (where it does not exist)
-//     only once that child runs threads.
+//     release it. It exits when the program's threads are gone, and when the program is
+//     back to one thread, once it has done the work flagged (finishBeforeLeaving),
+//     checked at every wake (ThreadCount.swift): within a second of the program's last
+//     join, a process that unshares its user namespace can (the kernel wants one
+//     thread). It is started again when needed, and in a forked child (where it does not
+//     exist) only once that child runs threads.
 //
 // Locking: the runner lock (rank scavengerRunner) guards RunnerState and serialises the
 // runners (the thread takes it for each tick; the inline runner only tries it and skips
@@ -172,8 +173,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
 
     @inline(never) private func pokeSlow(allocating: Bool) {
         if sh_load32(startAllowedWord) == 0 || !pointee.config.scavengerEnabled { return }
-        let due = sh_load32_relaxed(pointee.events.epochDueWord)
-        let flagged = due != 0 || sh_load32_relaxed(goalPendingWord) != 0
+        let flagged = workFlagged()
         let now = sh_monotonic_nanos()
         // A heap dropping a phase (credited lately, or to be credited now) is followed at every call; other
         // flagged work at most every inlineFlaggedTickNanos; the rest at the tick period.
@@ -199,19 +199,19 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let state = pointer(to: \.runner)!
         if state.pointee.threadCheckNanos == 0 || now &- state.pointee.threadCheckNanos >= threadCheckIntervalNanos {
             state.pointee.threadCheckNanos = now
-            state.pointee.programHasThreads = otherThreadsRun(atLeast: 1)
+            state.pointee.programHasThreads = otherThreadsRun(upTo: 1) >= 1
         }
         return state.pointee.programHasThreads
     }
 
-    /// Whether at least `wanted` threads besides the caller run: /proc's answer
-    /// (ThreadCount.swift), or where /proc cannot be read, whether that many other
-    /// threads hold a thread cache (a thread that never allocates goes unseen there: the
-    /// inline runner does the work then). Takes the registry lock in the second case, so
-    /// the caller may hold the runner lock but no lock of a higher rank.
-    private func otherThreadsRun(atLeast wanted: Int) -> Bool {
-        if let answer = otherThreadsAlive(atLeast: wanted) { return answer }
-        return (pointee.caches?.cachesOfOtherThreads() ?? 0) >= wanted
+    /// How many threads besides the caller run, counted up to `cap`: /proc's answer
+    /// (ThreadCount.swift), or where /proc cannot be read, how many other threads hold a
+    /// thread cache (a thread that never allocates goes unseen there: the inline runner
+    /// does the work then). Takes the registry lock in the second case, so the caller may
+    /// hold the runner lock but no lock of a higher rank.
+    private func otherThreadsRun(upTo cap: Int) -> Int {
+        if let count = otherThreadsAlive(upTo: cap) { return count }
+        return min(pointee.caches?.cachesOfOtherThreads() ?? 0, cap)
     }
 
     // MARK: - The thread
@@ -247,11 +247,20 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
             let parked = sh_load32(parkedWord) != 0
             sh_futex_wait_timeout(sleepWord, seen, parked ? parkedCheckNanos : scavengerTickNanos)
             seen = sh_load32(sleepWord)
-            // The program is back to one thread (its others joined), or to none (a main
-            // that called pthread_exit, its last thread gone): leave, so that the process
-            // is one thread again, as unshare(CLONE_NEWUSER) and setns require, or ends
-            // as it would without us (ThreadCount.swift). The inline runner takes over.
-            if !otherThreadsRun(atLeast: 2) { break }
+            // The program's threads are gone (a main that called pthread_exit): leave, so
+            // that the process ends as it would without us. It is back to one thread (its
+            // others joined): finish the flagged work and leave, so that the process is one
+            // thread again, as unshare(CLONE_NEWUSER) and setns require; the inline runner
+            // does the rest, as in any program of one thread (ThreadCount.swift).
+            let programThreads = otherThreadsRun(upTo: 2)
+            if programThreads == 0 { break }
+            if programThreads == 1 {
+                runnerLock.lock()
+                let spent = finishBeforeLeaving()
+                runnerLock.unlock()
+                _ = sh_add64(cpuNanosWord, UInt64(spent))
+                break
+            }
             // Still parked: nobody woke it. Unpark if there is work all the same (a poke
             // just before it parked), else sleep on.
             if parked && sh_load32(parkedWord) != 0 {
@@ -278,8 +287,26 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     private func hasUnseenWork() -> Bool {
         let events = pointee.events
         let freedWord = UnsafeMutableRawPointer(events.pointer(to: \.freedSinceEpoch)!).assumingMemoryBound(to: UInt64.self)
-        return sh_load32_relaxed(events.epochDueWord) != 0 || sh_load32_relaxed(goalPendingWord) != 0
-            || UInt(sh_load64_relaxed(freedWord)) != pointee.runner.lastFreedSinceEpoch
+        return workFlagged() || UInt(sh_load64_relaxed(freedWord)) != pointee.runner.lastFreedSinceEpoch
+    }
+
+    /// The thread leaves a program that is back to one thread: flagged work (an epoch due,
+    /// a goal not met: what the program's threads let go of) is done now, in one tick with
+    /// a burst of budget (SWIFTHEAP_SCAVENGE_BURST_MS) that spares no chunk (tick:
+    /// finishing), rather than at the thread's pace over the next seconds, which would
+    /// keep the process from being one thread all that time. The thread starts at most
+    /// once a second (threadCheckIntervalNanos), so a program that keeps joining and
+    /// starting threads gets at most a burst a second. Returns the CPU time spent. Must
+    /// hold the runner lock.
+    private func finishBeforeLeaving() -> Int64 {
+        if !workFlagged() { return 0 }
+        return tick(now: sh_monotonic_nanos(), inline: false, finishing: true).spentNanos
+    }
+
+    /// Whether work is flagged: a sweep epoch due, or a generation's goal not yet met.
+    /// Read without the locks.
+    private func workFlagged() -> Bool {
+        sh_load32_relaxed(pointee.events.epochDueWord) != 0 || sh_load32_relaxed(goalPendingWord) != 0
     }
 }
 

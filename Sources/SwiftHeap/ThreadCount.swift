@@ -4,13 +4,14 @@
 // last thread exits (a main that calls pthread_exit, a forked child whose only thread
 // returns), and the kernel refuses unshare(CLONE_NEWUSER) and setns to a process of
 // more than one thread, so the scavenger must not outlive the program's threads: it asks
-// this question when it wakes and exits when fewer than two of the program's threads
-// are alive (the process then exits with status 0, or is one thread again, as it would
-// be without us).
+// this question when it wakes and exits when none of the program's threads is alive
+// (the process then exits with status 0, as it would without us), or one is and its
+// work is done (the process is one thread again).
 //
 // /proc/self/stat's thread count answers it in one read. A thread group leader that
-// called pthread_exit stays a zombie and is still counted, so a count that would just
-// reach the number asked for is checked thread by thread in /proc/self/task.
+// called pthread_exit stays a zombie and is still counted, so a count that does not
+// clear the number asked about by more than one is checked thread by thread in
+// /proc/self/task.
 // Everything is read into stack buffers with raw system calls: nothing here allocates.
 //
 // Where /proc cannot be read (a chroot without it, a seccomp or Landlock sandbox that
@@ -86,11 +87,12 @@ private func statField(_ bytes: UnsafeMutableRawBufferPointer, count: Int, _ fie
     return -1
 }
 
-/// Whether at least `wanted` threads of this process other than the caller are alive
-/// (not zombies); nil where /proc cannot be read.
-func otherThreadsAlive(atLeast wanted: Int = 1) -> Bool? {
+/// How many threads of this process other than the caller are alive (not zombies),
+/// counted up to `cap` (a count of `cap` means at least that many); nil where /proc
+/// cannot be read.
+func otherThreadsAlive(upTo cap: Int) -> Int? {
     var storage = zeroBuffer()
-    return withUnsafeMutableBytes(of: &storage) { bytes -> Bool? in
+    return withUnsafeMutableBytes(of: &storage) { bytes -> Int? in
         let count = readSmallFile(cString("/proc/self/stat"), into: bytes)
         if count <= 0 { return nil }
         var position = statField(bytes, count: count, 20)  // num_threads
@@ -103,15 +105,15 @@ func otherThreadsAlive(atLeast wanted: Int = 1) -> Bool? {
         // Only the thread group leader lingers as a zombie (a main that called
         // pthread_exit) while other threads run: at most one of the others is not alive.
         let others = threads &- 1
-        if others < wanted { return false }
-        if others > wanted { return true }
-        return otherTasksAlive(atLeast: wanted)
+        if others <= 0 { return 0 }
+        if others > cap { return cap }
+        return otherTasksAlive(upTo: others)
     }
 }
 
-/// Walks /proc/self/task: whether at least `wanted` tasks other than the caller are not
-/// zombies; nil if the directory cannot be read.
-private func otherTasksAlive(atLeast wanted: Int) -> Bool? {
+/// Walks /proc/self/task: how many tasks other than the caller are not zombies, counted
+/// up to `cap`; nil if the directory cannot be read.
+private func otherTasksAlive(upTo cap: Int) -> Int? {
     let directory = sh_open_readonly(cString("/proc/self/task"))
     if directory < 0 { return nil }
     defer { close(directory) }
@@ -120,11 +122,11 @@ private func otherTasksAlive(atLeast wanted: Int) -> Bool? {
     var pathStorage = zeroBuffer()
     var statStorage = zeroBuffer()
     var found = 0
-    return withUnsafeMutableBytes(of: &entries) { buffer -> Bool? in
+    return withUnsafeMutableBytes(of: &entries) { buffer -> Int? in
         while true {
             let read = sh_getdents64(directory, buffer.baseAddress, buffer.count)
             if read < 0 { return nil }
-            if read == 0 { return false }
+            if read == 0 { return found }
             var offset = 0
             while offset < read {
                 // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
@@ -155,7 +157,7 @@ private func otherTasksAlive(atLeast wanted: Int) -> Bool? {
                     }
                     if alive {
                         found &+= 1
-                        if found >= wanted { return true }
+                        if found >= cap { return found }
                     }
                 }
                 offset &+= recordLength
