@@ -236,7 +236,8 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     }
 
     /// The thread's loop: a tick every 100 ms, parked after quietTicksBeforePark ticks
-    /// with nothing to do (see the file comment), until the program's threads are gone.
+    /// with nothing to do (see the file comment), until the program's threads are gone or
+    /// it is back to one thread.
     fileprivate func runThread() {
         runnerLock.lock()
         pointee.runner.quietTicks = 0

@@ -363,7 +363,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         lockPointer.lock()
         let live = pointee.liveCount
         lockPointer.unlock()
-        return Int(live &- mine)
+        return live > mine ? Int(live &- mine) : 0
     }
 
     /// Unlinks an (already flushed) cache from the live list and returns it to the pool.

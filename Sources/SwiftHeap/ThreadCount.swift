@@ -9,9 +9,8 @@
 // work is done (the process is one thread again).
 //
 // /proc/self/stat's thread count answers it in one read. A thread group leader that
-// called pthread_exit stays a zombie and is still counted, so a count that does not
-// clear the number asked about by more than one is checked thread by thread in
-// /proc/self/task.
+// called pthread_exit stays a zombie and is still counted, so a count of other threads
+// no higher than the number asked about is checked thread by thread in /proc/self/task.
 // Everything is read into stack buffers with raw system calls: nothing here allocates.
 //
 // Where /proc cannot be read (a chroot without it, a seccomp or Landlock sandbox that
