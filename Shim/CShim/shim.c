@@ -1,5 +1,5 @@
 // The storage behind swiftheap_shim.h: the thread-local slot, the static areas of the
-// heap and of the profiler, malloc's fast-path size limit, the profiler's unwinding
+// heap and of the profiler, malloc's fast-path size limit, fork's lock owner, the profiler's unwinding
 // trampoline, the version string, mremap.
 #define _GNU_SOURCE  // mremap's MREMAP_MAYMOVE
 #include "swiftheap_shim.h"
@@ -12,6 +12,8 @@ __thread void *swiftheap_tls_slot __attribute__((tls_model("initial-exec"), visi
 __attribute__((aligned(64), visibility("hidden"))) unsigned char swiftheap_static_area[SWIFTHEAP_STATIC_AREA_BYTES];
 
 __attribute__((aligned(64), visibility("hidden"))) uintptr_t swiftheap_small_limit = SWIFTHEAP_MAX_SMALL_SIZE;
+
+__attribute__((visibility("hidden"))) uintptr_t swiftheap_fork_owner;
 
 __attribute__((aligned(64), visibility("hidden"))) uint16_t swiftheap_bin_offsets[SWIFTHEAP_MAX_SMALL_SIZE / 16 + 1];
 

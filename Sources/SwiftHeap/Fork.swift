@@ -23,6 +23,18 @@
 //     "Single-threaded" is glibc's __libc_single_threaded, which turns false for good at
 //     the first pthread_create (the scavenger's included).
 //
+// A third, found by a test (Tests/c/fork_handlers.c): pthread_atfork runs prepare handlers
+// last registered first, and parent and child handlers first registered first. A
+// library's constructor runs before ours (its dependencies first), so its handlers are
+// registered before ours: its prepare handler runs after ours has taken every lock, its
+// parent and child handlers before ours release them, and a handler that allocates (one
+// that frees a thread pool's buffers, as OpenBLAS's does) deadlocked on a lock its own
+// thread held. glibc takes its malloc's locks after every prepare handler and releases
+// them before any parent or child handler. So from our prepare handler to our parent or
+// child handler, the forking thread is the locks' owner (sh_fork_owner), and its own
+// lock and unlock of them are nested, no-ops (Platform.swift: Mutex); every other thread
+// waits on them, as before.
+//
 // The lock order is LockRanks.swift's list; forEachLock walks it.
 
 import CShim
@@ -64,16 +76,19 @@ private func forkPrepare() {
     if !forkTookLocks.pointee { return }
     _IO_list_lock()
     forEachLock(reverse: false) { $0.lock() }
+    sh_set_fork_owner(UInt(bitPattern: Int(bitPattern: pthread_self())))
 }
 
 private func forkParent() {
     if !forkTookLocks.pointee { return }
+    sh_set_fork_owner(0)
     forEachLock(reverse: true) { $0.unlock() }
     _IO_list_unlock()
 }
 
 private func forkChild() {
     if forkTookLocks.pointee {
+        sh_set_fork_owner(0)
         forEachLock(reverse: true) { $0.reinitialize(heldByCaller: true) }
         _IO_list_resetlock()
         processCaches.disownOtherCachesAfterFork()

@@ -103,12 +103,16 @@ extension UnsafeMutablePointer where Pointee == Mutex {
     @inline(__always) private var word: UnsafeMutablePointer<UInt32> { pointer(to: \.state)! }
 
     @inline(__always) func lock() {
-        checkLockOrder(pointee.rank)
-        if sh_cas32(word, 0, 1) != 0 { return }
+        if sh_cas32(word, 0, 1) != 0 {
+            checkLockOrder(pointee.rank)
+            return
+        }
         lockSlow()
     }
 
     @inline(never) private func lockSlow() {
+        if heldByForkingThread { return }
+        checkLockOrder(pointee.rank)
         // Spin briefly: critical sections are short, and a futex round trip costs more.
         var spins = 0
         while spins < 100 {
@@ -131,8 +135,21 @@ extension UnsafeMutablePointer where Pointee == Mutex {
     }
 
     @inline(__always) func unlock() {
+        if sh_fork_owner() != 0 && heldByForkingThread { return }
         noteLockReleased(pointee.rank)
         if sh_xchg32(word, 0) == 2 { sh_futex_wake(word, 1) }
+    }
+
+    /// Whether the caller is inside fork's window (Fork.swift), holding every allocator
+    /// lock since the allocator's prepare handler: a fork handler registered before that
+    /// one (a library's, whose constructor ran first) runs there and may allocate, and
+    /// its lock and unlock of a lock its thread already holds are nested, no-ops. No other
+    /// thread takes one of those locks in the window (they all wait). A lock fork does not
+    /// take (the scavenger's runner lock) the forking thread does not take in the window
+    /// (ScavengerRunner.swift: pokeSlow), or its unlock would be lost.
+    private var heldByForkingThread: Bool {
+        let owner = sh_fork_owner()
+        return owner != 0 && owner == UInt(bitPattern: Int(bitPattern: pthread_self()))
     }
 
     /// Makes the mutex unlocked without waking anyone: for the child after fork, where

@@ -173,6 +173,10 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
 
     @inline(never) private func pokeSlow(allocating: Bool) {
         if sh_load32(startAllowedWord) == 0 || !pointee.config.scavengerEnabled { return }
+        // Inside fork's window (a fork handler that allocates, Fork.swift) the forking
+        // thread's locking is nested, which holds only for the locks fork took: not this
+        // runner lock. No tick and no thread start there.
+        if sh_fork_owner() != 0 { return }
         let flagged = workFlagged()
         let now = sh_monotonic_nanos()
         // A heap dropping a phase (credited lately, or to be credited now) is followed at every call; other

@@ -177,6 +177,13 @@ static inline void *_Nullable *_Nonnull sh_span_slots(void) { return swiftheap_s
 static inline size_t sh_span_slot_count(void) { return SWIFTHEAP_SPAN_SLOTS; }
 static inline void sh_set_small_limit(uintptr_t limit) { __atomic_store_n(&swiftheap_small_limit, limit, __ATOMIC_RELEASE); }
 
+// The thread inside fork's window (from the allocator's prepare handler, which took every
+// allocator lock, to its parent or child handler), or 0: its locking is nested there
+// (Platform.swift: Mutex; Fork.swift). Only that thread acts on its own value.
+extern uintptr_t swiftheap_fork_owner __attribute__((visibility("hidden")));
+static inline uintptr_t sh_fork_owner(void) { return __atomic_load_n(&swiftheap_fork_owner, __ATOMIC_RELAXED); }
+static inline void sh_set_fork_owner(uintptr_t thread) { __atomic_store_n(&swiftheap_fork_owner, thread, __ATOMIC_RELAXED); }
+
 // The profiler's root state: zeroed static storage, like the static area above.
 #define SWIFTHEAP_PROFILE_AREA_BYTES 1024
 extern unsigned char swiftheap_profile_area[SWIFTHEAP_PROFILE_AREA_BYTES] __attribute__((visibility("hidden")));
