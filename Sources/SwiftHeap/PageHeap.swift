@@ -678,13 +678,12 @@ func heapPlacementHint(salt: UInt) -> UInt {
 /// writes into memory it freed (a use-after-free bug) may have: so released pages are not
 /// "known zero". Where most of the span was released, releasing it again is the cheap way
 /// (madvise of pages that are not resident costs little, and the kernel zero-fills every
-/// page on its next touch, written or not); otherwise the memset is the cheaper.
+/// page on its next touch, written or not); otherwise the memset is the cheaper. Where
+/// the kernel refuses the release (pages locked by mlockall, a filter denying madvise:
+/// Tests/c/calloc_no_release.c) the pages keep their bytes, and the memset does it.
 ///
 /// The span must be allocated to the caller (no lock is held).
 func zeroLarge(_ memory: UnsafeMutableRawPointer, bytes: UInt, scavengedBytes: UInt) {
-    if scavengedBytes >= bytes / 2 {
-        osRelease(UInt(bitPattern: memory), bytes)
-    } else {
-        memset(memory, 0, Int(bitPattern: bytes))
-    }
+    if scavengedBytes >= bytes / 2 && osRelease(UInt(bitPattern: memory), bytes) { return }
+    memset(memory, 0, Int(bitPattern: bytes))
 }

@@ -78,9 +78,12 @@ func osUnmap(_ address: UInt, _ bytes: UInt) {
 }
 
 /// Returns the physical memory behind [address, address+bytes) to the kernel. The
-/// range stays mapped and reads back as zero.
-func osRelease(_ address: UInt, _ bytes: UInt) {
-    _ = madvise(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: bytes), MADV_DONTNEED)
+/// range stays mapped and, if this returns true, reads back as zero. It can fail: EINVAL
+/// on pages locked by mlockall or mlock, EPERM under a seccomp filter that denies
+/// madvise; then the pages keep what they held, and nothing may count on them being zero
+/// (PageHeap.swift: zeroLarge).
+@discardableResult func osRelease(_ address: UInt, _ bytes: UInt) -> Bool {
+    madvise(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: bytes), MADV_DONTNEED) == 0
 }
 
 // MARK: - Mutex
