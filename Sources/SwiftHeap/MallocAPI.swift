@@ -122,13 +122,15 @@ public func swiftheap_new_aligned(_ size: Int, _ alignment: Int) -> UnsafeMutabl
 @_silgen_name("swiftheap_library_init")
 public func swiftheap_library_init() {
     if !ensureHeapInitialized() { return }
-    if processCaches.createThreadExitKey() {
-        let config = Config.fromEnvironment()
-        heap.pointee.config = config
-        processScavenger.pointee.config = config
-        installForkHandlers()
-        processScavenger.allowToRun()
-        if config.printStats { _ = atexit(printStatsAtExit) }
-        startProfilingIfConfigured(config)
-    }
+    // The key may exist already (a thread that ran before this constructor made it);
+    // this thread's cache is registered with it either way. Fork safety and the rest do
+    // not depend on it.
+    processCaches.ensureThreadExitKey()
+    let config = Config.fromEnvironment()
+    heap.pointee.config = config
+    processScavenger.pointee.config = config
+    installForkHandlers()
+    processScavenger.allowToRun()
+    if config.printStats { _ = atexit(printStatsAtExit) }
+    startProfilingIfConfigured(config)
 }

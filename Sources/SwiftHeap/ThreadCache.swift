@@ -307,23 +307,37 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         lockPointer.unlock()
         // Publish before pthread_setspecific, which may itself call calloc.
         sh_tls_set(UnsafeMutableRawPointer(cache))
-        if keyCreated { _ = pthread_setspecific(key, UnsafeMutableRawPointer(cache)) }
+        if keyCreated {
+            _ = pthread_setspecific(key, UnsafeMutableRawPointer(cache))
+        } else if sh_libc_single_threaded() == 0 {
+            // A thread that runs before the library constructor (started by another
+            // library's): pthread_create has run, so the C runtime is up, and without the
+            // key this cache, and every block in it, would outlive its thread
+            // (Tests/c/early_threads.c).
+            ensureThreadExitKey()
+        }
         return cache
     }
 
-    /// Creates the thread-exit key (from the library constructor, once the C runtime is
-    /// up: pthread_key_create must not run on the first malloc's path) and registers the
-    /// calling thread's cache with it. Returns false if the key already existed or
-    /// cannot be created.
+    /// Creates the thread-exit key if it does not exist yet, and registers the calling
+    /// thread's cache with it. Called from the library constructor, once the C runtime is
+    /// up, and from the first cache a thread makes before that (currentCache), never from
+    /// the very first malloc's path (it may come from the loader, before the C runtime
+    /// can create keys). Returns false if the key cannot be created.
     ///
-    /// Takes the registry lock.
-    @discardableResult func createThreadExitKey() -> Bool {
-        if pointee.keyCreated { return false }
-        var key: pthread_key_t = 0
-        if pthread_key_create(&key, threadCacheDestructor) != 0 { return false }
+    /// Takes the registry lock; must not hold any allocator lock.
+    @discardableResult func ensureThreadExitKey() -> Bool {
         lockPointer.lock()
-        pointee.key = key
-        pointee.keyCreated = true
+        if !pointee.keyCreated {
+            var key: pthread_key_t = 0
+            if pthread_key_create(&key, threadCacheDestructor) != 0 {
+                lockPointer.unlock()
+                return false
+            }
+            pointee.key = key
+            pointee.keyCreated = true
+        }
+        let key = pointee.key
         lockPointer.unlock()
         if let slot = sh_tls_get(), !UnsafeMutablePointer<ThreadCache>(slot: slot).header.pointee.isNoCache {
             _ = pthread_setspecific(key, slot)
