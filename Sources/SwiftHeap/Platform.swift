@@ -138,7 +138,7 @@ extension UnsafeMutablePointer where Pointee == Mutex {
     }
 
     @inline(__always) func unlock() {
-        if sh_fork_owner() != 0 && heldByForkingThread { return }
+        if heldByForkingThread { return }
         noteLockReleased(pointee.rank)
         if sh_xchg32(word, 0) == 2 { sh_futex_wake(word, 1) }
     }
