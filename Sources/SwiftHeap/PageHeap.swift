@@ -663,6 +663,12 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
 /// far from where the kernel puts the program, its libraries, mmap and the stack, so that
 /// the heap finds room to grow upward (Go places its arenas by hints too). Entropy from the
 /// clock and the addresses of this call's stack and of `salt`. 0 disables the hint.
+///
+/// The address lies in the first quarter of a span-map slot (a GiB: Span.swift), so that a
+/// heap of up to three quarters of a GiB, growing upward, needs one slot's table (4 MiB of
+/// address space, which counts under `ulimit -v`) rather than two: anywhere in the slot, a
+/// heap of 100 MB straddled two slots in one process in twenty, and
+/// scripts/test-limits's grab got 4 MiB less (and once 8).
 func heapPlacementHint(salt: UInt) -> UInt {
     var local: UInt = 0
     var x = UInt(bitPattern: Int(sh_monotonic_nanos())) ^ UInt(bitPattern: withUnsafeMutablePointer(to: &local) { Int(bitPattern: $0) }) ^ (salt &* 0x9E37_79B9_7F4A_7C15)
@@ -670,7 +676,9 @@ func heapPlacementHint(salt: UInt) -> UInt {
     x = x &* 0xBF58_476D_1CE4_E5B9
     x ^= x >> 29
     let span: UInt = (UInt(1) << 46) &- (UInt(1) << 44)
-    return alignDown((UInt(1) << 44) &+ x % (span / 2), chunkBytes)
+    let slot = alignDown((UInt(1) << 44) &+ x % (span / 2), UInt(1) << spanMapSlotShift)
+    let offset = ((x >> 48) % ((UInt(1) << spanMapSlotShift) / 4 / chunkBytes)) &* chunkBytes
+    return slot &+ offset
 }
 
 /// Makes a large object's memory zero for calloc without trusting what it held. Pages the

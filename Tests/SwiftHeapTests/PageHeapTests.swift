@@ -30,6 +30,22 @@ import Glibc
         }
     }
 
+    /// The first region's hint: chunk-aligned, in [16 TiB, 40 TiB), and in the first
+    /// quarter of a span-map slot, so that a heap of up to three quarters of a GiB needs
+    /// one slot's table (anywhere in the slot, a heap of 100 MB straddled two slots in
+    /// one process in twenty, and got 4 MiB less under `ulimit -v`); and random.
+    @Test func placementHintsStayInTheFirstQuarterOfASlot() {
+        var seen = Set<UInt>()
+        for salt in 0..<2000 as Range<UInt> {
+            let hint = heapPlacementHint(salt: salt &* 4096)
+            #expect(hint % chunkBytes == 0)
+            #expect(hint >= 1 << 44 && hint < (1 << 44) + (24 << 40))
+            #expect(hint % (1 << spanMapSlotShift) < (1 << spanMapSlotShift) / 4, "hint \(hint)")
+            seen.insert(hint)
+        }
+        #expect(seen.count > 1900, "\(seen.count) distinct hints of 2000")
+    }
+
     @Test func theHeapGrowsByWhatItNeeds() throws {
         let h = PrivateHeap()
         let stats = h.pageHeap.stats
