@@ -202,6 +202,13 @@ func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer
     }
 }
 
+/// The thread-exit destructor's last step (CacheRegistry.afterThreadExit), holding no
+/// lock: the exiting thread's flush may have emptied spans, and with no scavenger thread
+/// (a burst of threads over before one started) no later call might release them.
+func afterThreadExitHook() {
+    afterSlowPath(allocating: false)
+}
+
 // MARK: - The rest of the family
 
 /// An object of at least `size` bytes aligned to `alignment` (a power of two).

@@ -77,6 +77,7 @@ func ensureHeapInitialized() -> Bool {
     guard let centrals = Central.makeAll(classes: classes, pageHeap: processPageHeap) else { return false }
     root.pointee.centrals = centrals
     if !CacheRegistry.initialize(processCaches, classes: classes, centrals: centrals, pageHeap: processPageHeap) { return false }
+    processCaches.pointee.afterThreadExit = afterThreadExitHook
     Scavenger.initialize(processScavenger, pageHeap: processPageHeap, centrals: centrals,
                          classCount: classes.count, events: events, caches: processCaches)
     root.pointee.config = Config()

@@ -162,6 +162,9 @@ func remoteCapacity(objectSize: UInt) -> UInt32 {
     cacheCapacity(objectSize: objectSize)
 }
 
+/// Pooled cache records that keep their slot arrays resident (CacheRegistry.unlinkAndFree).
+let residentIdleRecords: UInt = 16
+
 /// glibc's PTHREAD_DESTRUCTOR_ITERATIONS (a macro Swift does not import).
 let pthreadDestructorIterations: UInt32 = 4
 
@@ -211,6 +214,13 @@ struct CacheRegistry {
     var noCache: UnsafeMutablePointer<ThreadCache>
     var key: pthread_key_t = 0
     var keyCreated: Bool = false
+    /// Records in the pool (retired, not yet reused); the first residentIdleRecords of
+    /// them keep their slot arrays resident (unlinkAndFree).
+    var idleRecords: UInt = 0
+    /// Called by the thread-exit destructor once a cache is retired, holding no lock: the
+    /// layer above gives the scavenger its chance there, as after any slow path (set by
+    /// the heap's bootstrap; nil in tests).
+    var afterThreadExit: (@convention(c) () -> Void)? = nil
     /// The size classes and their central lists.
     var classes: SizeClassTable
     var centrals: UnsafeMutablePointer<Central>
@@ -265,6 +275,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
             lockPointer.unlock()
             return nil
         }
+        if reused { pointee.idleRecords &-= 1 }
         let cache = record.bindMemory(to: ThreadCache.self, capacity: 1)
         // Lay out the bins' slot arrays after the record.
         let classes = pointee.classes
@@ -390,6 +401,13 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     }
 
     /// retire's work. Must hold the registry lock (or be a fork child's one thread).
+    ///
+    /// A record beyond the first residentIdleRecords in the pool gives its slot arrays'
+    /// pages back to the kernel: each thread touches a page or more of them per size class
+    /// it uses, and a burst of threads left them all resident in the pool after it (1000
+    /// threads of 20 sizes: some 40 MB; Tests/c/thread_burst.c). A program that starts
+    /// and ends threads one at a time keeps reusing resident records. A reused record's
+    /// guard words are zeroed again (currentCache), whether or not the release happened.
     private func unlinkAndFree(_ cache: UnsafeMutablePointer<ThreadCache>) {
         let header = cache.header
         if let previous = header.pointee.previous {
@@ -399,7 +417,15 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         }
         if let next = header.pointee.next { next.header.pointee.previous = header.pointee.previous }
         pointee.liveCount &-= 1
-        pointer(to: \.pool)!.pointee.free(UnsafeMutableRawPointer(cache))
+        let pool = pointer(to: \.pool)!
+        if pointee.idleRecords >= residentIdleRecords {
+            let record = UInt(bitPattern: UnsafeMutableRawPointer(cache))
+            let arrays = alignUp(record &+ UInt(MemoryLayout<ThreadCache>.stride), osPageSize)
+            let end = alignDown(record &+ pool.pointee.recordBytes, osPageSize)
+            if end > arrays { osRelease(arrays, end &- arrays) }
+        }
+        pool.pointee.free(UnsafeMutableRawPointer(cache))
+        pointee.idleRecords &+= 1
     }
 }
 
@@ -419,6 +445,7 @@ private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
         sh_tls_set(UnsafeMutableRawPointer(registry.pointee.noCache))
         cache.disownSpans()
         registry.retire(cache)
+        registry.pointee.afterThreadExit?()
     }
     sh_errno_set(savedErrno)
 }
