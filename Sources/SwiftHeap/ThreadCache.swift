@@ -408,6 +408,8 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     /// threads of 20 sizes: some 40 MB; Tests/c/thread_burst.c). A program that starts
     /// and ends threads one at a time keeps reusing resident records. A reused record's
     /// guard words are zeroed again (currentCache), whether or not the release happened.
+    /// The release happens under the registry lock, before the record is in the pool:
+    /// once there, another thread may take it and fill its arrays.
     private func unlinkAndFree(_ cache: UnsafeMutablePointer<ThreadCache>) {
         let header = cache.header
         if let previous = header.pointee.previous {
