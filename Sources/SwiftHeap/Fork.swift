@@ -76,7 +76,7 @@ private func forkPrepare() {
     if !forkTookLocks.pointee { return }
     _IO_list_lock()
     forEachLock(reverse: false) { $0.lock() }
-    sh_set_fork_owner(UInt(bitPattern: Int(bitPattern: pthread_self())))
+    sh_set_fork_owner(currentThreadID())
 }
 
 private func forkParent() {

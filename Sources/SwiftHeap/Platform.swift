@@ -86,6 +86,11 @@ func osUnmap(_ address: UInt, _ bytes: UInt) {
     madvise(UnsafeMutableRawPointer(bitPattern: address), Int(bitPattern: bytes), MADV_DONTNEED) == 0
 }
 
+/// The calling thread's pthread_t as a word (fork's lock owner: Fork.swift, Mutex).
+@inline(__always) func currentThreadID() -> UInt {
+    UInt(bitPattern: Int(bitPattern: pthread_self()))
+}
+
 // MARK: - Mutex
 
 /// A futex mutex (Drepper's "Futexes are tricky", mutex 2): 0 unlocked, 1 locked,
@@ -152,7 +157,7 @@ extension UnsafeMutablePointer where Pointee == Mutex {
     /// (ScavengerRunner.swift: pokeSlow), or its unlock would be lost.
     private var heldByForkingThread: Bool {
         let owner = sh_fork_owner()
-        return owner != 0 && owner == UInt(bitPattern: Int(bitPattern: pthread_self()))
+        return owner != 0 && owner == currentThreadID()
     }
 
     /// Makes the mutex unlocked without waking anyone: for the child after fork, where

@@ -350,9 +350,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         }
         let key = pointee.key
         lockPointer.unlock()
-        if let slot = sh_tls_get(), !UnsafeMutablePointer<ThreadCache>(slot: slot).header.pointee.isNoCache {
-            _ = pthread_setspecific(key, slot)
-        }
+        if let cache = callersCache { _ = pthread_setspecific(key, UnsafeMutableRawPointer(cache)) }
         return true
     }
 
@@ -376,6 +374,14 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         }
     }
 
+    /// The calling thread's own cache, in the live list; nil before it has made one and
+    /// after its exit (the no-cache record). Reads only the thread's slot.
+    private var callersCache: UnsafeMutablePointer<ThreadCache>? {
+        guard let slot = sh_tls_get() else { return nil }
+        let cache = UnsafeMutablePointer<ThreadCache>(slot: slot)
+        return cache.header.pointee.isNoCache ? nil : cache
+    }
+
     /// How many threads other than the caller hold a cache: threads of the program that
     /// have allocated and not yet exited (a thread's cache goes back to the pool when it
     /// exits, and a fork child keeps only its own thread's). What the scavenger goes by
@@ -383,8 +389,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     ///
     /// Takes the registry lock.
     func cachesOfOtherThreads() -> Int {
-        var mine: UInt = 0
-        if let slot = sh_tls_get(), !UnsafeMutablePointer<ThreadCache>(slot: slot).header.pointee.isNoCache { mine = 1 }
+        let mine: UInt = callersCache == nil ? 0 : 1
         lockPointer.lock()
         let live = pointee.liveCount
         lockPointer.unlock()
