@@ -32,6 +32,7 @@ void swiftheap_mallinfo(size_t fields[10]);
 int swiftheap_profile_write(const char *path);
 int swiftheap_malloc_info(int options, FILE *stream);
 int swiftheap_mallopt(int parameter, int value);
+int sh_register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso_handle);
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -90,6 +91,20 @@ EXPORT void *__libc_memalign(size_t alignment, size_t size) { return swiftheap_m
 EXPORT void *__libc_valloc(size_t size) { return swiftheap_valloc(size); }
 EXPORT void *__libc_pvalloc(size_t size) { return swiftheap_pvalloc(size); }
 EXPORT int __posix_memalign(void **out, size_t alignment, size_t size) { return swiftheap_posix_memalign(out, alignment, size); }
+
+// ---- fork handlers -------------------------------------------------------------------
+// Every pthread_atfork registration comes here first (pthread_atfork is a static stub in
+// each caller, from libc_nonshared.a, that calls __register_atfork; programs linked
+// against glibc before 2.28 call the pthread_atfork exported under GLIBC_2.2.5), so that
+// the allocator's handlers are registered before any other (swiftheap_shim.h:
+// sh_register_atfork; Fork.swift). A library's constructor runs before ours and may
+// register its handlers there: relocation, which binds its call to us, comes first.
+EXPORT int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso_handle) {
+    return sh_register_atfork(prepare, parent, child, dso_handle);
+}
+EXPORT int pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
+    return sh_register_atfork(prepare, parent, child, NULL);
+}
 
 // ---- C++ operators, by their mangled names ----------------------------------------
 // Allocation failure in a throwing operator new must run the new-handler and throw

@@ -1,6 +1,7 @@
 // The storage behind swiftheap_shim.h: the thread-local slot, the static areas of the
-// heap and of the profiler, malloc's fast-path size limit, fork's lock owner, the profiler's unwinding
-// trampoline, the version string, mremap.
+// heap and of the profiler, malloc's fast-path size limit, fork's lock owner, the
+// registration of the fork handlers, the profiler's unwinding trampoline, the version
+// string, mremap.
 #define _GNU_SOURCE  // mremap's MREMAP_MAYMOVE
 #include "swiftheap_shim.h"
 
@@ -58,4 +59,32 @@ __attribute__((visibility("hidden"))) const char *sh_version(void) { return SWIF
 void *sh_mremap(void *old, size_t oldSize, size_t newSize) {
     void *p = mremap(old, oldSize, newSize, MREMAP_MAYMOVE);
     return p == MAP_FAILED ? NULL : p;
+}
+
+// ---- fork handlers' registration (swiftheap_shim.h; Fork.swift) --------------------------
+typedef int (*register_atfork_fn)(void (*)(void), void (*)(void), void (*)(void), void *);
+void swiftheap_fork_prepare(void);
+void swiftheap_fork_parent(void);
+void swiftheap_fork_child(void);
+// This object's handle, as glibc's pthread_atfork passes its caller's (handlers registered
+// with it are dropped when the object is unloaded; this one never is: -z nodelete).
+extern void *__dso_handle __attribute__((weak, visibility("hidden")));
+
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+static register_atfork_fn libc_register_atfork;
+
+// Runs once, under pthread_once: callers wait until it has run. dlsym may allocate (its
+// error string), which needs no fork handler.
+static void register_fork_handlers(void) {
+    register_atfork_fn next = (register_atfork_fn)dlsym(RTLD_NEXT, "__register_atfork");
+    if (next) next(swiftheap_fork_prepare, swiftheap_fork_parent, swiftheap_fork_child, &__dso_handle ? __dso_handle : NULL);
+    __atomic_store_n(&libc_register_atfork, next, __ATOMIC_RELEASE);
+}
+
+void sh_install_fork_handlers(void) { pthread_once(&fork_handlers_once, register_fork_handlers); }
+
+int sh_register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso_handle) {
+    sh_install_fork_handlers();
+    register_atfork_fn next = __atomic_load_n(&libc_register_atfork, __ATOMIC_ACQUIRE);
+    return next ? next(prepare, parent, child, dso_handle) : ENOMEM;
 }

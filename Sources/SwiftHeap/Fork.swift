@@ -23,17 +23,28 @@
 //     "Single-threaded" is glibc's __libc_single_threaded, which turns false for good at
 //     the first pthread_create (the scavenger's included).
 //
-// A third, found by a test (Tests/c/fork_handlers.c): pthread_atfork runs prepare handlers
-// last registered first, and parent and child handlers first registered first. A
-// library's constructor runs before ours (its dependencies first), so its handlers are
-// registered before ours: its prepare handler runs after ours has taken every lock, its
-// parent and child handlers before ours release them, and a handler that allocates (one
-// that frees a thread pool's buffers, as OpenBLAS's does) deadlocked on a lock its own
-// thread held. glibc takes its malloc's locks after every prepare handler and releases
-// them before any parent or child handler. So from our prepare handler to our parent or
-// child handler, the forking thread is the locks' owner (sh_fork_owner), and its own
-// lock and unlock of them are nested, no-ops (Platform.swift: Mutex); every other thread
-// waits on them, as before.
+// A third, found by tests (Tests/c/fork_handlers.c, Tests/c/fork_handler_order.c):
+// pthread_atfork runs prepare handlers last registered first, and parent and child
+// handlers first registered first. glibc takes its malloc's locks after every prepare
+// handler and releases them before any parent or child handler, so any handler may
+// allocate, and may wait for another thread that allocates: take a lock of its library's
+// that a thread holds while it calls malloc, or join a thread whose exit frees its
+// cache. A library's constructor runs before ours (its dependencies first), so with
+// plain pthread_atfork its handlers would be registered before ours and run inside our
+// window: the first kind of handler deadlocked on a lock its own thread held, the second
+// waited for ever on a thread waiting for our locks. So the library exports
+// __register_atfork and pthread_atfork (Shim/CExports/exports.c), which every
+// registration reaches, even from a constructor that runs before ours (the loader binds
+// calls before it runs any constructor), and registers our handlers with libc's first
+// (swiftheap_shim.h: sh_register_atfork): our prepare handler runs last and our parent
+// and child handlers first, where glibc's malloc takes and releases its locks.
+//
+// A handler registered with libc by a path that does not reach ours (a library that
+// looks up libc's __register_atfork itself) may still run inside the window. From our
+// prepare handler to our parent or child handler the forking thread is the locks' owner
+// (sh_fork_owner), and its own lock and unlock of them are nested, no-ops
+// (Platform.swift: Mutex): such a handler may allocate; it must not wait for a thread
+// that does. Every other thread waits on the locks, as before.
 //
 // The lock order is LockRanks.swift's list; forEachLock walks it.
 
@@ -71,7 +82,8 @@ private func forEachLock(reverse: Bool, _ body: (UnsafeMutablePointer<Mutex>) ->
     }
 }
 
-private func forkPrepare() {
+@_cdecl("swiftheap_fork_prepare")
+public func forkPrepare() {
     forkTookLocks.pointee = heapIsReady() && sh_libc_single_threaded() == 0
     if !forkTookLocks.pointee { return }
     _IO_list_lock()
@@ -79,14 +91,16 @@ private func forkPrepare() {
     sh_set_fork_owner(currentThreadID())
 }
 
-private func forkParent() {
+@_cdecl("swiftheap_fork_parent")
+public func forkParent() {
     if !forkTookLocks.pointee { return }
     sh_set_fork_owner(0)
     forEachLock(reverse: true) { $0.unlock() }
     _IO_list_unlock()
 }
 
-private func forkChild() {
+@_cdecl("swiftheap_fork_child")
+public func forkChild() {
     if forkTookLocks.pointee {
         sh_set_fork_owner(0)
         forEachLock(reverse: true) { $0.reinitialize(heldByCaller: true) }
@@ -96,7 +110,8 @@ private func forkChild() {
     if heapIsReady() { processScavenger.resetAfterFork() }
 }
 
-/// Registers the handlers (from the library constructor).
+/// Registers the handlers (from the library constructor), unless a registration of the
+/// program's did first (sh_install_fork_handlers: once).
 func installForkHandlers() {
-    _ = pthread_atfork(forkPrepare, forkParent, forkChild)
+    sh_install_fork_handlers()
 }

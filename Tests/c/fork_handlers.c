@@ -7,8 +7,11 @@
 // handlers registered before it run (their prepare after its, their parent and child
 // before its). A library's constructor runs before a preloaded allocator's (its own
 // dependencies first), so its handlers are registered first: OpenBLAS's prepare handler,
-// for one, frees its thread pool's buffers. Here the handlers are registered from the
-// program's .preinit_array, which runs before every library's constructor. Each handler
+// for one, frees its thread pool's buffers. The allocator registers its handlers before
+// any that reach its pthread_atfork (Tests/c/fork_handler_order.c); these are registered
+// with libc's own __register_atfork, as a library that looks it up itself would, from
+// the program's .preinit_array, which runs before every library's constructor: they run
+// inside the allocator's window, holding its locks. Each handler
 // allocates 50 blocks of a size no one used before (a refill from the central list),
 // frees them, and replaces a block of several MiB (the page heap); the prepare handler
 // also calls malloc_trim(0). A second thread allocates and frees all along, so the
@@ -49,9 +52,13 @@ static void prepare(void) {
 static void parent(void) { allocate_in_handler(1); }
 static void child(void) { allocate_in_handler(2); }
 
+typedef int (*register_atfork_fn)(void (*)(void), void (*)(void), void (*)(void), void *);
+
 static void register_early(int argc, char **argv, char **envp) {
     (void)argc; (void)argv; (void)envp;
-    pthread_atfork(prepare, parent, child);
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    register_atfork_fn libc_register_atfork = libc ? (register_atfork_fn)dlsym(libc, "__register_atfork") : NULL;
+    if (!libc_register_atfork || libc_register_atfork(prepare, parent, child, NULL) != 0) _exit(73);
 }
 __attribute__((section(".preinit_array"), used)) static void (*const early)(int, char **, char **) = register_early;
 

@@ -141,6 +141,17 @@ static inline int sh_libc_single_threaded(void) {
     return &__libc_single_threaded != 0 && __atomic_load_n(&__libc_single_threaded, __ATOMIC_RELAXED) != 0;
 }
 
+// Fork handlers are registered with libc's __register_atfork (the definition after this
+// library's: exports.c exports one that comes here), allocator's first: then its prepare
+// handler runs after every other one, and its parent and child handlers before every
+// other one, as glibc's own malloc locking does (Fork.swift). sh_install_fork_handlers
+// registers the allocator's handlers (Fork.swift: swiftheap_fork_prepare, _parent,
+// _child) once, whoever calls first; sh_register_atfork does so, then registers the
+// program's handlers after them (0, or an errno value: ENOMEM if libc has none).
+void sh_install_fork_handlers(void) __attribute__((visibility("hidden")));
+int sh_register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso_handle)
+    __attribute__((visibility("hidden")));
+
 // ---- static state -------------------------------------------------------------------
 // Zero-initialised storage that exists before any code runs, so that the very first
 // malloc (which may come from the loader, before any constructor) can bootstrap the
