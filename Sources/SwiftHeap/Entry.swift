@@ -302,9 +302,10 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
     guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
-    // A moved object's old pages are not released at free, and the program's last large
-    // call stays an allocation (PageHeap.swift: Releasing at free; nothing to note while
-    // the scavenger's thread runs).
+    // A moved object's old pages are not released at free (unless it is of
+    // releaseAtFreeMaxBytes or more, which glibc would have moved with mremap), and the
+    // program's last large call stays an allocation (PageHeap.swift: Releasing at free;
+    // nothing to note while the scavenger's thread runs).
     let large = span.pointee.state == .large
     if large { span.pointee.releaseOnFree = false }
     deallocate(pointer)

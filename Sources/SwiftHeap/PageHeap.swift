@@ -56,7 +56,12 @@
 //     mapped on its own with mremap, and a block of its heap back into its heap), and
 //     counts as an allocation (noteLargeAllocation), as does one in place (resizeLarge).
 // In a program that runs threads the scavenger's thread releases freed pages within a
-// few tick periods, sparing the ones the program reuses (PageAllocScavenge.swift).
+// few tick periods, sparing the ones the program reuses (PageAllocScavenge.swift); but a
+// block of releaseAtFreeMaxBytes or more, moved by realloc or not, goes back at its free
+// there too, as glibc unmaps it: the blocks a program allocates next would otherwise
+// add to its peak whenever they do not fit in the freed one's pages (GNU sort frees its
+// 50 MiB buffer and allocates three of a third of it and a few bytes: its peak RSS was
+// 68 MB against glibc's 53; Tests/c/big_block_replaced.c).
 
 import CShim
 
@@ -434,9 +439,9 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
     }
 
     /// Frees the large object at `address` (the base of `span`, looked up without the
-    /// lock), or reports a double free if another free got there first. With
-    /// `mayRelease` (no scavenger thread runs), an object marked releaseOnFree goes back
-    /// to the OS now (see the file comment).
+    /// lock), or reports a double free if another free got there first. An object of
+    /// releaseAtFreeMaxBytes or more goes back to the OS now, and with `mayRelease` (no
+    /// scavenger thread runs) so may one marked releaseOnFree (see the file comment).
     ///
     /// Takes the page heap's lock; must not hold it.
     func freeLarge(_ span: UnsafeMutablePointer<Span>, address: UInt, call: StaticString, mayRelease: Bool = false) {
@@ -453,9 +458,9 @@ extension UnsafeMutablePointer where Pointee == PageHeap {
             return
         }
         let freed = AddressRange(base: span.pointee.base, limit: span.pointee.limit)
-        let marked = mayRelease && span.pointee.releaseOnFree
+        let releaseNow = freed.size >= releaseAtFreeMaxBytes || (mayRelease && span.pointee.releaseOnFree)
         freeLargeSpanLocked(span)
-        if marked { releaseAtFreeLocked(freed) }
+        if releaseNow { releaseAtFreeLocked(freed) }
         pointee.lastLargeCallFreed = true
         lockPointer.unlock()
     }
