@@ -302,13 +302,20 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
     guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
-    // A moved object's old pages are not released at free (unless it is of
-    // releaseAtFreeMaxBytes or more, which glibc would have moved with mremap), and the
-    // program's last large call stays an allocation (PageHeap.swift: Releasing at free;
-    // nothing to note while the scavenger's thread runs).
+    // A moved object's old pages go back to the OS now if it is of releaseAtMoveBytes or
+    // more (glibc would have moved its pages with mremap, leaving no copy), and are
+    // otherwise kept for the next allocations (not released at free); the program's last
+    // large call stays an allocation (PageHeap.swift: Releasing at free; nothing to note
+    // while the scavenger's thread runs).
     let large = span.pointee.state == .large
-    if large { span.pointee.releaseOnFree = false }
-    deallocate(pointer)
+    if large && oldUsable >= releaseAtMoveBytes {
+        if span.pointee.profiled { profileFree(address) }  // a heap-profile sample (Profile.swift)
+        processPageHeap.freeLarge(span, address: address, call: "realloc()", releasing: true)
+        afterSlowPath(allocating: false)
+    } else {
+        if large { span.pointee.releaseOnFree = false }
+        deallocate(pointer)
+    }
     if large && processScavenger.releasesAtFree { processPageHeap.noteLargeAllocation() }
     return moved
 }

@@ -628,35 +628,37 @@ struct PageAlloc {
     ///
     /// Must hold the heap lock.
     mutating func allocRangeIfFree(base: UInt, npages: UInt) -> (ok: Bool, scavenged: UInt) {
-        if npages == 0 || base & (pageSize &- 1) != 0 { return (false, 0) }
-        if npages > (UInt(1) << (heapAddressBits &- pageShift)) { return (false, 0) }
-        let (limitX, overflow) = base.addingReportingOverflow(npages << pageShift)
-        if overflow { return (false, 0) }
-        // The whole run must lie in one region of inUse.
-        let i = inUse.findSucc(base)
-        if i == 0 { return (false, 0) }
-        let r = inUse[i &- 1]
-        if !r.contains(base) || limitX > r.limit { return (false, 0) }
-        // Every page free?
-        let limit = limitX &- 1
-        let sc = chunkIndex(base), ec = chunkIndex(limit)
-        let si = chunkPageIndex(base), ei = chunkPageIndex(limit)
-        if sc == ec {
-            if !chunkOf(sc).pointee.isFree(si, ei &+ 1 &- si) { return (false, 0) }
-        } else {
-            // Cheap rejection by summaries first: inner chunks must be entirely free.
-            var c = sc &+ 1
-            while c < ec {
-                if summary(summaryLevels &- 1, c).max != chunkPages { return (false, 0) }
-                c &+= 1
-            }
-            if !chunkOf(sc).pointee.isFree(si, chunkPages &- si) { return (false, 0) }
-            if !chunkOf(ec).pointee.isFree(0, ei &+ 1) { return (false, 0) }
-        }
+        if !isRangeFree(base: base, npages: npages) { return (false, 0) }
         let scav = allocRange(base, npages)
         freeBytes &-= npages << pageShift
         scavengedBytes &-= scav
         return (true, scav)
+    }
+
+    /// Whether every page of [base, base + npages pages) is in one region of the heap and
+    /// free. Must hold the heap lock.
+    func isRangeFree(base: UInt, npages: UInt) -> Bool {
+        if npages == 0 || base & (pageSize &- 1) != 0 { return false }
+        if npages > (UInt(1) << (heapAddressBits &- pageShift)) { return false }
+        let (limitX, overflow) = base.addingReportingOverflow(npages << pageShift)
+        if overflow { return false }
+        // The whole run must lie in one region of inUse.
+        let i = inUse.findSucc(base)
+        if i == 0 { return false }
+        let r = inUse[i &- 1]
+        if !r.contains(base) || limitX > r.limit { return false }
+        // Every page free?
+        let limit = limitX &- 1
+        let sc = chunkIndex(base), ec = chunkIndex(limit)
+        let si = chunkPageIndex(base), ei = chunkPageIndex(limit)
+        if sc == ec { return chunkOf(sc).pointee.isFree(si, ei &+ 1 &- si) }
+        // Cheap rejection by summaries first: inner chunks must be entirely free.
+        var c = sc &+ 1
+        while c < ec {
+            if summary(summaryLevels &- 1, c).max != chunkPages { return false }
+            c &+= 1
+        }
+        return chunkOf(sc).pointee.isFree(si, chunkPages &- si) && chunkOf(ec).pointee.isFree(0, ei &+ 1)
     }
 
     /// Returns npages pages at base, all allocated, to the free pool. Freeing a page that
