@@ -55,10 +55,12 @@
 //   * a realloc that moves an object frees the old one unmarked (glibc moves a block it
 //     mapped on its own with mremap, and a block of its heap back into its heap), and
 //     counts as an allocation (noteLargeAllocation), as does one in place (resizeLarge).
+//     The old pages of an object of releaseAtMoveBytes or more go back at once, in any
+//     program: mremap leaves no copy behind.
 // In a program that runs threads the scavenger's thread releases freed pages within a
 // few tick periods, sparing the ones the program reuses (PageAllocScavenge.swift); but a
-// block of releaseAtFreeMaxBytes or more, moved by realloc or not, goes back at its free
-// there too, as glibc unmaps it: the blocks a program allocates next would otherwise
+// block of releaseAtFreeMaxBytes or more goes back at its free there too, as glibc
+// unmaps it: the blocks a program allocates next would otherwise
 // add to its peak whenever they do not fit in the freed one's pages (GNU sort frees its
 // 50 MiB buffer and allocates three of a third of it and a few bytes: its peak RSS was
 // 68 MB against glibc's 53; Tests/c/big_block_replaced.c).
