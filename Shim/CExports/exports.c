@@ -94,16 +94,16 @@ EXPORT int __posix_memalign(void **out, size_t alignment, size_t size) { return 
 
 // ---- fork handlers -------------------------------------------------------------------
 // Every pthread_atfork registration comes here first (pthread_atfork is a static stub in
-// each caller, from libc_nonshared.a, that calls __register_atfork; programs linked
-// against glibc before 2.28 call the pthread_atfork exported under GLIBC_2.2.5), so that
-// the allocator's handlers are registered before any other (swiftheap_shim.h:
-// sh_register_atfork; Fork.swift). A library's constructor runs before ours and may
-// register its handlers there: relocation, which binds its call to us, comes first.
+// each caller, from libc_nonshared.a, that calls __register_atfork with the caller's
+// __dso_handle, so that its handlers go away if it is unloaded), so that the allocator's
+// handlers are registered before any other (swiftheap_shim.h: sh_register_atfork;
+// Fork.swift). A library's constructor runs before ours and may register its handlers
+// there: relocation, which binds its call to us, comes first. (The pthread_atfork that
+// libc exports under GLIBC_2.2.5 is for programs linked before glibc 2.3.2; exporting
+// one here would also bind programs and libraries linked with -lswiftheap to it, with no
+// handle to unregister their handlers by.)
 EXPORT int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso_handle) {
     return sh_register_atfork(prepare, parent, child, dso_handle);
-}
-EXPORT int pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
-    return sh_register_atfork(prepare, parent, child, NULL);
 }
 
 // ---- C++ operators, by their mangled names ----------------------------------------

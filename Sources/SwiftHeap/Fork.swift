@@ -33,11 +33,11 @@
 // plain pthread_atfork its handlers would be registered before ours and run inside our
 // window: the first kind of handler deadlocked on a lock its own thread held, the second
 // waited for ever on a thread waiting for our locks. So the library exports
-// __register_atfork and pthread_atfork (Shim/CExports/exports.c), which every
-// registration reaches, even from a constructor that runs before ours (the loader binds
-// calls before it runs any constructor), and registers our handlers with libc's first
-// (swiftheap_shim.h: sh_register_atfork): our prepare handler runs last and our parent
-// and child handlers first, where glibc's malloc takes and releases its locks.
+// __register_atfork (Shim/CExports/exports.c), which every pthread_atfork calls, even
+// from a constructor that runs before ours (the loader binds calls before it runs any
+// constructor), and registers our handlers with libc's first (swiftheap_shim.h:
+// sh_register_atfork): our prepare handler runs last and our parent and child handlers
+// first, where glibc's malloc takes and releases its locks.
 //
 // A handler registered with libc by a path that does not reach ours (a library that
 // looks up libc's __register_atfork itself) may still run inside the window. From our

@@ -18,15 +18,13 @@
 //     joins it (the parent handler starts a new one): a library that shuts its thread
 //     pool down before fork. The worker's exit gives its cache back, which takes
 //     allocator locks: the join waited for ever.
-//   * lock, registered through the pthread_atfork that glibc exports under GLIBC_2.2.5,
-//     the one that programs linked against glibc before 2.28 call.
 // Each case runs 100 forks (the child allocates and exits 0) in a child process, which
 // must end within 20 s.
 #include "testutil.h"
 
 #include <pthread.h>
 
-enum { NONE, LOCK, JOIN, LOCK_OLD_ABI };
+enum { NONE, LOCK, JOIN };
 static volatile int mode;  // which case's handlers act; set in the case's process only
 
 // ---- lock: the library's mutex, held while its thread allocates --------------------
@@ -52,8 +50,6 @@ static void *allocate_under_lock(void *argument) {
 
 static void lock_prepare(void) { if (mode == LOCK) pthread_mutex_lock(&library_lock); }
 static void lock_release(void) { if (mode == LOCK) pthread_mutex_unlock(&library_lock); }
-static void old_lock_prepare(void) { if (mode == LOCK_OLD_ABI) pthread_mutex_lock(&library_lock); }
-static void old_lock_release(void) { if (mode == LOCK_OLD_ABI) pthread_mutex_unlock(&library_lock); }
 
 // ---- join: the library's worker, stopped and joined before fork ---------------------
 static pthread_t worker;
@@ -82,15 +78,8 @@ static void join_prepare(void) {
 }
 static void join_parent(void) { if (mode == JOIN) start_worker(); }
 
-// The pthread_atfork of glibc before 2.28 (libpthread's, now in libc under its old version).
-int old_pthread_atfork(void (*)(void), void (*)(void), void (*)(void));
-__asm__(".symver old_pthread_atfork, pthread_atfork@GLIBC_2.2.5");
-
 static void register_early(int argc, char **argv, char **envp) {
     (void)argc; (void)argv; (void)envp;
-    // The old ABI's first: the first registration to reach the allocator registers its
-    // handlers before it, so a later one would pass through either path.
-    old_pthread_atfork(old_lock_prepare, old_lock_release, old_lock_release);
     pthread_atfork(lock_prepare, lock_release, lock_release);
     pthread_atfork(join_prepare, join_parent, NULL);
 }
@@ -120,13 +109,6 @@ static int lock_case(void) {
     return fork_100_times();
 }
 
-static int old_abi_case(void) {
-    pthread_t thread;
-    mode = LOCK_OLD_ABI;
-    if (pthread_create(&thread, NULL, allocate_under_lock, NULL) != 0) return 12;
-    return fork_100_times();
-}
-
 static int join_case(void) {
     mode = JOIN;
     start_worker();
@@ -139,8 +121,6 @@ int main(void) {
                             "runs") == 0, "lock");
     CHECK(run_with_watchdog(join_case, 20, "join: fork with a prepare handler that joins a thread that allocates")
           == 0, "join");
-    CHECK(run_with_watchdog(old_abi_case, 20, "lock, registered through pthread_atfork@GLIBC_2.2.5") == 0,
-          "lock (old pthread_atfork)");
-    printf("fork_handler_order: 3 x 100 forks with handlers that wait for allocating threads\n");
+    printf("fork_handler_order: 2 x 100 forks with handlers that wait for allocating threads\n");
     return test_exit("fork_handler_order");
 }
