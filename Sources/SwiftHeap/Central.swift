@@ -32,8 +32,9 @@
 // objects or is not writing new ones (larson's main thread fills the array, then only
 // waits: its spans, drained by the workers, kept the run at twice the peak RSS). A
 // cache that goes away (thread exit; in a fork child, the threads that do not exist
-// there) hands its lists over to the unowned lists and closes them (disown); a reused
-// record opens each class's list again at its first refill of that class.
+// there) hands its lists over to the unowned lists and closes them (disown: those of
+// the classes it refilled; the others hold no span); a reused record opens each class's
+// list again at its first refill of that class.
 //
 // Invariants, under the class's lock: a span is on the partial list iff it is partial
 // (onPartialList); then it is on exactly one span list (listHead), and a span on an
@@ -305,11 +306,14 @@ extension UnsafeMutablePointer where Pointee == Central {
     }
 
     /// Hands the partial spans of `owned` (an owner that goes away) to the unowned list,
-    /// and closes its list.
+    /// and closes its list. An owner that never refilled the class has no span of it
+    /// (spans join an owner's list at its refills only) and nothing to close: that takes
+    /// no lock (only the owner's own refills and disown write its stamp, from its thread).
     ///
     /// Takes this central's lock; with `locked`, the caller holds it (or is the only
     /// thread: a fork child).
     func disown(_ owned: UnsafeMutablePointer<OwnedSpans>, locked: Bool = false) {
+        if owned.lastRefill(Int(pointee.sizeClass)).pointee == 0 { return }
         if !locked { lockPointer.lock() }
         let list = owned.head(Int(pointee.sizeClass))
         while let span = list.pointee, span != closedSpanList { makeUnowned(span) }

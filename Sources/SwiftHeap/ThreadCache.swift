@@ -119,6 +119,8 @@ struct CacheHeader {
     /// cache. Tests use them to see that the fast path takes no slow path.
     var refills: UInt
     var flushes: UInt
+    /// The classes this cache has refilled a bin of (a bit per class: classRefilled).
+    var refilledClasses: (UInt64, UInt64)
     /// This thread's countdown to its next heap-profile sample (ProfileSampler.swift);
     /// its thread alone reads and writes it, and never in the no-cache record.
     var profile: ProfileThreadState
@@ -131,14 +133,23 @@ struct ThreadCache {
     var remoteBins: InlineArray<80, CacheBin>
     var header: CacheHeader
     /// The partial spans this cache draws from, per class (the central lists' business:
-    /// Central.swift). Zero in a fresh record; a retired record's lists are closed
-    /// (disownSpans) and stay so in the pool, which does not zero reused records: the
-    /// central lists open them again under their locks.
+    /// Central.swift). Zero in a fresh record; a retired record's lists of the classes it
+    /// refilled are closed (disownSpans; the others are empty) and stay so in the pool,
+    /// which does not zero reused records: the central lists open them again under their
+    /// locks.
     var spans: OwnedSpans
     /// Free large spans kept for this thread (LargeCache.swift). Zero in a fresh record,
     /// empty in a retired one (its exit drained it).
     var large: LargeCache
 }
+
+/// The most objects a cache's first refill of a class takes (a thread that has just
+/// started, or has not used the class before); later refills take what they ask. A
+/// thread that allocates a few objects of many sizes, and exits (a thread per task),
+/// then moves a few objects of each class to its bin and back to its spans at its exit,
+/// not half a bin of each: 2000 threads of 40 sizes took 148k instructions each in the
+/// allocator, 47k of them moving objects there and back (callgrind).
+let firstRefillObjects = 8
 
 /// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
 /// classes stay small so that an idle thread's cache holds little memory (every class
@@ -253,7 +264,7 @@ struct CacheRegistry {
             noCache.remoteBin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
-                                                  isNoCache: true, droppingPhase: nil, refills: 0, flushes: 0,
+                                                  isNoCache: true, droppingPhase: nil, refills: 0, flushes: 0, refilledClasses: (0, 0),
                                                   profile: ProfileThreadState()))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
                                        classes: classes, centrals: centrals, pageHeap: pageHeap))
@@ -308,7 +319,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
                                                 isNoCache: false,
                                                 droppingPhase: pointee.pageHeap.pointee.events.droppingPhaseWord,
-                                                refills: 0, flushes: 0,
+                                                refills: 0, flushes: 0, refilledClasses: (0, 0),
                                                 profile: ProfileThreadState()))
         if let first = pointee.live { first.header.pointee.previous = cache }
         pointee.live = cache
@@ -513,10 +524,23 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         }
         header.pointee.refills &+= 1
         if let object = adoptRemote(sizeClass, into: bin) { return object }
-        let got = central.refill(into: bin.pointee.slots, want: capacity / 2, owner: owner, owned: spans)
+        let want = noteClassRefilled(sizeClass) ? capacity / 2 : min(capacity / 2, firstRefillObjects)
+        let got = central.refill(into: bin.pointee.slots, want: want, owner: owner, owned: spans)
         if got == 0 { return 0 }
         bin.pointee.count = UInt32(got &- 1)
         return bin.pointee.slots[got &- 1]
+    }
+
+    /// Records that this cache refills class `sizeClass`; returns whether it had before.
+    @inline(__always) private func noteClassRefilled(_ sizeClass: Int) -> Bool {
+        let bit = UInt64(1) << UInt64(sizeClass & 63)
+        let words = header.pointer(to: \.refilledClasses)!
+        if sizeClass < 64 {
+            defer { words.pointee.0 |= bit }
+            return words.pointee.0 & bit != 0
+        }
+        defer { words.pointee.1 |= bit }
+        return words.pointee.1 & bit != 0
     }
 
     /// Refills empty `bin` of class `sizeClass` from the newest objects of the class's

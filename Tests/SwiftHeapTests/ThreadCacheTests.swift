@@ -91,6 +91,26 @@ import CShim
         #expect(slowPaths * 32 <= 20_000, "\(slowPaths) slow-path entries for 20000 operations")
     }
 
+    /// A cache's first refill of a class takes a few objects (firstRefillObjects), its
+    /// later ones half a bin: a thread that allocates one object of many sizes and exits
+    /// moves a few objects of each class, not half a bin of each.
+    @Test func aCachesFirstRefillOfAClassTakesFewObjectsAndTheNextHalfABin() throws {
+        let size: UInt = 208  // a class no other test of this suite uses in this thread
+        let cls = heap.pointee.classes.sizeClass(of: size)
+        onThreads(1) { _ in
+            let first = allocate(size)
+            let cache = processCaches.currentCache()!
+            let bin = cache.bin(cls)
+            let capacity = Int(bin.pointee.capacity)
+            #expect(capacity / 2 > firstRefillObjects, "the class's bins are big enough for the test to tell")
+            #expect(Int(bin.pointee.count) == firstRefillObjects - 1, "the first refill took \(bin.pointee.count + 1)")
+            var objects = [first]
+            for _ in 0..<firstRefillObjects { objects.append(allocate(size)) }  // empties the bin, refills it
+            #expect(Int(bin.pointee.count) == capacity / 2 - 1, "the second refill took \(bin.pointee.count + 1)")
+            for object in objects { deallocate(object) }
+        }
+    }
+
     /// A free from another thread than the one whose cache draws from the object's span
     /// (a remote free) takes the fast path into that thread's remote bin of the class,
     /// until the bin is full. (A size no other test uses: tests run in parallel.)
