@@ -6,11 +6,12 @@
 // no atomic. A bin is an array of object addresses and a pointer to its top, kept in
 // the cache record, not a list linked through the objects: the fast path reads and
 // writes no user memory, and a use-after-free write cannot redirect it. When a bin is
-// empty, a refill moves half a bin's worth of objects from the class's central list;
-// when it is full, a flush moves the older half back. Objects freed by a thread other
-// than the one that allocated them simply land in the freeing thread's cache and
-// travel back through the central lists in batches, so cross-thread frees take no
-// lock per object, and a producer/consumer pattern is bounded by the bins' capacity.
+// empty, a refill moves half a bin's worth of objects from the class's central list (a
+// cache's first refill of a class, a few: firstRefillObjects); when it is full, a flush
+// moves the older half back. Objects freed by a thread other than the one that
+// allocated them simply land in the freeing thread's cache and travel back through the
+// central lists in batches, so cross-thread frees take no lock per object, and a
+// producer/consumer pattern is bounded by the bins' capacity.
 //
 // Frees of objects from a span another thread's cache is drawing from go to a small
 // per-class remote bin instead, which is flushed to the central list in batches. Where
