@@ -57,7 +57,9 @@ import CShim
 struct OwnedSpans {
     var heads: InlineArray<80, UnsafeMutablePointer<Span>?>
     /// Per class, the class's refill clock (Central.refills) at the owner's last refill;
-    /// 0 if it has not refilled the class (or has gone).
+    /// 0 if it has not refilled the class (or has gone). Written under the class's lock
+    /// by the owner's refills and its disown, both on the owner's thread, which may
+    /// therefore read it without the lock (ThreadCache.refillBin, Central.disown).
     var lastRefill: InlineArray<80, UInt>
 }
 

@@ -120,8 +120,6 @@ struct CacheHeader {
     /// cache. Tests use them to see that the fast path takes no slow path.
     var refills: UInt
     var flushes: UInt
-    /// The classes this cache has refilled a bin of (a bit per class: classRefilled).
-    var refilledClasses: (UInt64, UInt64)
     /// This thread's countdown to its next heap-profile sample (ProfileSampler.swift);
     /// its thread alone reads and writes it, and never in the no-cache record.
     var profile: ProfileThreadState
@@ -265,7 +263,7 @@ struct CacheRegistry {
             noCache.remoteBin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
-                                                  isNoCache: true, droppingPhase: nil, refills: 0, flushes: 0, refilledClasses: (0, 0),
+                                                  isNoCache: true, droppingPhase: nil, refills: 0, flushes: 0,
                                                   profile: ProfileThreadState()))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
                                        classes: classes, centrals: centrals, pageHeap: pageHeap))
@@ -320,7 +318,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
                                                 isNoCache: false,
                                                 droppingPhase: pointee.pageHeap.pointee.events.droppingPhaseWord,
-                                                refills: 0, flushes: 0, refilledClasses: (0, 0),
+                                                refills: 0, flushes: 0,
                                                 profile: ProfileThreadState()))
         if let first = pointee.live { first.header.pointee.previous = cache }
         pointee.live = cache
@@ -525,23 +523,13 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         }
         header.pointee.refills &+= 1
         if let object = adoptRemote(sizeClass, into: bin) { return object }
-        let want = noteClassRefilled(sizeClass) ? capacity / 2 : min(capacity / 2, firstRefillObjects)
+        // This cache's first refill of the class (its stamp, which this thread alone writes).
+        let first = spans.lastRefill(sizeClass).pointee == 0
+        let want = first ? min(capacity / 2, firstRefillObjects) : capacity / 2
         let got = central.refill(into: bin.pointee.slots, want: want, owner: owner, owned: spans)
         if got == 0 { return 0 }
         bin.pointee.count = UInt32(got &- 1)
         return bin.pointee.slots[got &- 1]
-    }
-
-    /// Records that this cache refills class `sizeClass`; returns whether it had before.
-    @inline(__always) private func noteClassRefilled(_ sizeClass: Int) -> Bool {
-        let bit = UInt64(1) << UInt64(sizeClass & 63)
-        let words = header.pointer(to: \.refilledClasses)!
-        if sizeClass < 64 {
-            defer { words.pointee.0 |= bit }
-            return words.pointee.0 & bit != 0
-        }
-        defer { words.pointee.1 |= bit }
-        return words.pointee.1 & bit != 0
     }
 
     /// Refills empty `bin` of class `sizeClass` from the newest objects of the class's
