@@ -203,10 +203,13 @@ func liveObjectSpan(_ address: UInt, call: StaticString) -> UnsafeMutablePointer
 }
 
 /// The thread-exit destructor's last step (CacheRegistry.afterThreadExit), holding no
-/// lock: the exiting thread's flush may have emptied spans, and with no scavenger thread
-/// (a burst of threads over before one started) no later call might release them.
-func afterThreadExitHook() {
+/// lock, with `cachesLeft` live thread caches: the exiting thread's flush may have
+/// emptied spans, and with no scavenger thread (a burst of threads over before one
+/// started) no later call might release them; once at most one cache is left, the
+/// scavenger finishes what the threads let go of (Scavenger.finishAfterThreadsExited).
+func afterThreadExitHook(_ cachesLeft: UInt) {
     afterSlowPath(allocating: false)
+    if cachesLeft <= 1 { processScavenger.finishAfterThreadsExited() }
 }
 
 // MARK: - The rest of the family

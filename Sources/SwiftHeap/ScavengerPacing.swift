@@ -149,8 +149,9 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// is met, what stayed free for the decay window. `inline`: run from an allocation
     /// slow path, at most inlineSliceNanos and inlineStepBytes per release step.
     /// `finishing`: the thread's last tick before it leaves a program back to one thread
-    /// (ScavengerRunner.swift: finishBeforeLeaving): at least a burst of budget, and no
-    /// chunk spared for being allocated from lately (the threads that did are gone).
+    /// (ScavengerRunner.swift: finishWork): at least a burst of budget, no chunk
+    /// spared for being allocated from lately (the threads that did are gone), and an
+    /// epoch ended if any page was freed since the last one.
     /// Returns the CPU time spent and whether there was anything to do.
     ///
     /// Must hold the runner lock and no other allocator lock; takes the registry's, the
@@ -192,7 +193,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         let releasedTaken = (bytes: events.pointee.releasedTaken, firstNanos: events.pointee.releasedTakenNanos)
         events.pointee.releasedTakenNanos = 0
         let freed = events.pointee.freedSinceEpoch
-        let idle = freed > 0 && now &- pointee.lastEpochNanos > idleEpochNanos
+        let idle = freed > 0 && (finishing || now &- pointee.lastEpochNanos > idleEpochNanos)
         // (At most one epoch per inlineFlaggedTickNanos, however often ticks come, unless
         // the heap just fell below a quarter of its peak: see phaseDropped.)
         let dropped = phaseDropped(now)

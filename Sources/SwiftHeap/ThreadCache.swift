@@ -227,10 +227,10 @@ struct CacheRegistry {
     /// Records in the pool (retired, not yet reused); the first residentIdleRecords of
     /// them keep their slot arrays resident (unlinkAndFree).
     var idleRecords: UInt = 0
-    /// Called by the thread-exit destructor once a cache is retired, holding no lock: the
-    /// layer above gives the scavenger its chance there, as after any slow path (set by
-    /// the heap's bootstrap; nil in tests).
-    var afterThreadExit: (@convention(c) () -> Void)? = nil
+    /// Called by the thread-exit destructor once a cache is retired, holding no lock, with
+    /// the number of live caches left: the layer above gives the scavenger its chance
+    /// there, as after any slow path (set by the heap's bootstrap; nil in tests).
+    var afterThreadExit: (@convention(c) (UInt) -> Void)? = nil
     /// The size classes and their central lists.
     var classes: SizeClassTable
     var centrals: UnsafeMutablePointer<Central>
@@ -407,12 +407,15 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     }
 
     /// Unlinks an (already flushed) cache from the live list and returns it to the pool.
+    /// Returns the number of live caches left.
     ///
     /// Takes the registry lock.
-    fileprivate func retire(_ cache: UnsafeMutablePointer<ThreadCache>) {
+    fileprivate func retire(_ cache: UnsafeMutablePointer<ThreadCache>) -> UInt {
         lockPointer.lock()
         unlinkAndFree(cache)
+        let left = pointee.liveCount
         lockPointer.unlock()
+        return left
     }
 
     /// retire's work. Must hold the registry lock (or be a fork child's one thread).
@@ -461,8 +464,8 @@ private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
     } else {
         sh_tls_set(UnsafeMutableRawPointer(registry.pointee.noCache))
         cache.disownSpans()
-        registry.retire(cache)
-        registry.pointee.afterThreadExit?()
+        let left = registry.retire(cache)
+        registry.pointee.afterThreadExit?(left)
     }
     sh_errno_set(savedErrno)
 }
