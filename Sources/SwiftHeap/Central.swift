@@ -6,7 +6,10 @@
 // slot array; a release puts objects back, bit by bit, into their spans' bitmaps.
 // Objects move in batches, so each lock acquisition is paid for by many malloc or
 // free calls on the fast path. A span whose objects are all free again goes back to
-// the page heap at once, so its pages can be reused by any class or scavenged.
+// the page heap at once, so its pages can be reused by any class or scavenged; but the
+// first one a departing thread's flush empties stays, unowned, for the next refill of
+// the class (keptEmpty: at most one a class), so that a program running a thread per
+// task does not hand each thread's spans to the page heap and take new ones for the next.
 //
 // A Central is an instance made with its class and the page heap it takes spans from;
 // it depends on nothing above it and publishes the OS pages it releases or reclaims
@@ -113,8 +116,10 @@ struct Central {
     /// Owners that have refilled this class and not gone (disown): the idle threshold
     /// grows with them.
     var owners: UInt = 0
+    /// The span a departing cache's flush emptied and that stays, with every object free,
+    /// on the unowned list for the next refill, or nil (closeRun: keepEmpty); at most one.
     /// Ends the first line.
-    var linePadding: UInt = 0
+    var keptEmpty: UnsafeMutablePointer<Span>? = nil
     /// The class's object size, span pages and objects (a copy of its SizeClassInfo).
     var info: SizeClassInfo
     /// The page heap this central's spans come from and go back to.
@@ -300,6 +305,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 span = fresh
             }
             got = take(from: span, into: slots, already: got, want: want)
+            if span == pointee.keptEmpty { pointee.keptEmpty = nil }
             if span.pointee.allocatedCount == span.pointee.objectCount { removePartial(span) }
         }
         pointee.allocatedObjects &+= UInt(got)
@@ -499,14 +505,15 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// object, and the test costs release's loop a few instructions per object.
     ///
     /// Takes this central's lock, and the page heap's lock when a span empties.
-    func releaseInRuns(_ objects: UnsafeMutablePointer<UInt>, count: Int, by releaser: UnsafeMutableRawPointer?) {
-        putBack(objects, count: count, releaser: releaser, inRuns: true)
+    func releaseInRuns(_ objects: UnsafeMutablePointer<UInt>, count: Int, by releaser: UnsafeMutableRawPointer?,
+                       keepEmpty: Bool = false) {
+        putBack(objects, count: count, releaser: releaser, inRuns: true, keepEmpty: keepEmpty)
     }
 
     /// release's and releaseInRuns's body (inRuns: whether a run may go on past its first
     /// object). Takes this central's lock, and the page heap's lock when a span empties.
     @inline(__always) private func putBack(_ objects: UnsafeMutablePointer<UInt>, count: Int,
-                                           releaser: UnsafeMutableRawPointer?, inRuns: Bool) {
+                                           releaser: UnsafeMutableRawPointer?, inRuns: Bool, keepEmpty: Bool = false) {
         lockPointer.lock()
         let spanMap = pointee.pageHeap.pointee.spanMap
         var active: UnsafeMutableRawPointer? = nil  // leavesOwner's memo
@@ -534,7 +541,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 address = objects[i]
                 if address &- base >= objectBytes { break }
             }
-            closeRun(span, freed: freed, releaser: releaser, active: &active)
+            closeRun(span, freed: freed, releaser: releaser, active: &active, keepEmpty: keepEmpty)
         }
         pointee.allocatedObjects &-= UInt(count)
         lockPointer.unlock()
@@ -542,11 +549,28 @@ extension UnsafeMutablePointer where Pointee == Central {
 
     /// Counts the `freed` objects just returned to `span` (their bits set) and moves the
     /// span: to the page heap if none is left allocated, onto a span list if it has just
-    /// become partial, to the unowned list if leavesOwner says so. Must hold this
-    /// central's lock; takes the page heap's lock when the span empties.
+    /// become partial, to the unowned list if leavesOwner says so. With `keepEmpty` (a
+    /// departing cache's flush), the first span so emptied stays instead, unowned, for
+    /// the next refill (keptEmpty): a program that runs a thread per task would otherwise
+    /// give each thread's spans back to the page heap at its exit and take new ones for
+    /// the next (2000 threads of 40 sizes: 29k instructions a thread in the page
+    /// allocator). Its free pages are released like those of any partial span
+    /// (releaseFreePages). Must hold this central's lock; takes the page heap's lock
+    /// when the span empties.
     @inline(__always) private func closeRun(_ span: UnsafeMutablePointer<Span>, freed: UInt16, releaser: UnsafeMutableRawPointer?,
-                          active: inout UnsafeMutableRawPointer?) {
+                          active: inout UnsafeMutableRawPointer?, keepEmpty: Bool = false) {
         span.pointee.countFreed(freed)
+        if span.pointee.allocatedCount == 0 && keepEmpty && pointee.keptEmpty == nil {
+            if span.pointee.onPartialList {
+                makeUnowned(span)
+            } else {
+                setOwner(span, nil)
+                span.ownedSpans = nil
+                pushPartial(span, on: unownedHead)
+            }
+            pointee.keptEmpty = span
+            return
+        }
         if span.pointee.allocatedCount == 0 {
             if span.pointee.onPartialList { removePartial(span) }
             let released = span.pointee.releasedOSPages

@@ -119,6 +119,40 @@ import Testing
         #expect(h.pageHeap.pointee.stats.spanBytes == 0)
     }
 
+    /// A departing cache's flush (keepEmpty) leaves the first span it empties on the
+    /// unowned list, every object free and no owner, and the next refill, by any cache,
+    /// takes it rather than a fresh span from the page heap; a second span so emptied
+    /// while one is kept goes back to the page heap as before.
+    @Test func aDepartingCachesFirstEmptiedSpanStaysForTheNextRefill() {
+        let h = PrivateHeap()
+        let (_, central) = h.central(forSize: 64)
+        let objects = Int(h.classes.info[h.classes.sizeClass(of: 64)].objects)
+        let map = h.pageHeap.pointee.spanMap
+        let a = Owner(0x10), b = Owner(0x20)
+        let two = a.refill(central, 2 * objects)  // two full spans
+        let first = map.span(containing: two[0])!, second = map.span(containing: two[objects])!
+        #expect(first != second && central.pointee.spanCount == 2)
+        var copy = two
+        copy.withUnsafeMutableBufferPointer {
+            central.releaseInRuns($0.baseAddress!, count: $0.count, by: a.id, keepEmpty: true)
+        }
+        central.disown(a.spans)
+        #expect(central.pointee.spanCount == 1 && central.pointee.allocatedObjects == 0,
+                "one emptied span kept, the other back to the page heap")
+        let kept = try! #require(central.pointee.keptEmpty)
+        #expect(kept == first || kept == second)
+        #expect(kept.pointee.owner == nil && kept.pointee.allocatedCount == 0 && kept.pointee.onPartialList
+                && kept.pointee.listHead == central.pointer(to: \.unowned) && Self.entriesAgree(map, kept))
+        #expect(h.pageHeap.pointee.stats.spanBytes == UInt(h.classes.info[h.classes.sizeClass(of: 64)].pages) * pageSize)
+        let taken = b.refill(central, 4)
+        #expect(taken.allSatisfy { map.span(containing: $0) == kept } && kept.pointee.owner == b.id,
+                "the next refill takes the kept span")
+        #expect(central.pointee.keptEmpty == nil && central.pointee.spanCount == 1)
+        b.release(central, taken)
+        #expect(central.pointee.spanCount == 0 && h.pageHeap.pointee.stats.spanBytes == 0,
+                "an ordinary release that empties it gives it back")
+    }
+
     /// Spans stay with the cache that draws from them: another owner's refill takes a
     /// fresh span rather than free objects of a span whose other objects the first owner
     /// holds (they would share cache lines), whether the owner or another thread freed
