@@ -293,9 +293,13 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// met, or pages freed since. Read without the locks: a stale answer costs one
     /// parkedCheckNanos.
     private func hasUnseenWork() -> Bool {
-        let events = pointee.events
-        let freedWord = UnsafeMutableRawPointer(events.pointer(to: \.freedSinceEpoch)!).assumingMemoryBound(to: UInt64.self)
-        return workFlagged() || UInt(sh_load64_relaxed(freedWord)) != pointee.runner.lastFreedSinceEpoch
+        workFlagged() || freedSinceEpochRacy != pointee.runner.lastFreedSinceEpoch
+    }
+
+    /// The page heap's events.freedSinceEpoch, read without its lock (a moment stale).
+    private var freedSinceEpochRacy: UInt {
+        let word = UnsafeMutableRawPointer(pointee.events.pointer(to: \.freedSinceEpoch)!).assumingMemoryBound(to: UInt64.self)
+        return UInt(sh_load64_relaxed(word))
     }
 
     /// The thread leaves a program that is back to one thread: flagged work (an epoch due,
@@ -310,8 +314,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// gets at most a burst a second; so does finishAfterThreadsExited. Returns the CPU
     /// time spent. Must hold the runner lock.
     private func finishWork(now: Int64) -> Int64 {
-        let freedWord = UnsafeMutableRawPointer(pointee.events.pointer(to: \.freedSinceEpoch)!).assumingMemoryBound(to: UInt64.self)
-        if !workFlagged() && sh_load64_relaxed(freedWord) == 0 { return 0 }
+        if !workFlagged() && freedSinceEpochRacy == 0 { return 0 }
         return tick(now: now, inline: false, finishing: true).spentNanos
     }
 
