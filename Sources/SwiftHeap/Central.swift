@@ -39,9 +39,23 @@
 // the classes it refilled; the others hold no span); a reused record opens each class's
 // list again at its first refill of that class.
 //
+// Shared spans serve a cache's first refills of a class (starter refills: ThreadCache's
+// refillBin), so that a thread that allocates a few objects of many sizes does not take
+// a span of its own, an OS page or two, for each (1000 threads of 20 sizes: 76 MB of
+// spans where the objects fill 12). A starter refill takes one line group: the fewest
+// objects that fill whole cache lines from a line boundary (objectsPerLineGroup: 1, 2 or
+// 4), of which every object is free, so two threads' objects still never share a line.
+// A shared span's owner is sharedSpanOwner, which no cache is: every free of its objects
+// is a remote free, back through a remote bin; it stays shared as they come back (on the
+// class's shared list, which only starter refills take from: a private refill handing
+// out its free objects would put them on lines beside other threads' live ones), and the
+// class's last one stays when all its objects are back (isLastShared), for the next
+// thread's starter refills.
+//
 // Invariants, under the class's lock: a span is on the partial list iff it is partial
-// (onPartialList); then it is on exactly one span list (listHead), and a span on an
-// owner's list has that owner (owner, ownedSpans). A closed list is empty. An
+// (onPartialList); then it is on exactly one span list (listHead): its owner's, the
+// unowned list or, for a shared span (owner sharedSpanOwner, no ownedSpans), the shared
+// list; a span on an owner's list has that owner (owner, ownedSpans). A closed list is empty. An
 // OwnedSpans list head is written only under its class's lock (its record is never
 // zeroed on reuse: ThreadCache.swift), so that a thread returning objects to a span of
 // a cache that is going away sees the list either open (and the cache's disown then
@@ -71,6 +85,14 @@ typealias SpanListHead = UnsafeMutablePointer<UnsafeMutablePointer<Span>?>
 
 /// The head of a closed list: its owner has gone (never a span record's address).
 let closedSpanList = UnsafeMutablePointer<Span>(bitPattern: 1)
+
+/// The owner of a shared span (see the file comment): never a cache record's address, so
+/// that every free of its objects goes to the freeing thread's remote bin.
+let sharedSpanOwner = UnsafeMutableRawPointer(bitPattern: 2)!
+
+/// The spans of the shared list a starter refill looks at for a whole free line group
+/// before it takes a fresh span.
+let sharedSpansScanned = 8
 
 extension UnsafeMutablePointer where Pointee == Span {
     /// The span lists of the span's owner (Span.ownerLists, typed).
@@ -118,14 +140,15 @@ struct Central {
     var owners: UInt = 0
     /// The span a departing cache's flush emptied and that stays, with every object free,
     /// on the unowned list for the next refill, or nil (closeRun: keepEmpty); at most one.
-    /// Ends the first line.
     var keptEmpty: UnsafeMutablePointer<Span>? = nil
+    /// The partial shared spans (a span list: see the file comment). Ends the first line.
+    var shared: UnsafeMutablePointer<Span>? = nil
     /// The class's object size, span pages and objects (a copy of its SizeClassInfo).
     var info: SizeClassInfo
     /// The page heap this central's spans come from and go back to.
     var pageHeap: UnsafeMutablePointer<PageHeap>
     /// Pads the record to two whole cache lines (a test checks the stride).
-    var padding: (UInt, UInt, UInt, UInt, UInt) = (0, 0, 0, 0, 0)
+    var padding: (UInt, UInt, UInt, UInt) = (0, 0, 0, 0)
 
     init(sizeClass: Int, info: SizeClassInfo, pageHeap: UnsafeMutablePointer<PageHeap>) {
         self.lock = Mutex(rank: .central(sizeClass))
@@ -165,6 +188,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     @inline(__always) private var events: UnsafeMutablePointer<HeapEvents> { pointee.pageHeap.pointee.events }
 
     @inline(__always) private var unownedHead: SpanListHead { pointer(to: \.unowned)! }
+    @inline(__always) private var sharedHead: SpanListHead { pointer(to: \.shared)! }
 
     /// Puts a span that has just become partial on the partial list and on the span list
     /// `list`. Must hold this central's lock.
@@ -227,7 +251,8 @@ extension UnsafeMutablePointer where Pointee == Central {
     private func leavesOwner(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?,
                              active: inout UnsafeMutableRawPointer?) -> Bool {
         let owner = span.pointee.owner
-        guard owner != releaser, owner != nil else { return false }  // an unowned span: no owner lists
+        // An unowned span: no owner lists; a shared span stays shared.
+        guard owner != releaser, owner != nil, owner != sharedSpanOwner else { return false }
         if span.pointee.allocatedCount &<< 2 <= span.pointee.objectCount { return true }
         if owner == active { return false }
         guard let theirs = span.ownedSpans else { return false }
@@ -251,6 +276,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// it (leavesOwner; then it has no owner). Must hold this central's lock.
     private func listForNewlyPartial(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?,
                                      active: inout UnsafeMutableRawPointer?) -> SpanListHead {
+        if span.pointee.owner == sharedSpanOwner { return sharedHead }
         if let theirs = span.ownedSpans {
             let head = theirs.head(Int(pointee.sizeClass))
             if head.pointee != closedSpanList && !leavesOwner(span, releaser: releaser, active: &active) { return head }
@@ -311,6 +337,76 @@ extension UnsafeMutablePointer where Pointee == Central {
         pointee.allocatedObjects &+= UInt(got)
         lockPointer.unlock()
         return got
+    }
+
+    /// Moves one whole line group of free objects (objectsPerLineGroup) from a shared
+    /// span into `slots` and returns how many (0 only if the heap is out of memory): a
+    /// starter refill (see the file comment). Takes the first whole free group of the
+    /// first of the shared list's spans that has one (looking at sharedSpansScanned of
+    /// them), else of a fresh span, which joins the list.
+    ///
+    /// Takes this central's lock, and the page heap's lock when it needs a new span.
+    func refillStarter(into slots: UnsafeMutablePointer<UInt>) -> Int {
+        lockPointer.lock()
+        let group = Int(objectsPerLineGroup(objectSize: UInt(pointee.info.size)))
+        var found: UnsafeMutablePointer<Span>? = nil
+        var candidate = pointee.shared
+        var scanned = 0
+        while let span = candidate, scanned < sharedSpansScanned {
+            if takeLineGroup(from: span, objects: group, into: slots) {
+                found = span
+                break
+            }
+            candidate = span.pointee.listNext
+            scanned &+= 1
+        }
+        if found == nil, let fresh = newSpan(owner: sharedSpanOwner) {
+            pushPartial(fresh, on: sharedHead)
+            if takeLineGroup(from: fresh, objects: group, into: slots) { found = fresh }
+        }
+        guard let span = found else {
+            lockPointer.unlock()
+            return 0
+        }
+        if span.pointee.allocatedCount == span.pointee.objectCount { removePartial(span) }
+        pointee.allocatedObjects &+= UInt(group)
+        lockPointer.unlock()
+        return group
+    }
+
+    /// Takes the lowest whole line group of `objects` free objects of `span` (objects
+    /// whose lines hold no other object of the span: they start at a multiple of
+    /// `objects` objects from its base, which lies on a page) into `slots`; false if
+    /// every group holds an allocated object (or the tail). Must hold this central's lock.
+    private func takeLineGroup(from span: UnsafeMutablePointer<Span>, objects: Int, into slots: UnsafeMutablePointer<UInt>) -> Bool {
+        // A group's bits lie in one word (objects divides 64); groupStarts has the bit of
+        // each group's first object.
+        let width = UInt64(objects)
+        let groupStarts = ~UInt64(0) / ((UInt64(1) << width) &- 1)
+        let words = span.freeWords
+        for wordIndex in 0..<spanBitmapWords {
+            let valid = span.objectBits(ofWord: wordIndex)
+            if valid == 0 { break }
+            let free = words[wordIndex] & valid
+            var whole = free & groupStarts
+            var shift: UInt64 = 1
+            while shift < width {
+                whole &= free >> shift
+                shift &+= 1
+            }
+            if whole == 0 { continue }
+            let first = UInt64(whole.trailingZeroBitCount)
+            words[wordIndex] &= ~(((UInt64(1) << width) &- 1) << first)
+            let base = span.pointee.base
+            let size = UInt(span.pointee.objectSize)
+            for k in 0..<objects {
+                slots[k] = base &+ (UInt(wordIndex) &<< 6 &+ UInt(first) &+ UInt(k)) &* size
+            }
+            span.pointee.countAllocated(UInt16(truncatingIfNeeded: objects))
+            if span.pointee.releasedOSPages != 0 { reclaimReleasedPages(span, slots, count: objects) }
+            return true
+        }
+        return false
     }
 
     /// Hands the partial spans of `owned` (an owner that goes away) to the unowned list,
@@ -547,6 +643,15 @@ extension UnsafeMutablePointer where Pointee == Central {
         lockPointer.unlock()
     }
 
+    /// Whether shared span `span` is the class's only one with a free object (the shared
+    /// list holds no other): emptied, it stays for the next starter refill rather than
+    /// going back to the page heap (a thread per task would otherwise take a fresh one
+    /// from the page heap for each thread). Must hold this central's lock.
+    @inline(__always) private func isLastShared(_ span: UnsafeMutablePointer<Span>) -> Bool {
+        guard let first = pointee.shared else { return true }
+        return first == span && span.pointee.listNext == nil
+    }
+
     /// Counts the `freed` objects just returned to `span` (their bits set) and moves the
     /// span: to the page heap if none is left allocated, onto a span list if it has just
     /// become partial, to the unowned list if leavesOwner says so. With `keepEmpty` (a
@@ -560,6 +665,10 @@ extension UnsafeMutablePointer where Pointee == Central {
     @inline(__always) private func closeRun(_ span: UnsafeMutablePointer<Span>, freed: UInt16, releaser: UnsafeMutableRawPointer?,
                           active: inout UnsafeMutableRawPointer?, keepEmpty: Bool = false) {
         span.pointee.countFreed(freed)
+        if span.pointee.allocatedCount == 0 && span.pointee.owner == sharedSpanOwner && isLastShared(span) {
+            if !span.pointee.onPartialList { pushPartial(span, on: sharedHead) }
+            return
+        }
         if span.pointee.allocatedCount == 0 && keepEmpty && pointee.keptEmpty == nil {
             if span.pointee.onPartialList {
                 makeUnowned(span)

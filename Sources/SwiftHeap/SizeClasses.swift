@@ -51,6 +51,13 @@ let maxSizeClasses = 80
 /// The cache line size of the machines SwiftHeap targets (x86-64, arm64).
 let cacheLineBytes: UInt = 64
 
+/// The fewest objects of `objectSize` bytes, laid out from a line boundary, that fill
+/// whole cache lines: lcm(objectSize, cacheLineBytes) / objectSize (1, 2 or 4 for sizes
+/// that are multiples of 16). Such a group's lines hold no other object.
+func objectsPerLineGroup(objectSize: UInt) -> UInt {
+    cacheLineBytes >> UInt(min(objectSize.trailingZeroBitCount, cacheLineBytes.trailingZeroBitCount))
+}
+
 struct SizeClassInfo {
     /// Object size in bytes.
     var size: UInt32

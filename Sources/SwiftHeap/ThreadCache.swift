@@ -6,9 +6,15 @@
 // no atomic. A bin is an array of object addresses and a pointer to its top, kept in
 // the cache record, not a list linked through the objects: the fast path reads and
 // writes no user memory, and a use-after-free write cannot redirect it. When a bin is
-// empty, a refill moves half a bin's worth of objects from the class's central list (a
-// cache's first refill of a class, a few: firstRefillObjects); when it is full, a flush
-// moves the older half back. Objects freed by a thread other than the one that
+// empty, a refill moves half a bin's worth of objects from the class's central list;
+// when it is full, a flush moves the older half back. A thread's first objects of a
+// class come in smaller batches, so that a thread that allocates a few objects of many
+// sizes costs a few cache lines per size, not pages: its first refills of the class
+// (starterRefillsPerClass) take one line group each from a span the threads share
+// (Central.swift), the next a few objects (firstRefillObjects) of a span of its own,
+// and its bins start in small slot arrays that lie together in the record
+// (startBinCapacity, BinArrays), moving to their full arrays once the thread uses the
+// class more. Objects freed by a thread other than the one that
 // allocated them simply land in the freeing thread's cache and travel back through the
 // central lists in batches, so cross-thread frees take no lock per object, and a
 // producer/consumer pattern is bounded by the bins' capacity.
@@ -123,6 +129,9 @@ struct CacheHeader {
     /// This thread's countdown to its next heap-profile sample (ProfileSampler.swift);
     /// its thread alone reads and writes it, and never in the no-cache record.
     var profile: ProfileThreadState
+    /// Per class, the starter refills this cache has made (refillBin; at most
+    /// starterRefillsPerClass). Its thread alone reads and writes them.
+    var starterRefills = InlineArray<80, UInt8>(repeating: 0)
 }
 
 /// A thread's cache record (see the file comment). Never constructed as a value: it is
@@ -149,6 +158,24 @@ struct ThreadCache {
 /// not half a bin of each: 2000 threads of 40 sizes took 148k instructions each in the
 /// allocator, 47k of them moving objects there and back (callgrind).
 let firstRefillObjects = 8
+
+/// A cache's first refills of a class are starter refills (Central.refillStarter): each
+/// takes one line group of objects from a span the class's caches share, rather than
+/// objects of a span of the cache's own. A thread that allocates a few objects of many
+/// sizes then adds a few lines per size to the heap, not an OS page or two of a span of
+/// its own per size: 1000 threads of 20 sizes each took 76 MB of spans, against glibc's
+/// 19 MB for the whole process (Tests/c/thread_burst.c). The lines of a group hold no
+/// other object, so two threads' objects still never share a line.
+let starterRefillsPerClass: UInt8 = 2
+
+/// The capacity of a bin in its start array (BinArrays): a cache's bins of every class
+/// start there, in a few pages of the record shared by all classes, and move to their
+/// full arrays (cacheCapacity) when the thread uses the class beyond a first batch (a
+/// second refill, or a full bin: growToFull). The full arrays of a class (two arrays of
+/// up to 128 words, some 2 KiB) lie pages apart from the next class's, so a thread that
+/// took a few objects of 20 sizes touched 13 pages of them (1000 such threads: 53 MB of
+/// records resident, Tests/c/thread_burst.c); their start arrays fit in 2.
+let startBinCapacity: UInt32 = 8
 
 /// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
 /// classes stay small so that an idle thread's cache holds little memory (every class
@@ -204,6 +231,11 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
             .assumingMemoryBound(to: CacheBin.self)
     }
 
+    /// The slot array at `offset` from the record's address (BinArrays).
+    @inline(__always) func slotArray(at offset: UInt32) -> UnsafeMutablePointer<UInt> {
+        (UnsafeMutableRawPointer(self) + Int(offset)).assumingMemoryBound(to: UInt.self)
+    }
+
     @inline(__always) var header: UnsafeMutablePointer<CacheHeader> { pointer(to: \.header)! }
     @inline(__always) var spans: UnsafeMutablePointer<OwnedSpans> { pointer(to: \.spans)! }
 
@@ -211,6 +243,55 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     @inline(__always) func central(_ sizeClass: Int) -> UnsafeMutablePointer<Central> {
         header.pointee.registry.pointee.centrals + sizeClass
     }
+}
+
+/// Where a class's bins keep their objects in every cache record: the offsets from the
+/// record's address of the bin's and the remote bin's start arrays and full arrays, each
+/// behind binGuardWords zero words, and the full arrays' capacities. A class whose full
+/// capacity is startBinCapacity or less has no start array: its start offsets are its
+/// full ones. Class 0 and the classes past the table have none (their bins have
+/// capacity 0).
+struct BinArrays {
+    var binStart: UInt32 = 0
+    var binFull: UInt32 = 0
+    var remoteStart: UInt32 = 0
+    var remoteFull: UInt32 = 0
+    var binCapacity: UInt32 = 0
+    var remoteCapacity: UInt32 = 0
+
+    /// Lays out the slot arrays of every class of `classes` after a record: the bins'
+    /// start arrays, then the remote bins', then the full arrays class by class. Returns
+    /// the record's size with its arrays.
+    static func layOut(_ arrays: inout InlineArray<80, BinArrays>, classes: SizeClassTable) -> UInt {
+        let word = UInt32(MemoryLayout<UInt>.stride)
+        let guardBytes = UInt32(binGuardWords) &* word
+        var offset = UInt32(MemoryLayout<ThreadCache>.stride)
+        for cls in 1..<classes.count {
+            let size = UInt(classes.info[cls].size)
+            arrays[cls].binCapacity = cacheCapacity(objectSize: size)
+            arrays[cls].remoteCapacity = SwiftHeap.remoteCapacity(objectSize: size)
+        }
+        for cls in 1..<classes.count where arrays[cls].binCapacity > startBinCapacity {
+            arrays[cls].binStart = offset &+ guardBytes
+            offset &+= guardBytes &+ startBinCapacity &* word
+        }
+        for cls in 1..<classes.count where arrays[cls].remoteCapacity > startBinCapacity {
+            arrays[cls].remoteStart = offset &+ guardBytes
+            offset &+= guardBytes &+ startBinCapacity &* word
+        }
+        for cls in 1..<classes.count {
+            arrays[cls].binFull = offset &+ guardBytes
+            offset &+= guardBytes &+ arrays[cls].binCapacity &* word
+            arrays[cls].remoteFull = offset &+ guardBytes
+            offset &+= guardBytes &+ arrays[cls].remoteCapacity &* word
+            if arrays[cls].binStart == 0 { arrays[cls].binStart = arrays[cls].binFull }
+            if arrays[cls].remoteStart == 0 { arrays[cls].remoteStart = arrays[cls].remoteFull }
+        }
+        return UInt(offset)
+    }
+
+    /// The capacity of a bin in its start array, for a class whose full array holds `full`.
+    func startCapacity(full: UInt32) -> UInt32 { min(full, startBinCapacity) }
 }
 
 /// All thread caches: the record pool, the live list, the no-cache record and the
@@ -236,19 +317,16 @@ struct CacheRegistry {
     var centrals: UnsafeMutablePointer<Central>
     /// The page heap the large caches return spans to (LargeCache.swift).
     var pageHeap: UnsafeMutablePointer<PageHeap>
+    /// Per class, where its bins' slot arrays lie in each record (BinArrays.layOut).
+    var binArrays = InlineArray<80, BinArrays>(repeating: BinArrays())
 
     /// Makes the registry at `p` (stable memory) for `classes`, moving objects to and
     /// from `centrals` and large spans to `pageHeap`. Returns false if metadata memory is
     /// exhausted.
     static func initialize(_ p: UnsafeMutablePointer<CacheRegistry>, classes: SizeClassTable,
                            centrals: UnsafeMutablePointer<Central>, pageHeap: UnsafeMutablePointer<PageHeap>) -> Bool {
-        var slotCount: UInt = 0
-        for cls in 1..<classes.count {
-            let size = UInt(classes.info[cls].size)
-            slotCount &+= UInt(cacheCapacity(objectSize: size)) &+ UInt(remoteCapacity(objectSize: size))
-                &+ 2 &* UInt(binGuardWords)
-        }
-        let recordBytes = UInt(MemoryLayout<ThreadCache>.stride) &+ slotCount &* 8
+        var binArrays = InlineArray<80, BinArrays>(repeating: BinArrays())
+        let recordBytes = BinArrays.layOut(&binArrays, classes: classes)
         // The no-cache record: every bin has count and capacity 0, and a slot array of
         // one word, behind its guard words, that is never written (capacity 0 sends every
         // push to the slow path). persistentAlloc's memory is zeroed.
@@ -266,7 +344,8 @@ struct CacheRegistry {
                                                   isNoCache: true, droppingPhase: nil, refills: 0, flushes: 0,
                                                   profile: ProfileThreadState()))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
-                                       classes: classes, centrals: centrals, pageHeap: pageHeap))
+                                       classes: classes, centrals: centrals, pageHeap: pageHeap,
+                                       binArrays: binArrays))
         return true
     }
 }
@@ -287,33 +366,30 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         }
         if reused { pointee.idleRecords &-= 1 }
         let cache = record.bindMemory(to: ThreadCache.self, capacity: 1)
-        // Lay out the bins' slot arrays after the record.
-        let classes = pointee.classes
-        // Each array behind its zeroed guard words (a reused record's may hold old data; a
-        // new one's are zero already, and are not written, so that the pages of the slot
-        // arrays stay untouched until their bins are used: a thread that allocates a few
-        // sizes keeps a few of them resident, not the whole record).
+        // Every bin starts in its start array (BinArrays), behind its zeroed guard words (a
+        // reused record's may hold old data; a new one's are zero already, and are not
+        // written, so that the pages of the slot arrays stay untouched until their bins
+        // are used). The full arrays' guard words are zeroed when a bin moves there.
         // Bin 0 (large objects) and the classes past the table have capacity 0, so that
         // free's fast path sends them to the slow path without a test of its own.
-        var slots = (record + MemoryLayout<ThreadCache>.stride).assumingMemoryBound(to: UInt.self)
-        let firstArray = slots + binGuardWords
+        let classes = pointee.classes
+        let firstArray = cache.slotArray(at: pointee.binArrays[1].binStart)
         for cls in 0..<maxSizeClasses {
             if cls == 0 || cls >= classes.count {
                 cache.bin(cls).initialize(to: CacheBin(slots: firstArray, capacity: 0))
                 cache.remoteBin(cls).initialize(to: CacheBin(slots: firstArray, capacity: 0))
                 continue
             }
-            let size = UInt(classes.info[cls].size)
-            let capacity = cacheCapacity(objectSize: size)
-            if reused { slots.initialize(repeating: 0, count: binGuardWords) }
-            slots += binGuardWords
-            cache.bin(cls).initialize(to: CacheBin(slots: slots, capacity: capacity))
-            slots += Int(capacity)
-            let remote = remoteCapacity(objectSize: size)
-            if reused { slots.initialize(repeating: 0, count: binGuardWords) }
-            slots += binGuardWords
-            cache.remoteBin(cls).initialize(to: CacheBin(slots: slots, capacity: remote))
-            slots += Int(remote)
+            let arrays = pointee.binArrays[cls]
+            let bin = cache.slotArray(at: arrays.binStart)
+            let remote = cache.slotArray(at: arrays.remoteStart)
+            if reused {
+                (bin - binGuardWords).initialize(repeating: 0, count: binGuardWords)
+                (remote - binGuardWords).initialize(repeating: 0, count: binGuardWords)
+            }
+            cache.bin(cls).initialize(to: CacheBin(slots: bin, capacity: arrays.startCapacity(full: arrays.binCapacity)))
+            cache.remoteBin(cls).initialize(
+                to: CacheBin(slots: remote, capacity: arrays.startCapacity(full: arrays.remoteCapacity)))
         }
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
                                                 isNoCache: false,
@@ -511,10 +587,18 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         }
     }
 
-    /// Refills an empty bin and returns one object, or 0 if out of memory: from the
-    /// class's remote bin where its objects share no cache line (see the file comment),
-    /// else from the central list. The no-cache record (capacity 0) gets a single object
-    /// straight from the central list.
+    /// Refills an empty bin and returns one object, or 0 if out of memory: from a shared
+    /// span (the class's first starterRefillsPerClass refills: Central.refillStarter), from
+    /// the class's remote bin where its objects share no cache line (see the file
+    /// comment), else from the central list. The no-cache record (capacity 0) gets a
+    /// single object straight from the central list.
+    ///
+    /// The remote bin refills a bin only once the cache has drawn from a span of its own
+    /// (its first private refill). Before, the objects it would take are mostly the
+    /// thread's own starter objects, which it frees into the remote bin (a shared span
+    /// has no owner): a thread that allocated and freed two objects of a 6.5 KiB class in
+    /// a loop took them back from the remote bin, freed them into it, and refilled for
+    /// every pair, for good.
     ///
     /// Takes the class's central lock unless the remote bin refills it.
     @inline(never) func refillBin(_ sizeClass: Int) -> UInt {
@@ -527,10 +611,27 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
             return central.refill(into: &object, want: 1, owner: owner, owned: spans) == 1 ? object : 0
         }
         header.pointee.refills &+= 1
-        if let object = adoptRemote(sizeClass, into: bin) { return object }
-        // This cache's first refill of the class (its stamp, which this thread alone writes).
+        let starters = header.pointee.starterRefills[sizeClass]
+        if starters < starterRefillsPerClass {
+            header.pointee.starterRefills[sizeClass] = starters &+ 1
+            let got = central.refillStarter(into: bin.pointee.slots)
+            if got > 0 {
+                bin.pointee.count = UInt32(got &- 1)
+                return bin.pointee.slots[got &- 1]
+            }
+        }
+        // This cache's first refill of the class (its stamp, which this thread alone writes)
+        // fills at most its start array; a later one moves the bin to its full array.
         let first = spans.lastRefill(sizeClass).pointee == 0
-        let want = first ? min(capacity / 2, firstRefillObjects) : capacity / 2
+        if !first, let object = adoptRemote(sizeClass, into: bin) { return object }
+        let want: Int
+        if first {
+            let starting = capacity < Int(header.pointee.registry.pointee.binArrays[sizeClass].binCapacity)
+            want = min(starting ? capacity : capacity / 2, firstRefillObjects)
+        } else {
+            _ = growToFull(bin, sizeClass: sizeClass, remote: false)
+            want = Int(bin.pointee.capacity) / 2
+        }
         let got = central.refill(into: bin.pointee.slots, want: want, owner: owner, owned: spans)
         if got == 0 { return 0 }
         bin.pointee.count = UInt32(got &- 1)
@@ -552,8 +653,9 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         return bin.pointee.slots[take &- 1]
     }
 
-    /// Makes room in a full bin by moving its older half to the central list, then
-    /// caches `object`. The no-cache record returns the object straight to its span.
+    /// Makes room in a full bin, by moving it to its full array if it is in its start
+    /// array (growToFull), else by moving its older half to the central list, then caches
+    /// `object`. The no-cache record returns the object straight to its span.
     ///
     /// Takes the class's central lock.
     @inline(never) func flushBinAndPush(_ sizeClass: Int, _ object: UInt) {
@@ -563,6 +665,10 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         if capacity == 0 {
             var single = object
             central.release(&single, count: 1, by: UnsafeMutableRawPointer(self))
+            return
+        }
+        if growToFull(bin, sizeClass: sizeClass, remote: false) {
+            bin.pushNonFull(object)
             return
         }
         header.pointee.flushes &+= 1
@@ -575,8 +681,9 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         bin.pointee.count = UInt32(kept &+ 1)
     }
 
-    /// Caches an object freed from a span another cache draws from, in the class's
-    /// remote bin; a full remote bin goes back to the central list first. The no-cache
+    /// Caches an object freed from a span another cache draws from (or a shared span), in
+    /// the class's remote bin; a full remote bin moves to its full array if it is in its
+    /// start array (growToFull), else goes back to the central list first. The no-cache
     /// record (capacity 0) returns the object straight to its span.
     ///
     /// Takes the class's central lock when the bin is full.
@@ -588,8 +695,23 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
                 central(sizeClass).release(&single, count: 1, by: UnsafeMutableRawPointer(self))
                 return
             }
-            releaseAll(bin, sizeClass: sizeClass)
+            if !growToFull(bin, sizeClass: sizeClass, remote: true) { releaseAll(bin, sizeClass: sizeClass) }
         }
         bin.pushNonFull(object)
+    }
+
+    /// Moves `bin` (class `sizeClass`'s bin, or its remote bin) from its start array to
+    /// its full array, objects and all, and zeroes the full array's guard words; returns
+    /// false if it is there already (BinArrays).
+    private func growToFull(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool) -> Bool {
+        let arrays = header.pointee.registry.pointee.binArrays[sizeClass]
+        let capacity = remote ? arrays.remoteCapacity : arrays.binCapacity
+        if bin.pointee.capacity == capacity { return false }
+        let full = slotArray(at: remote ? arrays.remoteFull : arrays.binFull)
+        (full - binGuardWords).initialize(repeating: 0, count: binGuardWords)
+        let count = bin.pointee.count
+        full.update(from: bin.pointee.slots, count: Int(count))
+        bin.initialize(to: CacheBin(slots: full, capacity: capacity, count: count))
+        return true
     }
 }

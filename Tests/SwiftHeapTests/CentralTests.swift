@@ -153,6 +153,72 @@ import Testing
                 "an ordinary release that empties it gives it back")
     }
 
+    /// Starter refills (refillStarter) hand out whole line groups of a shared span: for
+    /// sizes whose groups are 4, 2 and 1 objects, every group starts on a line, its lines
+    /// hold no object of another group, and the groups of many refills come from one span
+    /// until it is used up. A shared span's objects are every cache's remote frees: the
+    /// span stays shared (neither an owner's nor unowned, which private refills would take)
+    /// when its objects come back, and a private refill takes a fresh span. The class's
+    /// last shared span stays when its objects are all back, for the next starter refill.
+    @Test(arguments: [UInt(48), 96, 128]) func starterRefillsTakeWholeLineGroupsOfASharedSpan(size: UInt) {
+        let h = PrivateHeap()
+        let (cls, central) = h.central(forSize: size)
+        let map = h.pageHeap.pointee.spanMap
+        let group = Int(objectsPerLineGroup(objectSize: size))
+        #expect(group == [48: 4, 96: 2, 128: 1][size])
+        let a = Owner(0x10), b = Owner(0x20)
+        var groups: [[UInt]] = []
+        var slots = [UInt](repeating: 0, count: 4)
+        for _ in 0..<6 {
+            let got = slots.withUnsafeMutableBufferPointer { central.refillStarter(into: $0.baseAddress!) }
+            #expect(got == group)
+            groups.append(Array(slots.prefix(got)))
+        }
+        let shared = map.span(containing: groups[0][0])!
+        #expect(shared.pointee.owner == sharedSpanOwner && Self.entriesAgree(map, shared))
+        #expect(shared.pointee.listHead == central.pointer(to: \.shared) && central.pointee.spanCount == 1)
+        var lines: [UInt: Int] = [:]
+        for (index, objects) in groups.enumerated() {
+            #expect(objects.allSatisfy { map.span(containing: $0) == shared })
+            #expect(objects[0] % cacheLineBytes == 0 && objects == (0..<group).map { objects[0] + UInt($0) * size })
+            for object in objects {
+                for line in stride(from: object / cacheLineBytes, through: (object + size - 1) / cacheLineBytes, by: 1) {
+                    #expect(lines[line, default: index] == index, "a line of two groups")
+                    lines[line] = index
+                }
+            }
+        }
+        let own = a.refill(central, 4)
+        #expect(!own.contains { map.span(containing: $0) == shared } && central.pointee.spanCount == 2,
+                "a private refill does not take the shared span's free objects")
+        // Another cache returns a group (a remote free): the span stays shared, and the
+        // next starter refill takes that group again.
+        b.release(central, groups[2])
+        #expect(shared.pointee.owner == sharedSpanOwner && shared.pointee.listHead == central.pointer(to: \.shared))
+        let again = slots.withUnsafeMutableBufferPointer { central.refillStarter(into: $0.baseAddress!) }
+        #expect(again == group && Array(slots.prefix(again)) == groups[2])
+        // Every group back: the class's only shared span stays, empty, on the shared list
+        // for the next starter refill.
+        b.release(central, groups.flatMap { $0 })
+        #expect(central.pointee.shared == shared && shared.pointee.allocatedCount == 0 && central.pointee.spanCount == 2)
+        let next = slots.withUnsafeMutableBufferPointer { central.refillStarter(into: $0.baseAddress!) }
+        #expect(next == group && map.span(containing: slots[0]) == shared)
+        // A second shared span (the first one used up): when both are empty again, one
+        // stays and the other goes back to the page heap.
+        var more: [UInt] = Array(slots.prefix(next))
+        while central.pointee.spanCount < 3 {
+            let got = slots.withUnsafeMutableBufferPointer { central.refillStarter(into: $0.baseAddress!) }
+            #expect(got == group)
+            more += slots.prefix(got)
+        }
+        b.release(central, more)
+        #expect(central.pointee.spanCount == 2 && central.pointee.shared != nil
+                && central.pointee.shared!.pointee.listNext == nil && central.pointee.shared!.pointee.allocatedCount == 0)
+        a.release(central, own)
+        central.disown(a.spans)
+        _ = cls
+    }
+
     /// Spans stay with the cache that draws from them: another owner's refill takes a
     /// fresh span rather than free objects of a span whose other objects the first owner
     /// holds (they would share cache lines), whether the owner or another thread freed

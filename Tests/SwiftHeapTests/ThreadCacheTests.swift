@@ -91,24 +91,66 @@ import CShim
         #expect(slowPaths * 32 <= 20_000, "\(slowPaths) slow-path entries for 20000 operations")
     }
 
-    /// A cache's first refill of a class takes a few objects (firstRefillObjects), its
-    /// later ones half a bin: a thread that allocates one object of many sizes and exits
-    /// moves a few objects of each class, not half a bin of each.
-    @Test func aCachesFirstRefillOfAClassTakesFewObjectsAndTheNextHalfABin() throws {
+    /// A cache's refills of a class go from small to big: its first starterRefillsPerClass
+    /// take a line group each from a shared span (Central.refillStarter), the next takes a
+    /// few objects (firstRefillObjects) of a span of its own into the bin's start array,
+    /// and the one after moves the bin to its full array and takes half of it. A thread
+    /// that allocates a few objects of many sizes and exits touches a few lines of each
+    /// class and of its record, not pages (Tests/c/thread_burst.c).
+    @Test func aCachesRefillsOfAClassGoFromLineGroupsToAFewObjectsToHalfABin() throws {
         let size: UInt = 208  // a class no other test of this suite uses in this thread
         let cls = heap.pointee.classes.sizeClass(of: size)
+        let group = Int(objectsPerLineGroup(objectSize: size))
+        let spanMap = heap.pointee.pageHeap.spanMap
         onThreads(1) { _ in
-            let first = allocate(size)
+            var objects = [allocate(size)]
             let cache = processCaches.currentCache()!
             let bin = cache.bin(cls)
-            let capacity = Int(bin.pointee.capacity)
-            #expect(capacity / 2 > firstRefillObjects, "the class's bins are big enough for the test to tell")
-            #expect(Int(bin.pointee.count) == firstRefillObjects - 1, "the first refill took \(bin.pointee.count + 1)")
-            var objects = [first]
-            for _ in 0..<firstRefillObjects { objects.append(allocate(size)) }  // empties the bin, refills it
-            #expect(Int(bin.pointee.count) == capacity / 2 - 1, "the second refill took \(bin.pointee.count + 1)")
+            let arrays = processCaches.pointee.binArrays[cls]
+            #expect(bin.pointee.capacity == startBinCapacity && bin.pointee.slots == cache.slotArray(at: arrays.binStart))
+            for starter in 0..<Int(starterRefillsPerClass) {
+                if starter > 0 { for _ in 0..<group { objects.append(allocate(size)) } }
+                #expect(Int(bin.pointee.count) == group - 1, "starter refill \(starter) took \(bin.pointee.count + 1)")
+                let newest = UInt(bitPattern: objects.last!)
+                #expect(spanMap.span(containing: newest)!.pointee.owner == sharedSpanOwner)
+            }
+            for _ in 0..<group { objects.append(allocate(size)) }  // empties the bin, refills it
+            #expect(Int(bin.pointee.count) == firstRefillObjects - 1, "the first private refill took \(bin.pointee.count + 1)")
+            #expect(spanMap.span(containing: UInt(bitPattern: objects.last!))!.pointee.owner == UnsafeMutableRawPointer(cache))
+            #expect(bin.pointee.slots == cache.slotArray(at: arrays.binStart), "still in the start array")
+            for _ in 0..<firstRefillObjects { objects.append(allocate(size)) }
+            #expect(bin.pointee.slots == cache.slotArray(at: arrays.binFull) && bin.pointee.capacity == arrays.binCapacity)
+            #expect(Int(bin.pointee.count) == Int(arrays.binCapacity) / 2 - 1, "the next refill took \(bin.pointee.count + 1)")
             for object in objects { deallocate(object) }
         }
+    }
+
+    /// A bin that fills up in its start array moves to its full array with its objects,
+    /// rather than flushing half of them (a thread frees more objects of a class than it
+    /// took of it: another thread's, or those of its own it allocated before); so does a
+    /// remote bin.
+    @Test func aFullStartArrayMovesToTheFullOneWithItsObjects() throws {
+        let size: UInt = 464  // a class no other test of this suite uses
+        let cls = heap.pointee.classes.sizeClass(of: size)
+        let count = Int(startBinCapacity) + 4
+        let objects = UnsafeMutablePointer<UInt>.allocate(capacity: count)
+        defer { objects.deallocate() }
+        for i in 0..<count { objects[i] = UInt(bitPattern: try #require(allocate(size))) }
+        let pointers = UInt(bitPattern: objects)
+        let moved = SharedCounter()
+        onThreads(1) { _ in
+            let objects = UnsafeMutablePointer<UInt>(bitPattern: pointers)!
+            deallocate(allocate(16))  // the thread's cache, with empty bins of the class
+            let cache = processCaches.currentCache()!
+            let remote = cache.remoteBin(cls)
+            let arrays = processCaches.pointee.binArrays[cls]
+            let flushes = cache.header.pointee.flushes
+            for i in 0..<count { deallocate(UnsafeMutableRawPointer(bitPattern: objects[i])) }
+            let kept = (0..<count).allSatisfy { i in (0..<Int(remote.pointee.count)).contains { remote.pointee.slots[$0] == objects[i] } }
+            moved.add(remote.pointee.slots == cache.slotArray(at: arrays.remoteFull) && Int(remote.pointee.count) == count
+                      && kept && cache.header.pointee.flushes == flushes ? 1 : 0)
+        }
+        #expect(moved.value == 1)
     }
 
     /// A free from another thread than the one whose cache draws from the object's span
@@ -139,7 +181,9 @@ import CShim
     /// same class: `size`'s class, whether its objects can share a cache line, and the
     /// objects the freeing thread's first `count` mallocs return, as indices into the
     /// freed ones in free order (-1: not one of them). The thread has a cache and an
-    /// empty bin of the class before it frees, so its frees are remote.
+    /// empty bin of the class before it frees, so its frees are remote, and has drawn
+    /// from a span of its own (its first private refill: before, its remote bin does not
+    /// refill its bin; refillBin), whose objects it holds until the end.
     private func reuseAfterRemoteFrees(size: UInt, count: Int) throws -> (sharesLines: Bool, got: [Int]) {
         let classes = heap.pointee.classes
         let cls = classes.sizeClass(of: size)
@@ -150,10 +194,13 @@ import CShim
         let pointers = UInt(bitPattern: objects)
         onThreads(1) { _ in
             let objects = UnsafeMutablePointer<UInt>(bitPattern: pointers)!
+            var warm = [allocate(size)]
             let cache = processCaches.currentCache()!
+            while cache.spans.lastRefill(cls).pointee == 0 || !cache.bin(cls).pointee.isEmpty { warm.append(allocate(size)) }
             precondition(cache.bin(cls).pointee.isEmpty && cache.remoteBin(cls).pointee.isEmpty)
             for i in 0..<count { deallocate(UnsafeMutableRawPointer(bitPattern: objects[i])) }
             for i in 0..<count { objects[count + i] = UInt(bitPattern: allocate(size)) }
+            for object in warm { deallocate(object) }
         }
         var got: [Int] = []
         for i in 0..<count {
