@@ -702,8 +702,16 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
 
     /// Moves `bin` (class `sizeClass`'s bin, or its remote bin) from its start array to
     /// its full array, objects and all, and zeroes the full array's guard words; returns
-    /// false if it is there already (BinArrays).
-    private func growToFull(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool) -> Bool {
+    /// false if it is there already (BinArrays). A bin in a full array has a capacity
+    /// other than startBinCapacity, but for a class without a start array whose full
+    /// capacity is that: the test of the capacity keeps the refills and flushes of bins
+    /// that have grown (all but a thread's first few of a class) off the registry's table.
+    @inline(__always) private func growToFull(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool) -> Bool {
+        bin.pointee.capacity == startBinCapacity && moveToFullArray(bin, sizeClass: sizeClass, remote: remote)
+    }
+
+    /// growToFull's move, for a bin of capacity startBinCapacity.
+    @inline(never) private func moveToFullArray(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool) -> Bool {
         let arrays = header.pointee.registry.pointee.binArrays[sizeClass]
         let capacity = remote ? arrays.remoteCapacity : arrays.binCapacity
         if bin.pointee.capacity == capacity { return false }
