@@ -39,12 +39,14 @@
 // double free deeper than the recent compares reach) would then be released as free
 // while in use, where today its release finds its bit set and reports it.
 //
-// A thread's cache is flushed when the thread exits (a pthread key destructor). Other
-// destructors may call free after ours, so the key is re-armed until the last
-// destructor round; after the last round the thread's slot points at the no-cache
-// record, whose bins all have capacity 0, so every malloc and free of that thread
-// takes the locked path straight to the central lists — without a test on the fast
-// path. Before its first malloc, a thread's slot holds the shim's read-only zeros
+// A thread's cache is flushed and retired when the thread exits (a pthread key
+// destructor); from then on the thread's slot points at the no-cache record, whose bins
+// all have capacity 0, so every malloc and free of that thread (other destructors', in
+// this round or later ones, and glibc's own after them) takes the locked path straight
+// to the central lists — without a test on the fast path. (The key used to be re-armed
+// for every destructor round, to cache those few calls: three more flushes of every bin,
+// and three more rounds of glibc's walk of every key, cost a thread per task a sixth of
+// its allocator instructions.) Before its first malloc, a thread's slot holds the shim's read-only zeros
 // (swiftheap_no_cache_yet), where every bin reads as empty and full: the fast paths send
 // it to the slow path, which makes its cache, again without a test of their own (the
 // slow paths see no cache: sh_tls_get). Records of exited threads are reused.
@@ -115,8 +117,6 @@ struct CacheHeader {
     /// Links in the registry's list of live caches (registry lock).
     var next: UnsafeMutablePointer<ThreadCache>?
     var previous: UnsafeMutablePointer<ThreadCache>?
-    /// Key destructor rounds this cache has been through.
-    var destructorRounds: UInt32
     /// True for the shared no-cache record.
     var isNoCache: Bool
     /// The page heap's events.droppingPhase word, which the large cache reads before it
@@ -201,9 +201,6 @@ func remoteCapacity(objectSize: UInt) -> UInt32 {
 
 /// Pooled cache records that keep their slot arrays resident (CacheRegistry.unlinkAndFree).
 let residentIdleRecords: UInt = 16
-
-/// glibc's PTHREAD_DESTRUCTOR_ITERATIONS (a macro Swift does not import).
-let pthreadDestructorIterations: UInt32 = 4
 
 extension UnsafeMutablePointer where Pointee == ThreadCache {
     /// The record the thread-local slot holds.
@@ -340,8 +337,8 @@ struct CacheRegistry {
             noCache.bin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
             noCache.remoteBin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
         }
-        noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, destructorRounds: 0,
-                                                  isNoCache: true, droppingPhase: nil, refills: 0, flushes: 0,
+        noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, isNoCache: true,
+                                                  droppingPhase: nil, refills: 0, flushes: 0,
                                                   profile: ProfileThreadState()))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
                                        classes: classes, centrals: centrals, pageHeap: pageHeap,
@@ -366,10 +363,12 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         }
         if reused { pointee.idleRecords &-= 1 }
         let cache = record.bindMemory(to: ThreadCache.self, capacity: 1)
-        // Every bin starts in its start array (BinArrays), behind its zeroed guard words (a
-        // reused record's may hold old data; a new one's are zero already, and are not
-        // written, so that the pages of the slot arrays stay untouched until their bins
-        // are used). The full arrays' guard words are zeroed when a bin moves there.
+        // Every bin starts in its start array (BinArrays), behind its guard words: zero in a
+        // new record (persistentAlloc's memory), and never written since in a reused one
+        // (pushes write from a slot array's start up, the pool's free-list link is the
+        // record's first word, and a released record's pages read as zeros), so they are
+        // not written here either: the pages of the slot arrays stay untouched until their
+        // bins are used. The full arrays' guard words are zeroed when a bin moves there.
         // Bin 0 (large objects) and the classes past the table have capacity 0, so that
         // free's fast path sends them to the slow path without a test of its own.
         let classes = pointee.classes
@@ -383,16 +382,11 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
             let arrays = pointee.binArrays[cls]
             let bin = cache.slotArray(at: arrays.binStart)
             let remote = cache.slotArray(at: arrays.remoteStart)
-            if reused {
-                (bin - binGuardWords).initialize(repeating: 0, count: binGuardWords)
-                (remote - binGuardWords).initialize(repeating: 0, count: binGuardWords)
-            }
             cache.bin(cls).initialize(to: CacheBin(slots: bin, capacity: arrays.startCapacity(full: arrays.binCapacity)))
             cache.remoteBin(cls).initialize(
                 to: CacheBin(slots: remote, capacity: arrays.startCapacity(full: arrays.remoteCapacity)))
         }
-        cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, destructorRounds: 0,
-                                                isNoCache: false,
+        cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, isNoCache: false,
                                                 droppingPhase: pointee.pageHeap.pointee.events.droppingPhaseWord,
                                                 refills: 0, flushes: 0,
                                                 profile: ProfileThreadState()))
@@ -525,24 +519,18 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     }
 }
 
-/// The pthread key destructor: flushes the exiting thread's cache. Re-arms itself
-/// until the last destructor round so that frees from later destructors are cached
-/// and flushed again; after it, the thread uses the no-cache record.
+/// The pthread key destructor: flushes the exiting thread's cache and retires it; the
+/// thread uses the no-cache record from then on (see the file comment).
 private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
     guard let argument else { return }
     let cache = UnsafeMutablePointer<ThreadCache>(slot: argument)
     let savedErrno = sh_errno_get()
-    cache.flush()
     let registry = cache.header.pointee.registry
-    if cache.header.pointee.destructorRounds &+ 1 < pthreadDestructorIterations {
-        cache.header.pointee.destructorRounds &+= 1
-        _ = pthread_setspecific(registry.pointee.key, argument)
-    } else {
-        sh_tls_set(UnsafeMutableRawPointer(registry.pointee.noCache))
-        cache.disownSpans()
-        let left = registry.retire(cache)
-        registry.pointee.afterThreadExit?(left)
-    }
+    sh_tls_set(UnsafeMutableRawPointer(registry.pointee.noCache))
+    cache.flush()
+    cache.disownSpans()
+    let left = registry.retire(cache)
+    registry.pointee.afterThreadExit?(left)
     sh_errno_set(savedErrno)
 }
 
