@@ -379,21 +379,29 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// `objects` objects from its base, which lies on a page) into `slots`; false if
     /// every group holds an allocated object (or the tail). Must hold this central's lock.
     private func takeLineGroup(from span: UnsafeMutablePointer<Span>, objects: Int, into slots: UnsafeMutablePointer<UInt>) -> Bool {
-        // A group's bits lie in one word (objects divides 64); groupStarts has the bit of
-        // each group's first object.
+        // A group's bits lie in one word (objects, a power of two, divides 64);
+        // groupStarts has the bit of each group's first object.
         let width = UInt64(objects)
-        let groupStarts = ~UInt64(0) / ((UInt64(1) << width) &- 1)
+        let groupStarts: UInt64
+        switch width {
+        case 1: groupStarts = ~0
+        case 2: groupStarts = 0x5555_5555_5555_5555
+        case 4: groupStarts = 0x1111_1111_1111_1111
+        default: groupStarts = ~UInt64(0) / ((UInt64(1) << width) &- 1)  // no class of a multiple of 16
+        }
         let words = span.freeWords
         for wordIndex in 0..<spanBitmapWords {
             let valid = span.objectBits(ofWord: wordIndex)
             if valid == 0 { break }
-            let free = words[wordIndex] & valid
-            var whole = free & groupStarts
+            // Bit i of `whole`: objects i..<i+width are all free (halving steps: width is
+            // a power of two), for i the first object of a group.
+            var whole = words[wordIndex] & valid
             var shift: UInt64 = 1
             while shift < width {
-                whole &= free >> shift
-                shift &+= 1
+                whole &= whole >> shift
+                shift &<<= 1
             }
+            whole &= groupStarts
             if whole == 0 { continue }
             let first = UInt64(whole.trailingZeroBitCount)
             words[wordIndex] &= ~(((UInt64(1) << width) &- 1) << first)
@@ -403,7 +411,9 @@ extension UnsafeMutablePointer where Pointee == Central {
                 slots[k] = base &+ (UInt(wordIndex) &<< 6 &+ UInt(first) &+ UInt(k)) &* size
             }
             span.pointee.countAllocated(UInt16(truncatingIfNeeded: objects))
-            if span.pointee.releasedOSPages != 0 { reclaimReleasedPages(span, slots, count: objects) }
+            if span.pointee.releasedOSPages != 0 {
+                reclaimReleasedPages(span, from: slots[0] &- base, bytes: UInt(objects) &* size)
+            }
             return true
         }
         return false
@@ -483,6 +493,19 @@ extension UnsafeMutablePointer where Pointee == Central {
         span.pointee.releasedOSPages = released
         let reclaimed = before &- released.nonzeroBitCount
         if reclaimed > 0 { events.noteInSpanReleased(-Int64(reclaimed) &* Int64(osPageSize)) }
+    }
+
+    /// reclaimReleasedPages for the objects of `bytes` bytes in a row at `offset` from
+    /// `span`'s base (a line group): one mask of their OS pages. Must hold this central's
+    /// lock.
+    private func reclaimReleasedPages(_ span: UnsafeMutablePointer<Span>, from offset: UInt, bytes: UInt) {
+        let first = offset / osPageSize
+        let last = (offset &+ bytes &- 1) / osPageSize  // below 64: a span has at most 64 OS pages
+        let pages = ((UInt64(2) << UInt64(last &- first)) &- 1) << UInt64(first)
+        let reclaimed = span.pointee.releasedOSPages & pages
+        if reclaimed == 0 { return }
+        span.pointee.releasedOSPages &= ~reclaimed
+        events.noteInSpanReleased(-Int64(reclaimed.nonzeroBitCount) &* Int64(osPageSize))
     }
 
     /// Releases the OS pages of this class's partly used spans on which every object
