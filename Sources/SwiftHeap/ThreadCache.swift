@@ -130,8 +130,10 @@ struct CacheHeader {
     /// its thread alone reads and writes it, and never in the no-cache record.
     var profile: ProfileThreadState
     /// Per class, the starter refills this cache has made (refillBin; at most
-    /// starterRefillsPerClass). Its thread alone reads and writes them.
-    var starterRefills = InlineArray<80, UInt8>(repeating: 0)
+    /// starterRefillsPerClass; a cache made while fewer than the registry's
+    /// starterMinCaches were live starts at the most, and makes none). Its thread alone
+    /// reads and writes them.
+    var starterRefills: InlineArray<80, UInt8>
 }
 
 /// A thread's cache record (see the file comment). Never constructed as a value: it is
@@ -166,7 +168,16 @@ let firstRefillObjects = 8
 /// its own per size: 1000 threads of 20 sizes each took 76 MB of spans, against glibc's
 /// 19 MB for the whole process (Tests/c/thread_burst.c). The lines of a group hold no
 /// other object, so two threads' objects still never share a line.
+///
+/// A process that uses them has a shared span per class besides its threads' own, which
+/// a program with a few threads pays for and does not gain from (sqlite, one thread:
+/// 0.3 MB more peak RSS of its 58): a cache makes them only if starterMinCaches caches
+/// were live when it was made, so that programs with fewer threads allocate as before.
 let starterRefillsPerClass: UInt8 = 2
+
+/// The live caches (threads that have allocated) from which a new cache makes starter
+/// refills (CacheRegistry.starterMinCaches).
+let defaultStarterMinCaches: UInt = 8
 
 /// The capacity of a bin in its start array (BinArrays): a cache's bins of every class
 /// start there, in a few pages of the record shared by all classes, and move to their
@@ -299,6 +310,9 @@ struct CacheRegistry {
     var pool: FixAlloc
     var live: UnsafeMutablePointer<ThreadCache>? = nil
     var liveCount: UInt = 0
+    /// A cache made while at least this many were live makes starter refills
+    /// (starterRefillsPerClass); tests lower it.
+    var starterMinCaches: UInt = defaultStarterMinCaches
     var noCache: UnsafeMutablePointer<ThreadCache>
     var key: pthread_key_t = 0
     var keyCreated: Bool = false
@@ -339,7 +353,8 @@ struct CacheRegistry {
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, isNoCache: true,
                                                   droppingPhase: nil, refills: 0, flushes: 0,
-                                                  profile: ProfileThreadState()))
+                                                  profile: ProfileThreadState(),
+                                                  starterRefills: InlineArray(repeating: starterRefillsPerClass)))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
                                        classes: classes, centrals: centrals, pageHeap: pageHeap,
                                        binArrays: binArrays))
@@ -389,7 +404,10 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         cache.header.initialize(to: CacheHeader(registry: self, next: pointee.live, previous: nil, isNoCache: false,
                                                 droppingPhase: pointee.pageHeap.pointee.events.droppingPhaseWord,
                                                 refills: 0, flushes: 0,
-                                                profile: ProfileThreadState()))
+                                                profile: ProfileThreadState(),
+                                                starterRefills: InlineArray(
+                                                    repeating: pointee.liveCount >= pointee.starterMinCaches
+                                                        ? 0 : starterRefillsPerClass)))
         if let first = pointee.live { first.header.pointee.previous = cache }
         pointee.live = cache
         pointee.liveCount &+= 1

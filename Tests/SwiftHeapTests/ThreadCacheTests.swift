@@ -102,6 +102,8 @@ import CShim
         let cls = heap.pointee.classes.sizeClass(of: size)
         let group = Int(objectsPerLineGroup(objectSize: size))
         let spanMap = heap.pointee.pageHeap.spanMap
+        processCaches.pointee.starterMinCaches = 0  // starter refills whatever the live caches
+        defer { processCaches.pointee.starterMinCaches = defaultStarterMinCaches }
         onThreads(1) { _ in
             var objects = [allocate(size)]
             let cache = processCaches.currentCache()!
@@ -122,6 +124,24 @@ import CShim
             #expect(bin.pointee.slots == cache.slotArray(at: arrays.binFull) && bin.pointee.capacity == arrays.binCapacity)
             #expect(Int(bin.pointee.count) == Int(arrays.binCapacity) / 2 - 1, "the next refill took \(bin.pointee.count + 1)")
             for object in objects { deallocate(object) }
+        }
+    }
+
+    /// A cache made while fewer than starterMinCaches caches are live (a program with a
+    /// few threads) makes no starter refills: its first refill of a class takes a few
+    /// objects of a span of its own.
+    @Test func aCacheMadeAmongFewThreadsTakesSpansOfItsOwnFromTheStart() throws {
+        let size: UInt = 224  // a class no other test of this suite uses
+        let cls = heap.pointee.classes.sizeClass(of: size)
+        let spanMap = heap.pointee.pageHeap.spanMap
+        processCaches.pointee.starterMinCaches = .max
+        defer { processCaches.pointee.starterMinCaches = defaultStarterMinCaches }
+        onThreads(1) { _ in
+            let first = allocate(size)
+            let cache = processCaches.currentCache()!
+            #expect(spanMap.span(containing: UInt(bitPattern: first))!.pointee.owner == UnsafeMutableRawPointer(cache))
+            #expect(Int(cache.bin(cls).pointee.count) == firstRefillObjects - 1)
+            deallocate(first)
         }
     }
 
