@@ -9,14 +9,14 @@
 // empty, a refill moves half a bin's worth of objects from the class's central list;
 // when it is full, a flush moves the older half back. A thread's first objects of a
 // class come in smaller batches, so that a thread that allocates a few objects of many
-// sizes costs a few cache lines per size, not pages: its first refills of the class
-// (starterRefillsPerClass) take one line group each from a span the threads share
-// (Central.swift), the next a few objects (firstRefillObjects) of a span of its own,
-// and its bins start in small slot arrays that lie together in the record
-// (startBinCapacity, BinArrays), moving to their full arrays once the thread uses the
-// class more. Objects freed by a thread other than the one that
-// allocated them simply land in the freeing thread's cache and travel back through the
-// central lists in batches, so cross-thread frees take no lock per object, and a
+// sizes costs a few cache lines per size, not pages: where many threads run, its first
+// refills of the class (starterRefillsPerClass) take one line group each from a span
+// the threads share (Central.swift), the next a few objects (firstRefillObjects) of a
+// span of its own, and its bins start in small slot arrays that lie together in the
+// record (startBinCapacity, BinArrays), moving to their full arrays once the thread
+// uses the class more. Objects freed by a thread other than the one that allocated
+// them simply land in the freeing thread's cache and travel back through the central
+// lists in batches, so cross-thread frees take no lock per object, and a
 // producer/consumer pattern is bounded by the bins' capacity.
 //
 // Frees of objects from a span another thread's cache is drawing from go to a small
