@@ -6,10 +6,11 @@
 //   * While they run: each thread drew from spans of its own, an OS page or two per size
 //     class, and touched a page of its cache record's slot arrays per class: 1000 threads
 //     of 20 sizes (32..792 bytes) peaked at 138 MB, against glibc's 19 (tcmalloc 29,
-//     jemalloc 98). A thread's first objects of a class now come in line groups from
-//     spans the threads share, and its bins start in small arrays that lie together.
-//     Checked: at the peak, RSS is at most 40 KiB per running thread above what it was
-//     before the burst (glibc: 16.6 KiB a thread, its stacks; SwiftHeap 32).
+//     jemalloc 98). Once 8 threads have allocated, a new thread's first objects of a
+//     class come in line groups from spans the threads share, and every thread's bins
+//     start in small arrays that lie together. Checked: at the peak, RSS is at most 40
+//     KiB per running thread above what it was before the burst (glibc: 16.6 KiB a
+//     thread, its stacks; SwiftHeap 33).
 //   * After they exit: the spans' pages and the pooled records' arrays stayed resident,
 //     79-92 MB, where glibc keeps 16 (its cached thread stacks). Checked: within 5 s of
 //     the last join, RSS is at most 24 KiB per thread that ran above what it was before
