@@ -46,10 +46,11 @@
 // to the central lists — without a test on the fast path. (The key used to be re-armed
 // for every destructor round, to cache those few calls: three more flushes of every bin,
 // and three more rounds of glibc's walk of every key, cost a thread per task a sixth of
-// its allocator instructions.) Before its first malloc, a thread's slot holds the shim's read-only zeros
-// (swiftheap_no_cache_yet), where every bin reads as empty and full: the fast paths send
-// it to the slow path, which makes its cache, again without a test of their own (the
-// slow paths see no cache: sh_tls_get). Records of exited threads are reused.
+// its allocator instructions.) Before its first malloc, a thread's slot holds the shim's
+// read-only zeros (swiftheap_no_cache_yet), where every bin reads as empty and full: the
+// fast paths send it to the slow path, which makes its cache, again without a test of
+// their own (the slow paths see no cache: sh_tls_get). Records of exited threads are
+// reused.
 //
 // The record (ThreadCache) is typed: its bins come first, so that the fast path finds a
 // class's bin at a constant offset from the record's address; the slot arrays follow the
@@ -604,10 +605,10 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     ///
     /// The remote bin refills a bin only once the cache has drawn from a span of its own
     /// (its first private refill). Before, the objects it would take are mostly the
-    /// thread's own starter objects, which it frees into the remote bin (a shared span
-    /// has no owner): a thread that allocated and freed two objects of a 6.5 KiB class in
-    /// a loop took them back from the remote bin, freed them into it, and refilled for
-    /// every pair, for good.
+    /// thread's own starter objects, if it made any, which it frees into the remote bin (a
+    /// shared span has no owner): a thread that allocated and freed two objects of a 6.5
+    /// KiB class in a loop took them back from the remote bin, freed them into it, and
+    /// refilled for every pair, for good.
     ///
     /// Takes the class's central lock unless the remote bin refills it.
     @inline(never) func refillBin(_ sizeClass: Int) -> UInt {
