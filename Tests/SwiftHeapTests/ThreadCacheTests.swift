@@ -145,6 +145,26 @@ import CShim
         }
     }
 
+    /// Objects above starterMaxObjectSize never come from shared spans, whatever the live
+    /// caches: a thread's first object of such a class comes from a span of its own.
+    @Test func bigObjectsTakeNoStarterRefills() throws {
+        let size: UInt = 2_304  // a class no other test of this suite uses
+        #expect(size > starterMaxObjectSize)
+        let spanMap = heap.pointee.pageHeap.spanMap
+        processCaches.pointee.starterMinCaches = 0
+        defer { processCaches.pointee.starterMinCaches = defaultStarterMinCaches }
+        onThreads(1) { _ in
+            let first = allocate(size)
+            let small = allocate(48)
+            let cache = processCaches.currentCache()!
+            #expect(spanMap.span(containing: UInt(bitPattern: first))!.pointee.owner == UnsafeMutableRawPointer(cache))
+            #expect(spanMap.span(containing: UInt(bitPattern: small))!.pointee.owner == sharedSpanOwner,
+                    "a small class of the same cache does")
+            deallocate(first)
+            deallocate(small)
+        }
+    }
+
     /// A bin that fills up in its start array moves to its full array with its objects,
     /// rather than flushing half of them (a thread frees more objects of a class than it
     /// took of it: another thread's, or those of its own it allocated before); so does a
