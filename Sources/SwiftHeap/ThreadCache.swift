@@ -634,29 +634,24 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
             return central.refill(into: &object, want: 1, owner: owner, owned: spans) == 1 ? object : 0
         }
         header.pointee.refills &+= 1
+        var got = 0
         let starters = header.pointee.starterRefills[sizeClass]
         if starters < starterRefillsPerClass {
             header.pointee.starterRefills[sizeClass] = starters &+ 1
-            let got = central.refillStarter(into: bin.pointee.slots)
-            if got > 0 {
-                bin.pointee.count = UInt32(got &- 1)
-                return bin.pointee.slots[got &- 1]
-            }
+            got = central.refillStarter(into: bin.pointee.slots)
         }
-        // This cache's first refill of the class (its stamp, which this thread alone writes)
-        // fills at most its start array; a later one moves the bin to its full array.
-        let first = spans.lastRefill(sizeClass).pointee == 0
-        if !first, let object = adoptRemote(sizeClass, into: bin) { return object }
-        let want: Int
-        if first {
-            let starting = capacity < Int(header.pointee.registry.pointee.binArrays[sizeClass].binCapacity)
-            want = min(starting ? capacity : capacity / 2, firstRefillObjects)
-        } else {
-            _ = growToFull(bin, sizeClass: sizeClass, remote: false)
-            want = Int(bin.pointee.capacity) / 2
+        if got == 0 {
+            // This cache's first refill of the class (its stamp, which this thread alone
+            // writes) takes firstRefillObjects, at most half a start array; a later one
+            // moves the bin to its full array and takes half of that.
+            let first = spans.lastRefill(sizeClass).pointee == 0
+            if !first, let object = adoptRemote(sizeClass, into: bin) { return object }
+            if !first { _ = growToFull(bin, sizeClass: sizeClass, remote: false) }
+            let half = Int(bin.pointee.capacity) / 2
+            got = central.refill(into: bin.pointee.slots, want: first ? min(half, firstRefillObjects) : half,
+                                 owner: owner, owned: spans)
+            if got == 0 { return 0 }
         }
-        let got = central.refill(into: bin.pointee.slots, want: want, owner: owner, owned: spans)
-        if got == 0 { return 0 }
         bin.pointee.count = UInt32(got &- 1)
         return bin.pointee.slots[got &- 1]
     }
