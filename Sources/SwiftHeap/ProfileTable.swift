@@ -253,7 +253,7 @@ struct ProfileTable {
         var stored = frames
         if !sharing {
             let copy = (memory + MemoryLayout<ProfileBucket>.stride).bindMemory(to: UInt.self, capacity: depth)
-            copy.update(from: frames, count: depth)
+            memcpy(copy, frames, frameBytes)  // update(from:count:) calls per element in Embedded Swift
             stored = UnsafePointer(copy)
         }
         bucket.initialize(to: ProfileBucket(link: ChainLink(next: nil, key: key), nextBucket: firstBucket, size: size,

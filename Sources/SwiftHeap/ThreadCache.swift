@@ -665,7 +665,9 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         guard available > 0, header.pointee.registry.pointee.classes.objectsShareNoCacheLine(sizeClass) else { return nil }
         let take = min(available, Int(bin.pointee.capacity) / 2)
         let from = remote.pointee.slots + (available &- take)
-        bin.pointee.slots.update(from: from, count: take)
+        // memcpy, not update(from:count:): Embedded Swift copies a UInt buffer by a call
+        // per element.
+        memcpy(bin.pointee.slots, from, take &* MemoryLayout<UInt>.stride)
         remote.pointee.count = UInt32(available &- take)
         bin.pointee.count = UInt32(take &- 1)
         return bin.pointee.slots[take &- 1]
@@ -736,7 +738,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         let full = slotArray(at: remote ? arrays.remoteFull : arrays.binFull)
         (full - binGuardWords).initialize(repeating: 0, count: binGuardWords)
         let count = bin.pointee.count
-        full.update(from: bin.pointee.slots, count: Int(count))
+        memcpy(full, bin.pointee.slots, Int(count) &* MemoryLayout<UInt>.stride)  // as adoptRemote
         bin.initialize(to: CacheBin(slots: full, capacity: capacity, count: count))
         return true
     }
