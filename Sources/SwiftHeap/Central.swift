@@ -248,7 +248,7 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// the class, under the lock, so it is read once per owner and batch (a remote batch
     /// holds the objects of one owner, mostly), not once per object. Must hold this
     /// central's lock.
-    private func leavesOwner(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?,
+    @inline(__always) private func leavesOwner(_ span: UnsafeMutablePointer<Span>, releaser: UnsafeMutableRawPointer?,
                              active: inout UnsafeMutableRawPointer?) -> Bool {
         let owner = span.pointee.owner
         // An unowned span: no owner lists; a shared span stays shared.
@@ -645,22 +645,27 @@ extension UnsafeMutablePointer where Pointee == Central {
                 fatalMisuse("free()", "invalid pointer", address: first)
             }
             let base = span.pointee.base
+            let reciprocal = UInt(span.pointee.reciprocal)
             let objectBytes = UInt(span.pointee.objectCount) &* UInt(span.pointee.objectSize)
-            var address = first
-            var freed: UInt16 = 0  // at most the span's allocated count: each bit was clear
+            let words = span.freeWords
+            let runStart = i
+            var offset = first &- base
             while true {
-                let index = span.objectIndex(of: address)
-                let word = span.freeWords + Int(bitPattern: index >> 6)
-                let mask = UInt64(1) << UInt64(index & 63)
-                if word.pointee & mask != 0 { fatalMisuse("free()", "double free of", address: address) }
-                word.pointee |= mask
-                freed &+= 1
+                // The object's index is the high half of offset·reciprocal (Span.objectStart),
+                // its bitmap word the index over 64.
+                let product = offset &* reciprocal
+                let wordIndex = Int(bitPattern: product >> 38)
+                let word = words[wordIndex]
+                let set = word | UInt64(1) << UInt64((product >> 32) & 63)
+                if set == word { fatalMisuse("free()", "double free of", address: objects[i]) }
+                words[wordIndex] = set
                 i &+= 1
                 if !inRuns || i == count { break }
-                address = objects[i]
-                if address &- base >= objectBytes { break }
+                offset = objects[i] &- base
+                if offset >= objectBytes { break }
             }
-            closeRun(span, freed: freed, releaser: releaser, active: &active, keepEmpty: keepEmpty)
+            // At most the span's allocated count: each bit was clear.
+            closeRun(span, freed: UInt16(truncatingIfNeeded: i &- runStart), releaser: releaser, active: &active, keepEmpty: keepEmpty)
         }
         pointee.allocatedObjects &-= UInt(count)
         lockPointer.unlock()
