@@ -5,11 +5,16 @@
 // A refill takes free objects out of partial spans' bitmaps into a thread cache's
 // slot array; a release puts objects back, bit by bit, into their spans' bitmaps.
 // Objects move in batches, so each lock acquisition is paid for by many malloc or
-// free calls on the fast path. A span whose objects are all free again goes back to
-// the page heap at once, so its pages can be reused by any class or scavenged; but the
-// first one a departing thread's flush empties stays, unowned, for the next refill of
-// the class (keptEmpty: at most one a class), so that a program running a thread per
-// task does not hand each thread's spans to the page heap and take new ones for the next.
+// free calls on the fast path. A span whose objects are all free again stays for the
+// class's next refills while the class keeps fewer than emptySpansKept such spans (up
+// to keptEmptyBytes of them, at least one: its empty list); past that it goes back to
+// the page heap at once, and the scavenger's tick gives the kept ones back too, once a
+// tick period (freeEmptySpans), so that their pages can be reused by any class or
+// scavenged. A span's trip through the page heap costs about 1750 instructions (the page
+// allocator's summaries, updated on alloc and free), about 20 per operation of a
+// producer/consumer loop whose consumers empty spans in bursts (prodcons); a program
+// running a thread per task would also hand each thread's spans to the page heap at its
+// exit and take new ones for the next.
 //
 // A Central is an instance made with its class and the page heap it takes spans from;
 // it depends on nothing above it and publishes the OS pages it releases or reclaims
@@ -53,9 +58,12 @@
 // thread's starter refills.
 //
 // Invariants, under the class's lock: a span is on the partial list iff it is partial
-// (onPartialList); then it is on exactly one span list (listHead): its owner's, the
-// unowned list or, for a shared span (owner sharedSpanOwner, no ownedSpans), the shared
-// list; a span on an owner's list has that owner (owner, ownedSpans). A closed list is empty. An
+// or kept empty (onPartialList); then it is on exactly one span list (listHead): its
+// owner's, the unowned list, for a shared span (owner sharedSpanOwner, no ownedSpans)
+// the shared list, or for a span with every object free and no owner the empty list,
+// which holds emptySpans <= emptySpansKept spans; a span on an owner's list has that
+// owner (owner, ownedSpans), and only the empty list and the class's last shared span
+// hold a span with no object allocated. A closed list is empty. An
 // OwnedSpans list head is written only under its class's lock (its record is never
 // zeroed on reuse: ThreadCache.swift), so that a thread returning objects to a span of
 // a cache that is going away sees the list either open (and the cache's disown then
@@ -138,38 +146,57 @@ struct Central {
     /// Owners that have refilled this class and not gone (disown): the idle threshold
     /// grows with them.
     var owners: UInt = 0
-    /// The span a departing cache's flush emptied and that stays, with every object free,
-    /// on the unowned list for the next refill, or nil (closeRun: keepEmpty); at most one.
-    var keptEmpty: UnsafeMutablePointer<Span>? = nil
+    /// The spans with every object free that stay for the next refills (a span list: see
+    /// the file comment; closeRun), taken after the unowned list's.
+    var empty: UnsafeMutablePointer<Span>? = nil
     /// The partial shared spans (a span list: see the file comment). Ends the first line.
     var shared: UnsafeMutablePointer<Span>? = nil
     /// The class's object size, span pages and objects (a copy of its SizeClassInfo).
     var info: SizeClassInfo
     /// The page heap this central's spans come from and go back to.
     var pageHeap: UnsafeMutablePointer<PageHeap>
+    /// Spans on the empty list (written when a span empties or a refill takes one: on
+    /// this read-mostly line, as those are rare beside the batches).
+    var emptySpans: UInt32 = 0
+    /// The most spans the empty list holds: keptEmptyBytes of them, at least one (none
+    /// when the central keeps none). Set at init.
+    var emptySpansKept: UInt32
     /// Pads the record to two whole cache lines (a test checks the stride).
-    var padding: (UInt, UInt, UInt, UInt) = (0, 0, 0, 0)
+    var padding: (UInt, UInt, UInt) = (0, 0, 0)
 
-    init(sizeClass: Int, info: SizeClassInfo, pageHeap: UnsafeMutablePointer<PageHeap>) {
+    /// A central for class `sizeClass` that keeps up to `keptEmptyBytes` of emptied spans
+    /// for its next refills (at least one span when not 0: see the file comment).
+    init(sizeClass: Int, info: SizeClassInfo, pageHeap: UnsafeMutablePointer<PageHeap>, keptEmptyBytes: UInt) {
         self.lock = Mutex(rank: .central(sizeClass))
         self.sizeClass = UInt32(sizeClass)
         self.info = info
         self.pageHeap = pageHeap
+        let spanBytes = max(UInt(info.pages), 1) << pageShift
+        self.emptySpansKept = keptEmptyBytes == 0 ? 0 : UInt32(min(max(keptEmptyBytes / spanBytes, 1), UInt(UInt32.max)))
     }
 
     /// Makes the centrals of every class of `classes` (class 0, "not small", included so
-    /// that they are indexed by class), taking spans from `pageHeap`. Nil if metadata
-    /// memory is exhausted.
-    static func makeAll(classes: SizeClassTable, pageHeap: UnsafeMutablePointer<PageHeap>) -> UnsafeMutablePointer<Central>? {
+    /// that they are indexed by class), taking spans from `pageHeap` and keeping up to
+    /// `keptEmptyBytes` of emptied spans each. Nil if metadata memory is exhausted.
+    static func makeAll(classes: SizeClassTable, pageHeap: UnsafeMutablePointer<PageHeap>,
+                        keptEmptyBytes: UInt) -> UnsafeMutablePointer<Central>? {
         guard let memory = persistentAlloc(UInt(maxSizeClasses * MemoryLayout<Central>.stride), alignment: 64) else { return nil }
         let centrals = memory.bindMemory(to: Central.self, capacity: maxSizeClasses)
         for cls in 0..<maxSizeClasses {
             (centrals + cls).initialize(to: Central(sizeClass: cls, info: classes.info[cls < classes.count ? cls : 0],
-                                                    pageHeap: pageHeap))
+                                                    pageHeap: pageHeap, keptEmptyBytes: keptEmptyBytes))
         }
         return centrals
     }
 }
+
+/// The emptied spans a process's central keeps for its class's next refills, in bytes (at
+/// least one span: see Central.swift's file comment). On prodcons, 128 KiB took the page
+/// heap's part from about 22 to 2 instructions per operation (the spans' trips: 25.5k
+/// for 2M operations, about 1750 instructions each); the scavenger's tick returns them
+/// to the page heap once a tick period, so they cost at most this much a class for that
+/// long.
+let defaultKeptEmptyBytes: UInt = 128 << 10
 
 extension Central {
     /// An owner that has not refilled a class while others refilled it
@@ -189,6 +216,7 @@ extension UnsafeMutablePointer where Pointee == Central {
 
     @inline(__always) private var unownedHead: SpanListHead { pointer(to: \.unowned)! }
     @inline(__always) private var sharedHead: SpanListHead { pointer(to: \.shared)! }
+    @inline(__always) private var emptyHead: SpanListHead { pointer(to: \.empty)! }
 
     /// Puts a span that has just become partial on the partial list and on the span list
     /// `list`. Must hold this central's lock.
@@ -302,9 +330,9 @@ extension UnsafeMutablePointer where Pointee == Central {
 
     /// Moves up to `want` free objects of this class into `slots`; returns how many
     /// (0 only if the heap is out of memory). The objects come from `owner`'s own partial
-    /// spans (in `owned`), then from unowned ones, which become `owner`'s, then from fresh
-    /// spans (see the file comment): frees into them from other threads go to remote bins
-    /// (see ThreadCache.swift).
+    /// spans (in `owned`), then from unowned ones, then from kept empty ones (both become
+    /// `owner`'s), then from fresh spans (see the file comment): frees into them from
+    /// other threads go to remote bins (see ThreadCache.swift).
     ///
     /// Takes this central's lock, and the page heap's lock when it needs a new span.
     func refill(into slots: UnsafeMutablePointer<UInt>, want: Int, owner: UnsafeMutableRawPointer,
@@ -324,6 +352,10 @@ extension UnsafeMutablePointer where Pointee == Central {
             } else if let spare = pointee.unowned {
                 adopt(spare, owner: owner, owned: owned)
                 span = spare
+            } else if let kept = pointee.empty {
+                pointee.emptySpans &-= 1
+                adopt(kept, owner: owner, owned: owned)
+                span = kept
             } else {
                 guard let fresh = newSpan(owner: owner) else { break }
                 fresh.ownedSpans = owned
@@ -331,7 +363,6 @@ extension UnsafeMutablePointer where Pointee == Central {
                 span = fresh
             }
             got = take(from: span, into: slots, already: got, want: want)
-            if span == pointee.keptEmpty { pointee.keptEmpty = nil }
             if span.pointee.allocatedCount == span.pointee.objectCount { removePartial(span) }
         }
         pointee.allocatedObjects &+= UInt(got)
@@ -624,15 +655,14 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// object, and the test costs release's loop a few instructions per object.
     ///
     /// Takes this central's lock, and the page heap's lock when a span empties.
-    func releaseInRuns(_ objects: UnsafeMutablePointer<UInt>, count: Int, by releaser: UnsafeMutableRawPointer?,
-                       keepEmpty: Bool = false) {
-        putBack(objects, count: count, releaser: releaser, inRuns: true, keepEmpty: keepEmpty)
+    func releaseInRuns(_ objects: UnsafeMutablePointer<UInt>, count: Int, by releaser: UnsafeMutableRawPointer?) {
+        putBack(objects, count: count, releaser: releaser, inRuns: true)
     }
 
     /// release's and releaseInRuns's body (inRuns: whether a run may go on past its first
     /// object). Takes this central's lock, and the page heap's lock when a span empties.
     @inline(__always) private func putBack(_ objects: UnsafeMutablePointer<UInt>, count: Int,
-                                           releaser: UnsafeMutableRawPointer?, inRuns: Bool, keepEmpty: Bool = false) {
+                                           releaser: UnsafeMutableRawPointer?, inRuns: Bool) {
         lockPointer.lock()
         let spanMap = pointee.pageHeap.pointee.spanMap
         var active: UnsafeMutableRawPointer? = nil  // leavesOwner's memo
@@ -665,7 +695,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 if offset >= objectBytes { break }
             }
             // At most the span's allocated count: each bit was clear.
-            closeRun(span, freed: UInt16(truncatingIfNeeded: i &- runStart), releaser: releaser, active: &active, keepEmpty: keepEmpty)
+            closeRun(span, freed: UInt16(truncatingIfNeeded: i &- runStart), releaser: releaser, active: &active)
         }
         pointee.allocatedObjects &-= UInt(count)
         lockPointer.unlock()
@@ -681,48 +711,73 @@ extension UnsafeMutablePointer where Pointee == Central {
     }
 
     /// Counts the `freed` objects just returned to `span` (their bits set) and moves the
-    /// span: to the page heap if none is left allocated, onto a span list if it has just
-    /// become partial, to the unowned list if leavesOwner says so. With `keepEmpty` (a
-    /// departing cache's flush), the first span so emptied stays instead, unowned, for
-    /// the next refill (keptEmpty): a program that runs a thread per task would otherwise
-    /// give each thread's spans back to the page heap at its exit and take new ones for
-    /// the next (2000 threads of 40 sizes: 29k instructions a thread in the page
-    /// allocator). Its free pages are released like those of any partial span
-    /// (releaseFreePages). Must hold this central's lock; takes the page heap's lock
-    /// when the span empties.
+    /// span: if none is left allocated, onto the empty list while it has room, else to the
+    /// page heap (the class's last shared span stays shared: isLastShared); onto a span
+    /// list if it has just become partial; to the unowned list if leavesOwner says so.
+    /// A kept span's free pages are released like those of any partial span
+    /// (releaseFreePages) until the scavenger's tick gives it back (freeEmptySpans).
+    /// Must hold this central's lock; takes the page heap's lock when the span goes back.
     @inline(__always) private func closeRun(_ span: UnsafeMutablePointer<Span>, freed: UInt16, releaser: UnsafeMutableRawPointer?,
-                          active: inout UnsafeMutableRawPointer?, keepEmpty: Bool = false) {
+                          active: inout UnsafeMutableRawPointer?) {
         span.pointee.countFreed(freed)
-        if span.pointee.allocatedCount == 0 && span.pointee.owner == sharedSpanOwner && isLastShared(span) {
-            if !span.pointee.onPartialList { pushPartial(span, on: sharedHead) }
-            return
-        }
-        if span.pointee.allocatedCount == 0 && keepEmpty && pointee.keptEmpty == nil {
-            if span.pointee.onPartialList {
-                makeUnowned(span)
-            } else {
-                setOwner(span, nil)
-                span.ownedSpans = nil
-                pushPartial(span, on: unownedHead)
-            }
-            pointee.keptEmpty = span
-            return
-        }
         if span.pointee.allocatedCount == 0 {
-            if span.pointee.onPartialList { removePartial(span) }
-            let released = span.pointee.releasedOSPages
-            if released != 0 {
-                events.noteInSpanReleased(-Int64(released.nonzeroBitCount) &* Int64(osPageSize))
+            if span.pointee.owner == sharedSpanOwner && isLastShared(span) {
+                if !span.pointee.onPartialList { pushPartial(span, on: sharedHead) }
+            } else if pointee.emptySpans < pointee.emptySpansKept {
+                keepEmpty(span)
+            } else {
+                if span.pointee.onPartialList { removePartial(span) }
+                freeToPageHeap(span)
             }
-            pointee.spanCount &-= 1
-            let pageHeap = pointee.pageHeap
-            pageHeap.lockPointer.lock()
-            pageHeap.freeSpanLocked(span, releasedOSPages: released)
-            pageHeap.lockPointer.unlock()
         } else if !span.pointee.onPartialList {
             pushPartial(span, on: listForNewlyPartial(span, releaser: releaser, active: &active))
         } else if leavesOwner(span, releaser: releaser, active: &active) {
             makeUnowned(span)
         }
+    }
+
+    /// Puts `span`, whose objects are all free, on the empty list, with no owner. Must
+    /// hold this central's lock.
+    private func keepEmpty(_ span: UnsafeMutablePointer<Span>) {
+        setOwner(span, nil)
+        span.ownedSpans = nil
+        if span.pointee.onPartialList {
+            unlink(span)
+            link(span, on: emptyHead)
+        } else {
+            pushPartial(span, on: emptyHead)
+        }
+        pointee.emptySpans &+= 1
+    }
+
+    /// Gives `span` (on no list, every object free) back to the page heap. Must hold this
+    /// central's lock; takes the page heap's.
+    private func freeToPageHeap(_ span: UnsafeMutablePointer<Span>) {
+        let released = span.pointee.releasedOSPages
+        if released != 0 {
+            events.noteInSpanReleased(-Int64(released.nonzeroBitCount) &* Int64(osPageSize))
+        }
+        pointee.spanCount &-= 1
+        let pageHeap = pointee.pageHeap
+        pageHeap.lockPointer.lock()
+        pageHeap.freeSpanLocked(span, releasedOSPages: released)
+        pageHeap.lockPointer.unlock()
+    }
+
+    /// Gives every span of the empty list back to the page heap (the scavenger's tick,
+    /// malloc_trim, an allocation that found no memory); returns their pages.
+    ///
+    /// Takes this central's lock, and the page heap's for each span.
+    func freeEmptySpans() -> UInt {
+        lockPointer.lock()
+        var pages: UInt = 0
+        while let span = pointee.empty {
+            removePartial(span)
+            pages &+= span.pointee.pages
+            freeToPageHeap(span)
+        }
+        pointee.emptySpans = 0
+        lockPointer.unlock()
+        return pages
     }
 }

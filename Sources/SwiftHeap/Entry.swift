@@ -106,10 +106,11 @@ import CShim
     return memory
 }
 
-/// Gives every thread's cached large spans back to the page heap (LargeCache.swift), for
-/// an allocation that found no memory without them; returns whether there were any.
+/// Gives every thread's cached large spans (LargeCache.swift) and the centrals' kept
+/// empty spans (Central.freeEmptySpans) back to the page heap, for an allocation that
+/// found no memory without them; returns whether there were any.
 @inline(never) func drainedLargeCaches() -> Bool {
-    processCaches.drainLargeCaches() > 0
+    processCaches.drainLargeCaches() &+ processScavenger.freeEmptySpans() > 0
 }
 
 /// free without the C conventions.

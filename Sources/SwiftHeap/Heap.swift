@@ -74,7 +74,7 @@ func ensureHeapInitialized() -> Bool {
     root.pointee.events = HeapEvents()
     let events = root.pointer(to: \.events)!
     if !PageHeap.initialize(processPageHeap, events: events, spanMap: SpanMap.process) { return false }
-    guard let centrals = Central.makeAll(classes: classes, pageHeap: processPageHeap) else { return false }
+    guard let centrals = Central.makeAll(classes: classes, pageHeap: processPageHeap, keptEmptyBytes: defaultKeptEmptyBytes) else { return false }
     root.pointee.centrals = centrals
     if !CacheRegistry.initialize(processCaches, classes: classes, centrals: centrals, pageHeap: processPageHeap) { return false }
     processCaches.pointee.afterThreadExit = afterThreadExitHook

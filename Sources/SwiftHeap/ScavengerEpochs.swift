@@ -267,6 +267,20 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         return (released, false)
     }
 
+    /// Gives every class's kept empty spans back to the page heap (Central.freeEmptySpans);
+    /// returns their pages.
+    ///
+    /// Takes each central lock in turn, and the page heap's under it; must hold none.
+    func freeEmptySpans() -> UInt {
+        var pages: UInt = 0
+        var cls = 1
+        while cls < pointee.classCount {
+            pages &+= (pointee.centrals + cls).freeEmptySpans()
+            cls &+= 1
+        }
+        return pages
+    }
+
     /// Releases, in every class, the OS pages of partly used spans that hold only free
     /// objects (if `confirmed`, that did at the previous confirmed pass too). Returns
     /// bytes released.

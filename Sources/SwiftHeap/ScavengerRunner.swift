@@ -53,7 +53,8 @@ struct RunnerState {
     var lastSample: UInt = 0
     var lastTickNanos: Int64 = 0
     var lastInSpanPassNanos: Int64 = 0
-    /// When the tick last drained the threads' large caches (ScavengerPacing.swift).
+    /// When the tick last drained the threads' large caches and the centrals' kept empty
+    /// spans (ScavengerPacing.swift).
     var lastLargeDrainNanos: Int64 = 0
     /// When the tick last released the span map's idle table memory (ScavengerPacing.swift).
     var lastSpanMapReleaseNanos: Int64 = 0

@@ -573,16 +573,16 @@ private func threadCacheDestructor(_ argument: UnsafeMutableRawPointer?) {
 
 extension UnsafeMutablePointer where Pointee == ThreadCache {
     /// Returns every cached object to the central lists, and the cached large spans to
-    /// the page heap: the exiting thread's (a span it empties may stay for the next
-    /// thread: Central.closeRun, keepEmpty).
+    /// the page heap: the exiting thread's (spans it empties may stay for the next
+    /// threads: Central.closeRun).
     ///
     /// Takes central locks and the page heap's; must not hold any allocator lock.
     func flush() {
         let registry = header.pointee.registry
         let classCount = registry.pointee.classes.count
         for cls in 1..<classCount {
-            releaseAll(bin(cls), sizeClass: cls, keepEmpty: true)
-            releaseAll(remoteBin(cls), sizeClass: cls, keepEmpty: true)
+            releaseAll(bin(cls), sizeClass: cls)
+            releaseAll(remoteBin(cls), sizeClass: cls)
         }
         _ = largeCache.drain(to: registry.pointee.pageHeap, byOwner: true)
     }
@@ -601,11 +601,10 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     /// bin's objects come mostly in their owner's order, Central.releaseInRuns).
     ///
     /// Takes the class's central lock.
-    private func releaseAll(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, keepEmpty: Bool = false) {
+    private func releaseAll(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) {
         let count = Int(bin.pointee.count)
         if count > 0 {
-            central(sizeClass).releaseInRuns(bin.pointee.slots, count: count, by: UnsafeMutableRawPointer(self),
-                                             keepEmpty: keepEmpty)
+            central(sizeClass).releaseInRuns(bin.pointee.slots, count: count, by: UnsafeMutableRawPointer(self))
             bin.pointee.count = 0
         }
     }

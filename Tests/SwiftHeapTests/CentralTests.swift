@@ -119,38 +119,76 @@ import Testing
         #expect(h.pageHeap.pointee.stats.spanBytes == 0)
     }
 
-    /// A departing cache's flush (keepEmpty) leaves the first span it empties on the
-    /// unowned list, every object free and no owner, and the next refill, by any cache,
-    /// takes it rather than a fresh span from the page heap; a second span so emptied
-    /// while one is kept goes back to the page heap as before.
-    @Test func aDepartingCachesFirstEmptiedSpanStaysForTheNextRefill() {
-        let h = PrivateHeap()
+    /// Spans that empty stay for the next refills, with no owner, on the class's empty
+    /// list, up to its budget (here two spans); one more goes back to the page heap.
+    /// Refills take unowned partial spans before kept empty ones, and a kept one, once
+    /// taken, is the refilling owner's; the scavenger's freeEmptySpans gives the rest
+    /// back. Every span the lists move keeps its span-map entries in step.
+    @Test(arguments: [false, true])
+    func emptiedSpansStayForTheNextRefillsUpToTheBudget(inRuns: Bool) throws {
+        let probe = PrivateHeap()
+        let info = probe.classes.info[probe.classes.sizeClass(of: 64)]
+        let spanBytes = UInt(info.pages) * pageSize
+        let h = PrivateHeap(keptEmptyBytes: 2 * spanBytes)
         let (_, central) = h.central(forSize: 64)
-        let objects = Int(h.classes.info[h.classes.sizeClass(of: 64)].objects)
+        #expect(central.pointee.emptySpansKept == 2)
+        let objects = Int(info.objects)
         let map = h.pageHeap.pointee.spanMap
-        let a = Owner(0x10), b = Owner(0x20)
-        let two = a.refill(central, 2 * objects)  // two full spans
-        let first = map.span(containing: two[0])!, second = map.span(containing: two[objects])!
-        #expect(first != second && central.pointee.spanCount == 2)
-        var copy = two
-        copy.withUnsafeMutableBufferPointer {
-            central.releaseInRuns($0.baseAddress!, count: $0.count, by: a.id, keepEmpty: true)
+        let a = Owner(0x10, inRuns: inRuns), b = Owner(0x20, inRuns: inRuns)
+        let three = a.refill(central, 3 * objects)  // three full spans
+        let spans = (0..<3).map { map.span(containing: three[$0 * objects])! }
+        #expect(Set(spans).count == 3 && central.pointee.spanCount == 3)
+        a.release(central, three)
+        #expect(central.pointee.spanCount == 2 && central.pointee.emptySpans == 2 && central.pointee.allocatedObjects == 0,
+                "two emptied spans kept, the third back to the page heap")
+        #expect(h.pageHeap.pointee.stats.spanBytes == 2 * spanBytes && h.events.pointee.freedSinceEpoch == spanBytes)
+        var kept: [UnsafeMutablePointer<Span>] = []
+        var next = central.pointee.empty
+        while let span = next { kept.append(span); next = span.pointee.listNext }
+        #expect(kept.count == 2 && kept.allSatisfy { spans.contains($0) })
+        for span in kept {
+            #expect(span.pointee.owner == nil && span.ownedSpans == nil && span.pointee.allocatedCount == 0
+                    && span.pointee.onPartialList && span.pointee.listHead == central.pointer(to: \.empty)
+                    && Self.entriesAgree(map, span))
         }
-        central.disown(a.spans)
-        #expect(central.pointee.spanCount == 1 && central.pointee.allocatedObjects == 0,
-                "one emptied span kept, the other back to the page heap")
-        let kept = try! #require(central.pointee.keptEmpty)
-        #expect(kept == first || kept == second)
-        #expect(kept.pointee.owner == nil && kept.pointee.allocatedCount == 0 && kept.pointee.onPartialList
-                && kept.pointee.listHead == central.pointer(to: \.unowned) && Self.entriesAgree(map, kept))
-        #expect(h.pageHeap.pointee.stats.spanBytes == UInt(h.classes.info[h.classes.sizeClass(of: 64)].pages) * pageSize)
-        let taken = b.refill(central, 4)
-        #expect(taken.allSatisfy { map.span(containing: $0) == kept } && kept.pointee.owner == b.id,
-                "the next refill takes the kept span")
-        #expect(central.pointee.keptEmpty == nil && central.pointee.spanCount == 1)
-        b.release(central, taken)
-        #expect(central.pointee.spanCount == 0 && h.pageHeap.pointee.stats.spanBytes == 0,
-                "an ordinary release that empties it gives it back")
+        #expect(a.spans.head(Int(central.pointee.sizeClass)).pointee == nil && central.pointee.unowned == nil)
+        // An unowned partial span goes first: b's refill takes c's span that c left behind.
+        let c = Owner(0x30, inRuns: inRuns)
+        let theirs = c.refill(central, 2)
+        let cSpan = map.span(containing: theirs[0])!
+        #expect(kept.contains(cSpan) && central.pointee.emptySpans == 1, "c's refill takes a kept span")
+        central.disown(c.spans)
+        #expect(cSpan.pointee.owner == nil && cSpan.pointee.listHead == central.pointer(to: \.unowned))
+        let first = b.refill(central, 1)
+        #expect(map.span(containing: first[0]) == cSpan && cSpan.pointee.owner == b.id, "the unowned partial span first")
+        let other = kept.first { $0 != cSpan }!
+        let rest = b.refill(central, objects)  // the rest of c's span, then the kept span
+        #expect(rest.contains { map.span(containing: $0) == other } && other.pointee.owner == b.id
+                && central.pointee.emptySpans == 0 && central.pointee.empty == nil && Self.entriesAgree(map, other))
+        // Given back, both spans empty into the list again; the scavenger's call frees them.
+        b.release(central, first + rest)
+        c.release(central, theirs)
+        #expect(central.pointee.emptySpans == 2 && central.pointee.spanCount == 2)
+        #expect(h.scavenger.freeEmptySpans() == 2 * UInt(info.pages))
+        #expect(central.pointee.emptySpans == 0 && central.pointee.empty == nil && central.pointee.spanCount == 0
+                && central.pointee.partial == nil && h.pageHeap.pointee.stats.spanBytes == 0)
+    }
+
+    /// A tick period after the last drain, the scavenger's tick gives the kept empty spans
+    /// back to the page heap, where their pages are free like any others.
+    @Test func theScavengersTickGivesKeptEmptySpansBack() {
+        let probe = PrivateHeap()
+        let info = probe.classes.info[probe.classes.sizeClass(of: 64)]
+        let h = PrivateHeap(keptEmptyBytes: 4 * UInt(info.pages) * pageSize)
+        let (_, central) = h.central(forSize: 64)
+        let a = Owner(0x10)
+        a.release(central, a.refill(central, 2 * Int(info.objects)))
+        #expect(central.pointee.emptySpans == 2 && h.pageHeap.pointee.stats.spanBytes > 0)
+        let runner = h.scavenger.pointer(to: \.runner.lock)!
+        runner.lock()
+        _ = h.scavenger.tick(now: scavengerTickNanos * 10, inline: true)
+        runner.unlock()
+        #expect(central.pointee.emptySpans == 0 && central.pointee.spanCount == 0 && h.pageHeap.pointee.stats.spanBytes == 0)
     }
 
     /// Starter refills (refillStarter) hand out whole line groups of a shared span: for

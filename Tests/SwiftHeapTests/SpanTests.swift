@@ -111,7 +111,7 @@ import Testing
         defer { span.deallocate() }
         let slots = UnsafeMutablePointer<UInt>.allocate(capacity: Int(maxObjectsPerSpan) + 8)
         defer { slots.deallocate() }
-        var central = Central(sizeClass: 0, info: table.info[0], pageHeap: UnsafeMutablePointer(bitPattern: 64)!)
+        var central = Central(sizeClass: 0, info: table.info[0], pageHeap: UnsafeMutablePointer(bitPattern: 64)!, keptEmptyBytes: 0)
         var wrong: [Int] = []
         for cls in 1..<table.count {
             let info = table.info[cls]

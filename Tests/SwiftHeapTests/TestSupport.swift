@@ -4,7 +4,9 @@ import Foundation
 
 /// A page heap, central lists and scavenger of their own, wired as the root wires the
 /// process's (Heap.swift), so that a test sees exactly what it did: no other suite
-/// allocates from them. The size-class table is the process's (read-only).
+/// allocates from them. The size-class table is the process's (read-only). Its centrals
+/// keep no emptied span unless `keptEmptyBytes` says (the process's keep
+/// defaultKeptEmptyBytes), so that a span that empties goes back to the page heap at once.
 final class PrivateHeap {
     let classes: SizeClassTable
     let events: UnsafeMutablePointer<HeapEvents>
@@ -12,14 +14,14 @@ final class PrivateHeap {
     let centrals: UnsafeMutablePointer<Central>
     let scavenger: UnsafeMutablePointer<Scavenger>
 
-    init(config: Config = Config()) {
+    init(config: Config = Config(), keptEmptyBytes: UInt = 0) {
         precondition(ensureHeapInitialized())
         classes = heap.pointee.classes
         events = .allocate(capacity: 1)
         events.initialize(to: HeapEvents())
         pageHeap = .allocate(capacity: 1)
         precondition(PageHeap.initialize(pageHeap, events: events))
-        centrals = Central.makeAll(classes: classes, pageHeap: pageHeap)!
+        centrals = Central.makeAll(classes: classes, pageHeap: pageHeap, keptEmptyBytes: keptEmptyBytes)!
         scavenger = .allocate(capacity: 1)
         Scavenger.initialize(scavenger, pageHeap: pageHeap, centrals: centrals, classCount: classes.count, events: events)
         scavenger.pointee.config = config
