@@ -8,9 +8,9 @@
 // free calls on the fast path. A span whose objects are all free again stays for the
 // class's next refills while the class keeps fewer than emptySpansKept such spans (up
 // to keptEmptyBytes of them, at least one: its empty list); past that it goes back to
-// the page heap at once, and the scavenger's tick gives the kept ones back too, once a
-// tick period (freeEmptySpans), so that their pages can be reused by any class or
-// scavenged. A span's trip through the page heap costs about 1750 instructions (the page
+// the page heap at once, and the scavenger's tick gives back the kept ones that no
+// refill took for a whole tick period (freeEmptySpans), so that their pages can be
+// reused by any class or scavenged. A span's trip through the page heap costs about 1750 instructions (the page
 // allocator's summaries, updated on alloc and free), about 20 per operation of a
 // producer/consumer loop whose consumers empty spans in bursts (prodcons); a program
 // running a thread per task would also hand each thread's spans to the page heap at its
@@ -161,8 +161,12 @@ struct Central {
     /// The most spans the empty list holds: keptEmptyBytes of them, at least one (none
     /// when the central keeps none). Set at init.
     var emptySpansKept: UInt32
+    /// The spans at the end of the empty list that were on it at the last
+    /// freeEmptySpans: those the next one gives back.
+    var agedEmptySpans: UInt32 = 0
+    var unused: UInt32 = 0
     /// Pads the record to two whole cache lines (a test checks the stride).
-    var padding: (UInt, UInt, UInt) = (0, 0, 0)
+    var padding: (UInt, UInt) = (0, 0)
 
     /// A central for class `sizeClass` that keeps up to `keptEmptyBytes` of emptied spans
     /// for its next refills (at least one span when not 0: see the file comment).
@@ -354,6 +358,7 @@ extension UnsafeMutablePointer where Pointee == Central {
                 span = spare
             } else if let kept = pointee.empty {
                 pointee.emptySpans &-= 1
+                pointee.agedEmptySpans = min(pointee.agedEmptySpans, pointee.emptySpans)
                 adopt(kept, owner: owner, owned: owned)
                 span = kept
             } else {
@@ -764,19 +769,31 @@ extension UnsafeMutablePointer where Pointee == Central {
         pageHeap.lockPointer.unlock()
     }
 
-    /// Gives every span of the empty list back to the page heap (the scavenger's tick,
-    /// malloc_trim, an allocation that found no memory); returns their pages.
+    /// Gives the spans of the empty list that have sat there since the previous call
+    /// (agedEmptySpans: the scavenger's tick), or with `all` every one of them
+    /// (malloc_trim, an allocation that found no memory, a phase being dropped), back to
+    /// the page heap; returns their pages. The list is last in, first out, so the spans
+    /// that sat there are its last agedEmptySpans.
     ///
     /// Takes this central's lock, and the page heap's for each span.
-    func freeEmptySpans() -> UInt {
+    func freeEmptySpans(all: Bool) -> UInt {
         lockPointer.lock()
-        var pages: UInt = 0
-        while let span = pointee.empty {
-            removePartial(span)
-            pages &+= span.pointee.pages
-            freeToPageHeap(span)
+        let kept = all ? 0 : pointee.emptySpans &- min(pointee.agedEmptySpans, pointee.emptySpans)
+        var span = pointee.empty
+        var k: UInt32 = 0
+        while k < kept, let current = span {
+            span = current.pointee.listNext
+            k &+= 1
         }
-        pointee.emptySpans = 0
+        var pages: UInt = 0
+        while let current = span {
+            span = current.pointee.listNext
+            removePartial(current)
+            pages &+= current.pointee.pages
+            freeToPageHeap(current)
+        }
+        pointee.emptySpans = kept
+        pointee.agedEmptySpans = kept
         lockPointer.unlock()
         return pages
     }

@@ -110,7 +110,7 @@ import CShim
 /// empty spans (Central.freeEmptySpans) back to the page heap, for an allocation that
 /// found no memory without them; returns whether there were any.
 @inline(never) func drainedLargeCaches() -> Bool {
-    processCaches.drainLargeCaches() &+ processScavenger.freeEmptySpans() > 0
+    processCaches.drainLargeCaches() &+ processScavenger.freeEmptySpans(all: true) > 0
 }
 
 /// free without the C conventions.

@@ -267,15 +267,15 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         return (released, false)
     }
 
-    /// Gives every class's kept empty spans back to the page heap (Central.freeEmptySpans);
-    /// returns their pages.
+    /// Gives every class's kept empty spans that sat unused since the last call, or with
+    /// `all` every one, back to the page heap (Central.freeEmptySpans); returns their pages.
     ///
     /// Takes each central lock in turn, and the page heap's under it; must hold none.
-    func freeEmptySpans() -> UInt {
+    func freeEmptySpans(all: Bool) -> UInt {
         var pages: UInt = 0
         var cls = 1
         while cls < pointee.classCount {
-            pages &+= (pointee.centrals + cls).freeEmptySpans()
+            pages &+= (pointee.centrals + cls).freeEmptySpans(all: all)
             cls &+= 1
         }
         return pages

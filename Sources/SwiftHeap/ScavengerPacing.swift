@@ -143,8 +143,8 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         return (released, trace)
     }
 
-    /// One step of the scavenger: drains the threads' large caches and the centrals' kept
-    /// empty spans if a tick period has passed, ends the sweep epoch if one is due,
+    /// One step of the scavenger: drains the threads' large caches and the centrals' idle
+    /// kept empty spans if a tick period has passed, ends the sweep epoch if one is due,
     /// records decay's sample, and spends up to
     /// the runner's slice of the CPU budget releasing memory toward the goal, or, once it
     /// is met, what stayed free for the decay window. `inline`: run from an allocation
@@ -237,8 +237,9 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         chargeRefaults(releasedTaken: releasedTaken.bytes, since: releasedTaken.firstNanos, now: now, debtLimitNanos: bucket)
         // Large spans the threads keep (LargeCache.swift) go back to the page heap once a
         // tick period, and at once when the program starts dropping a phase, after which
-        // they keep none until it is over; so do the centrals' kept empty spans
-        // (Central.freeEmptySpans). The rest of this tick sees their pages as free.
+        // they keep none until it is over; so do the centrals' kept empty spans that no
+        // refill took since the last drain, and all of them when a phase starts being
+        // dropped (Central.freeEmptySpans). The rest of this tick sees their pages as free.
         let dropping = creditLasts(now)
         let spare = dropping || finishing ? 0 : spareSinceStamp
         let droppingWord = events.droppingPhaseWord
@@ -247,7 +248,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         var drainedLarge = false
         if startsDropping || now &- state.pointee.lastLargeDrainNanos >= scavengerTickNanos {
             state.pointee.lastLargeDrainNanos = now
-            let pages = (pointee.caches?.drainLargeCaches() ?? 0) &+ freeEmptySpans()
+            let pages = (pointee.caches?.drainLargeCaches() ?? 0) &+ freeEmptySpans(all: startsDropping)
             freeResident &+= pages &<< pageShift
             drainedLarge = pages > 0
         }

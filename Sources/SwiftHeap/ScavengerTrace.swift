@@ -56,7 +56,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     ///
     /// Takes the page heap's lock and the central locks; must hold none.
     func trim() -> Bool {
-        _ = freeEmptySpans()
+        _ = freeEmptySpans(all: true)
         heapLock.lock()
         let ended = endEpochLocked(now: sh_monotonic_nanos())
         var released = PageAlloc.scavenge(pages, UInt.max, mayUnlock: true)

@@ -169,25 +169,39 @@ import Testing
         b.release(central, first + rest)
         c.release(central, theirs)
         #expect(central.pointee.emptySpans == 2 && central.pointee.spanCount == 2)
-        #expect(h.scavenger.freeEmptySpans() == 2 * UInt(info.pages))
+        #expect(h.scavenger.freeEmptySpans(all: true) == 2 * UInt(info.pages))
         #expect(central.pointee.emptySpans == 0 && central.pointee.empty == nil && central.pointee.spanCount == 0
                 && central.pointee.partial == nil && h.pageHeap.pointee.stats.spanBytes == 0)
     }
 
-    /// A tick period after the last drain, the scavenger's tick gives the kept empty spans
-    /// back to the page heap, where their pages are free like any others.
-    @Test func theScavengersTickGivesKeptEmptySpansBack() {
+    /// The scavenger's tick gives back the kept empty spans that no refill took since the
+    /// tick before (once a tick period), where their pages are free like any others: a
+    /// span kept or taken again since stays until the tick after.
+    @Test func theScavengersTickGivesBackKeptSpansThatSatUnusedForATickPeriod() {
         let probe = PrivateHeap()
         let info = probe.classes.info[probe.classes.sizeClass(of: 64)]
         let h = PrivateHeap(keptEmptyBytes: 4 * UInt(info.pages) * pageSize)
         let (_, central) = h.central(forSize: 64)
-        let a = Owner(0x10)
+        let map = h.pageHeap.pointee.spanMap
+        let a = Owner(0x10), b = Owner(0x20)
         a.release(central, a.refill(central, 2 * Int(info.objects)))
-        #expect(central.pointee.emptySpans == 2 && h.pageHeap.pointee.stats.spanBytes > 0)
-        let runner = h.scavenger.pointer(to: \.runner.lock)!
-        runner.lock()
-        _ = h.scavenger.tick(now: scavengerTickNanos * 10, inline: true)
-        runner.unlock()
+        #expect(central.pointee.emptySpans == 2 && central.pointee.spanCount == 2)
+        func tick(_ periods: Int64) {
+            let runner = h.scavenger.pointer(to: \.runner.lock)!
+            runner.lock()
+            _ = h.scavenger.tick(now: scavengerTickNanos * periods, inline: true)
+            runner.unlock()
+        }
+        tick(10)
+        #expect(central.pointee.emptySpans == 2 && central.pointee.spanCount == 2, "kept less than a tick period: they stay")
+        let used = b.refill(central, 1)
+        let usedSpan = map.span(containing: used[0])!
+        b.release(central, used)  // empty again: kept, first on the list
+        #expect(central.pointee.emptySpans == 2 && central.pointee.empty == usedSpan)
+        tick(12)
+        #expect(central.pointee.emptySpans == 1 && central.pointee.spanCount == 1 && central.pointee.empty == usedSpan,
+                "the span that sat unused a whole period goes back; the one used since stays")
+        tick(14)
         #expect(central.pointee.emptySpans == 0 && central.pointee.spanCount == 0 && h.pageHeap.pointee.stats.spanBytes == 0)
     }
 
