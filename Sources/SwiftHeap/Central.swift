@@ -10,11 +10,11 @@
 // to keptEmptyBytes of them, at least one: its empty list); past that it goes back to
 // the page heap at once, and the scavenger's tick gives back the kept ones that no
 // refill took for a whole tick period (freeEmptySpans), so that their pages can be
-// reused by any class or scavenged. A span's trip through the page heap costs about 1750 instructions (the page
-// allocator's summaries, updated on alloc and free), about 20 per operation of a
-// producer/consumer loop whose consumers empty spans in bursts (prodcons); a program
-// running a thread per task would also hand each thread's spans to the page heap at its
-// exit and take new ones for the next.
+// reused by any class or scavenged. A span's trip through the page heap costs about
+// 1750 instructions (the page allocator's summaries, updated on alloc and free), about
+// 20 per operation of a producer/consumer loop whose consumers empty spans in bursts
+// (prodcons); a program running a thread per task would also hand each thread's spans
+// to the page heap at its exit and take new ones for the next.
 //
 // A Central is an instance made with its class and the page heap it takes spans from;
 // it depends on nothing above it and publishes the OS pages it releases or reclaims
@@ -164,9 +164,8 @@ struct Central {
     /// The spans at the end of the empty list that were on it at the last
     /// freeEmptySpans: those the next one gives back.
     var agedEmptySpans: UInt32 = 0
-    var unused: UInt32 = 0
     /// Pads the record to two whole cache lines (a test checks the stride).
-    var padding: (UInt, UInt) = (0, 0)
+    var padding: (UInt32, UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0, 0)
 
     /// A central for class `sizeClass` that keeps up to `keptEmptyBytes` of emptied spans
     /// for its next refills (at least one span when not 0: see the file comment).
