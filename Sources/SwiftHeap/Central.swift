@@ -293,13 +293,13 @@ extension UnsafeMutablePointer where Pointee == Central {
         return false
     }
 
-    /// Moves partial `span` from its owner's list to the unowned list. Must hold this
-    /// central's lock.
-    private func makeUnowned(_ span: UnsafeMutablePointer<Span>) {
+    /// Moves partial `span` from its span list to the unowned list, or to `list` (the
+    /// empty list: keepEmpty), with no owner. Must hold this central's lock.
+    private func makeUnowned(_ span: UnsafeMutablePointer<Span>, onto list: SpanListHead? = nil) {
         unlink(span)
         setOwner(span, nil)
         span.ownedSpans = nil
-        link(span, on: unownedHead)
+        link(span, on: list ?? unownedHead)
     }
 
     /// The span list a span that has just become partial, by objects `releaser` returned,
@@ -751,12 +751,11 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// Puts `span`, whose objects are all free, on the empty list, with no owner. Must
     /// hold this central's lock.
     private func keepEmpty(_ span: UnsafeMutablePointer<Span>) {
-        setOwner(span, nil)
-        span.ownedSpans = nil
         if span.pointee.onPartialList {
-            unlink(span)
-            link(span, on: emptyHead)
+            makeUnowned(span, onto: emptyHead)
         } else {
+            setOwner(span, nil)
+            span.ownedSpans = nil
             pushPartial(span, on: emptyHead)
         }
         pointee.emptySpans &+= 1
