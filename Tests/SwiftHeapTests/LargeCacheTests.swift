@@ -33,7 +33,10 @@ import Foundation
             #expect(largeObjectPages(rounded) == rounded)
             let slot = largeCacheSlot(pages: rounded)
             #expect(slot != nil && slot! < largeCacheClasses)
-            if let slot { slotsSeen.insert(slot) }
+            if let slot {
+                slotsSeen.insert(slot)
+                #expect(largeCacheClassPages(slot: slot) == rounded)
+            }
             if rounded != pages { #expect(largeCacheSlot(pages: pages) == nil) }
         }
         #expect(slotsSeen == Set(0..<largeCacheClasses))
@@ -55,7 +58,7 @@ import Foundation
         #expect(cache.put(span))
         #expect(span.pointee.state == .cached)
         #expect(cache.cachedFigures().spans == 1 && cache.cachedFigures().pages == 13)
-        #expect(cache.take(pages: 11) == nil, "a request two classes below takes nothing")
+        #expect(cache.take(pages: 10) == nil, "13 pages is more than a quarter above 10")
         #expect(cache.take(pages: 14) == nil, "a bigger class's request takes nothing")
         #expect(cache.take(pages: 13) == span)
         #expect(span.pointee.state == .large)
@@ -64,18 +67,40 @@ import Foundation
         h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()")
     }
 
-    /// A request whose class's slot is empty takes a span of the next class up (a page or
-    /// two more), never two classes up.
-    @Test func aRequestFallsBackToTheNextClassOnly() throws {
+    /// A request whose class's slot is empty takes a span of the lowest class above it
+    /// with at most a quarter more pages, or of the next class (a page or two more)
+    /// whatever its count; never one further up.
+    @Test(arguments: [
+        // (cached page counts, request, the count the request gets or nil)
+        ([6], 5, 6),            // the next class: a fifth more
+        ([7], 5, nil),          // two classes up and 40% more
+        ([10], 8, 10),          // two classes up, a quarter more
+        ([9, 10], 8, 9),        // the lowest of those that qualify
+        ([11], 8, nil),         // three up, more than a quarter
+        ([20], 16, 20),         // two classes up (18, 20): a quarter more
+        ([22], 16, nil),
+        ([20], 18, 20),         // the next class
+        ([24], 18, nil),        // two up: a third more
+        ([30], 24, 30),         // three up (26, 28, 30): a quarter more
+        ([32], 24, nil),
+        ([30], 32, nil),        // nothing above the last class, nor ever below
+    ] as [([UInt], UInt, UInt?)])
+    func aRequestFallsBackToTheNearestClassOfAtMostAQuarterMorePages(cached: [UInt], request: UInt, gets: UInt?) throws {
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        let six = try largeSpan(h, pages: 6), twenty = try largeSpan(h, pages: 20)
-        #expect(cache.put(six) && cache.put(twenty))
-        #expect(cache.take(pages: 5) == six)
-        #expect(cache.take(pages: 16) == nil, "20 pages is two classes above 16")
-        #expect(cache.take(pages: 18) == twenty)
-        for span in [six, twenty] { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
+        var spans: [UnsafeMutablePointer<Span>] = []
+        for pages in cached {
+            let span = try largeSpan(h, pages: pages)
+            #expect(cache.put(span))
+            spans.append(span)
+        }
+        let got = cache.take(pages: request)
+        #expect(got.map { $0.pointee.pages } == gets, "\(request) pages with \(cached) cached")
+        if let got { #expect(got.pointee.state == .large) }
+        #expect(cache.cachedFigures().spans == UInt(cached.count) - (got == nil ? 0 : 1))
+        _ = cache.drain(to: h.pageHeap, byOwner: true)
+        if let got { h.pageHeap.freeLarge(got, address: got.pointee.base, call: "free()") }
     }
 
     /// The cache refuses a span whose page count is no class's, an occupied slot, and
