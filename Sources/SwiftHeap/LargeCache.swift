@@ -23,8 +23,8 @@
 //     bench's mt-mid), that sends 3 of 100 requests to the page heap, against 7 with
 //     the next class only (callgrind: 6.1k and 14.4k of 200k in one thread) and 1 in 4
 //     with the class's slot alone (simulated); 4 threads doing it ran 0.76x as long.
-//     A cached span keeps its pages and its place in the span map;
-//     its state is .cached, so that a second free of it is a double free.
+//     A cached span keeps its pages and its place in the span map; its state is
+//     .cached, so that a second free of it is a double free.
 //   * The memory stays the thread's only until the scavenger's next tick (at most one
 //     per scavengerTickNanos: ScavengerPacing.swift), which drains every thread's slots
 //     back to the page heap, where its pages are free and the scavenger releases them like

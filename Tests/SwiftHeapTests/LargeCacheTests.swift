@@ -89,12 +89,7 @@ import Foundation
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        var spans: [UnsafeMutablePointer<Span>] = []
-        for pages in cached {
-            let span = try largeSpan(h, pages: pages)
-            #expect(cache.put(span))
-            spans.append(span)
-        }
+        for pages in cached { #expect(cache.put(try largeSpan(h, pages: pages))) }
         let got = cache.take(pages: request)
         #expect(got.map { $0.pointee.pages } == gets, "\(request) pages with \(cached) cached")
         if let got { #expect(got.pointee.state == .large) }
