@@ -14,7 +14,8 @@
 // the threads share (Central.swift), the next a few objects (firstRefillObjects) of a
 // span of its own, and its bins start in small slot arrays that lie together in the
 // record (startBinCapacity, BinArrays), moving to their full arrays once the thread
-// uses the class more. Objects freed by a thread other than the one that allocated
+// uses the class more, where each refill (or full bin) doubles them up to the class's
+// capacity (grow). Objects freed by a thread other than the one that allocated
 // them simply land in the freeing thread's cache and travel back through the central
 // lists in batches, so cross-thread frees take no lock per object, and a
 // producer/consumer pattern is bounded by the bins' capacity.
@@ -162,7 +163,7 @@ struct ThreadCache {
 /// allocator, 47k of them moving objects there and back (callgrind). Four rather than
 /// eight: 3.5k fewer instructions a thread there (68.6M against 75.7M for the 2000); a
 /// thread that goes on to use the class refills once more, and its bin then moves to its
-/// full array.
+/// full array, at twice the start array's capacity (grow).
 let firstRefillObjects = 4
 
 /// A cache's first refills of a class are starter refills (Central.refillStarter): each
@@ -194,7 +195,7 @@ let starterMaxObjectSize: UInt = 1024
 /// The capacity of a bin in its start array (BinArrays): a cache's bins of every class
 /// start there, in a few pages of the record shared by all classes, and move to their
 /// full arrays (cacheCapacity) when the thread uses the class beyond a first batch (a
-/// second refill, or a full bin: growToFull). The full arrays of a class (two arrays of
+/// second refill, or a full bin: grow, growToFull). The full arrays of a class (two arrays of
 /// up to 128 words, some 2 KiB) lie pages apart from the next class's, so a thread that
 /// took a few objects of 20 sizes touched 13 pages of them (1000 such threads: 53 MB of
 /// records resident, Tests/c/thread_burst.c); their start arrays fit in 2.
@@ -642,10 +643,11 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         if got == 0 {
             // This cache's first refill of the class (its stamp, which this thread alone
             // writes) takes firstRefillObjects, at most half a start array; a later one
-            // moves the bin to its full array and takes half of that.
+            // doubles the bin (grow: into its full array, then up to the class's capacity)
+            // and takes half of it.
             let first = spans.lastRefill(sizeClass).pointee == 0
             if !first, let object = adoptRemote(sizeClass, into: bin) { return object }
-            if !first { _ = growToFull(bin, sizeClass: sizeClass, remote: false) }
+            if !first { _ = grow(bin, sizeClass: sizeClass) }
             let half = Int(bin.pointee.capacity) / 2
             got = central.refill(into: bin.pointee.slots, want: first ? min(half, firstRefillObjects) : half,
                                  owner: owner, owned: spans)
@@ -672,9 +674,9 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         return bin.pointee.slots[take &- 1]
     }
 
-    /// Makes room in a full bin, by moving it to its full array if it is in its start
-    /// array (growToFull), else by moving its older half to the central list, then caches
-    /// `object`. The no-cache record returns the object straight to its span.
+    /// Makes room in a full bin, by doubling it if it is below its class's capacity
+    /// (grow), else by moving its older half to the central list, then caches `object`.
+    /// The no-cache record returns the object straight to its span.
     ///
     /// Takes the class's central lock.
     @inline(never) func flushBinAndPush(_ sizeClass: Int, _ object: UInt) {
@@ -686,7 +688,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
             central.release(&single, count: 1, by: UnsafeMutableRawPointer(self))
             return
         }
-        if growToFull(bin, sizeClass: sizeClass, remote: false) {
+        if grow(bin, sizeClass: sizeClass) {
             bin.pushNonFull(object)
             return
         }
@@ -719,21 +721,46 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
         bin.pushNonFull(object)
     }
 
-    /// Moves `bin` (class `sizeClass`'s bin, or its remote bin) from its start array to
-    /// its full array, objects and all, and zeroes the full array's guard words; returns
-    /// false if it is there already (BinArrays). A bin in a full array has a capacity
-    /// other than startBinCapacity, but for a class without a start array whose full
-    /// capacity is that: the test of the capacity keeps the refills and flushes of bins
-    /// that have grown (all but a thread's first few of a class) off the registry's table.
+    /// Moves remote bin `bin` of class `sizeClass` from its start array to its full array
+    /// at the class's remote capacity, objects and all; returns false if it is there
+    /// already (BinArrays). A bin in a full array has a capacity other than
+    /// startBinCapacity, but for a class without a start array whose full capacity is
+    /// that: the test of the capacity keeps the flushes of remote bins that have grown
+    /// off the registry's table.
     @inline(__always) private func growToFull(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool) -> Bool {
-        bin.pointee.capacity == startBinCapacity && moveToFullArray(bin, sizeClass: sizeClass, remote: remote)
+        guard bin.pointee.capacity == startBinCapacity else { return false }
+        let arrays = header.pointee.registry.pointee.binArrays[sizeClass]
+        return arrays.remoteCapacity != startBinCapacity && moveToFullArray(bin, sizeClass: sizeClass, remote: true,
+                                                                            capacity: arrays.remoteCapacity)
     }
 
-    /// growToFull's move, for a bin of capacity startBinCapacity.
-    @inline(never) private func moveToFullArray(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool) -> Bool {
+    /// Doubles the capacity of bin `bin` of class `sizeClass` (this cache's own, not the
+    /// remote one), up to the class's (BinArrays.binCapacity): from its start array into
+    /// its full array, objects and all, or in its full array. Returns false if it is at
+    /// the class's capacity already. A thread's bin of a class thus takes 4 objects at
+    /// its first private refill, 8 at the next, then 16, 32 and so on up to half the
+    /// class's capacity, and holds as many before it flushes: a thread that makes a few
+    /// objects of a class and exits (a thread per task) moves a few objects to its bin
+    /// and back, not half a full bin (`tasks`: 115 allocator instructions a pair moved
+    /// objects between spans and bins when the second refill took half a full bin).
+    @inline(__always) private func grow(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) -> Bool {
         let arrays = header.pointee.registry.pointee.binArrays[sizeClass]
-        let capacity = remote ? arrays.remoteCapacity : arrays.binCapacity
-        if bin.pointee.capacity == capacity { return false }
+        let capacity = bin.pointee.capacity
+        if capacity >= arrays.binCapacity { return false }
+        let grown = min(capacity &* 2, arrays.binCapacity)
+        if bin.pointee.slots == slotArray(at: arrays.binFull) {
+            bin.initialize(to: CacheBin(slots: bin.pointee.slots, capacity: grown, count: bin.pointee.count))
+            return true
+        }
+        return moveToFullArray(bin, sizeClass: sizeClass, remote: false, capacity: grown)
+    }
+
+    /// Moves `bin` (class `sizeClass`'s bin, or with `remote` its remote bin) from its
+    /// start array to its full array with `capacity` slots, objects and all, and zeroes
+    /// the full array's guard words. Returns true.
+    @inline(never) private func moveToFullArray(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool,
+                                                capacity: UInt32) -> Bool {
+        let arrays = header.pointee.registry.pointee.binArrays[sizeClass]
         let full = slotArray(at: remote ? arrays.remoteFull : arrays.binFull)
         (full - binGuardWords).initialize(repeating: 0, count: binGuardWords)
         let count = bin.pointee.count

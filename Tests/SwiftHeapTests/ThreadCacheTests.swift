@@ -94,10 +94,12 @@ import CShim
     /// A cache's refills of a class go from small to big: its first starterRefillsPerClass
     /// take a line group each from a shared span (Central.refillStarter), the next takes a
     /// few objects (firstRefillObjects) of a span of its own into the bin's start array,
-    /// and the one after moves the bin to its full array and takes half of it. A thread
-    /// that allocates a few objects of many sizes and exits touches a few lines of each
-    /// class and of its record, not pages (Tests/c/thread_burst.c).
-    @Test func aCachesRefillsOfAClassGoFromLineGroupsToAFewObjectsToHalfABin() throws {
+    /// the one after moves the bin to its full array at twice the start array's capacity,
+    /// and each later one doubles it again, up to the class's capacity, taking half of it.
+    /// A thread that allocates a few objects of many sizes and exits touches a few lines
+    /// of each class and of its record, not pages (Tests/c/thread_burst.c), and moves a
+    /// few objects of each class to its bin and back (the bench's `tasks`).
+    @Test func aCachesRefillsOfAClassGoFromLineGroupsToAFewObjectsThenDoubleUpToTheClasssCapacity() throws {
         let size: UInt = 208  // a class no other test of this suite uses in this thread
         let cls = heap.pointee.classes.sizeClass(of: size)
         let group = Int(objectsPerLineGroup(objectSize: size))
@@ -120,9 +122,18 @@ import CShim
             #expect(Int(bin.pointee.count) == firstRefillObjects - 1, "the first private refill took \(bin.pointee.count + 1)")
             #expect(spanMap.span(containing: UInt(bitPattern: objects.last!))!.pointee.owner == UnsafeMutableRawPointer(cache))
             #expect(bin.pointee.slots == cache.slotArray(at: arrays.binStart), "still in the start array")
-            for _ in 0..<firstRefillObjects { objects.append(allocate(size)) }
-            #expect(bin.pointee.slots == cache.slotArray(at: arrays.binFull) && bin.pointee.capacity == arrays.binCapacity)
-            #expect(Int(bin.pointee.count) == Int(arrays.binCapacity) / 2 - 1, "the next refill took \(bin.pointee.count + 1)")
+            for _ in 0..<firstRefillObjects { objects.append(allocate(size)) }  // empties the bin, refills it
+            var capacity = startBinCapacity
+            #expect(arrays.binCapacity >= 4 * startBinCapacity, "a class with room for two doublings")
+            while capacity < arrays.binCapacity {
+                capacity = min(capacity * 2, arrays.binCapacity)
+                #expect(bin.pointee.slots == cache.slotArray(at: arrays.binFull) && bin.pointee.capacity == capacity,
+                        "a refill of a bin of \(capacity / 2) slots made it \(bin.pointee.capacity)")
+                #expect(Int(bin.pointee.count) == Int(capacity) / 2 - 1, "the refill into \(capacity) slots took \(bin.pointee.count + 1)")
+                for _ in 0..<Int(capacity) / 2 { objects.append(allocate(size)) }  // empties the bin, refills it
+            }
+            #expect(bin.pointee.capacity == arrays.binCapacity, "at the class's capacity the bin stays")
+            #expect(Int(bin.pointee.count) == Int(arrays.binCapacity) / 2 - 1)
             for object in objects { deallocate(object) }
         }
     }
