@@ -195,10 +195,11 @@ let starterMaxObjectSize: UInt = 1024
 /// The capacity of a bin in its start array (BinArrays): a cache's bins of every class
 /// start there, in a few pages of the record shared by all classes, and move to their
 /// full arrays (cacheCapacity) when the thread uses the class beyond a first batch (a
-/// second refill, or a full bin: grow, growToFull). The full arrays of a class (two arrays of
-/// up to 128 words, some 2 KiB) lie pages apart from the next class's, so a thread that
-/// took a few objects of 20 sizes touched 13 pages of them (1000 such threads: 53 MB of
-/// records resident, Tests/c/thread_burst.c); their start arrays fit in 2.
+/// second refill, or a full bin: grow, growRemoteToFull). The full arrays of a class
+/// (two arrays of up to 128 words, some 2 KiB) lie pages apart from the next class's, so
+/// a thread that took a few objects of 20 sizes touched 13 pages of them (1000 such
+/// threads: 53 MB of records resident, Tests/c/thread_burst.c); their start arrays fit
+/// in 2.
 let startBinCapacity: UInt32 = 8
 
 /// The capacity of a bin: 32 KiB of objects, between 2 and 128 objects. Bins of big
@@ -704,8 +705,8 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
 
     /// Caches an object freed from a span another cache draws from (or a shared span), in
     /// the class's remote bin; a full remote bin moves to its full array if it is in its
-    /// start array (growToFull), else goes back to the central list first. The no-cache
-    /// record (capacity 0) returns the object straight to its span.
+    /// start array (growRemoteToFull), else goes back to the central list first. The
+    /// no-cache record (capacity 0) returns the object straight to its span.
     ///
     /// Takes the class's central lock when the bin is full.
     @inline(never) func pushRemote(_ sizeClass: Int, _ object: UInt) {
@@ -716,7 +717,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
                 central(sizeClass).release(&single, count: 1, by: UnsafeMutableRawPointer(self))
                 return
             }
-            if !growToFull(bin, sizeClass: sizeClass, remote: true) { releaseAll(bin, sizeClass: sizeClass) }
+            if !growRemoteToFull(bin, sizeClass: sizeClass) { releaseAll(bin, sizeClass: sizeClass) }
         }
         bin.pushNonFull(object)
     }
@@ -727,7 +728,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     /// startBinCapacity, but for a class without a start array whose full capacity is
     /// that: the test of the capacity keeps the flushes of remote bins that have grown
     /// off the registry's table.
-    @inline(__always) private func growToFull(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int, remote: Bool) -> Bool {
+    @inline(__always) private func growRemoteToFull(_ bin: UnsafeMutablePointer<CacheBin>, sizeClass: Int) -> Bool {
         guard bin.pointee.capacity == startBinCapacity else { return false }
         let arrays = header.pointee.registry.pointee.binArrays[sizeClass]
         return arrays.remoteCapacity != startBinCapacity && moveToFullArray(bin, sizeClass: sizeClass, remote: true,
