@@ -277,16 +277,26 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         return nil
     }
     let address = UInt(bitPattern: pointer)
+    // A small object, found and checked from its page's span-map entry as free's fast
+    // path does; its old copy goes on this thread's bin without a second lookup. Under
+    // callgrind, a perl script's string growth took 216 instructions a realloc this way,
+    // against 306 through liveObjectSpan (91 of them) and a free of the old copy (47).
+    if let (entry, span) = liveSmallObjectFast(address, spanMap: SpanMap.process) {
+        let oldUsable = UInt(span.pointee.objectSize)
+        if staysInPlace(size, smallObject: oldUsable) { return pointer }
+        guard let moved = move(pointer, oldUsable: oldUsable, to: size) else { return nil }
+        if !cacheFreeChecked(address, entry: entry) { deallocate(pointer) }
+        return moved
+    }
     let span = liveObjectSpan(address, call: "realloc()")
 
     let oldUsable: UInt
     if span.pointee.state == .small {
         oldUsable = UInt(span.pointee.objectSize)
-        // Stay in place unless the object would waste more than half its class.
-        if size <= oldUsable && (size > oldUsable / 2 || oldUsable <= 16) { return pointer }
+        if staysInPlace(size, smallObject: oldUsable) { return pointer }
     } else {
         oldUsable = span.pointee.pages &<< pageShift
-        // Keep the headroom a growing move left (below): a size at most a quarter under
+        // Keep the headroom a growing move left (move): a size at most a quarter under
         // the object's stays in place (a sampled object's profile takes the new size).
         if size <= oldUsable && size >= oldUsable - oldUsable / 4 {
             if profilingOn && span.pointee.profiled {
@@ -300,12 +310,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
             return resized
         }
     }
-    // Growing by a move: take a quarter more than asked (as tcmalloc does), so that a
-    // buffer grown by small steps moves, and is copied, once per 25% of growth rather
-    // than at every size class (8 per doubling); the exact size if that fails.
-    let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
-    guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
-    memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
+    guard let moved = move(pointer, oldUsable: oldUsable, to: size) else { return nil }
     // A moved object's old pages go back to the OS now if it is of releaseAtMoveBytes or
     // more (glibc would have moved its pages with mremap, leaving no copy), and are
     // otherwise kept for the next allocations (not released at free); the program's last
@@ -321,6 +326,25 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         deallocate(pointer)
     }
     if large && processScavenger.releasesAtFree { processPageHeap.noteLargeAllocation() }
+    return moved
+}
+
+/// Whether realloc to `size` keeps a small object of `usable` bytes where it is: unless
+/// it would waste more than half its class.
+@inline(__always) func staysInPlace(_ size: UInt, smallObject usable: UInt) -> Bool {
+    size <= usable && (size > usable / 2 || usable <= 16)
+}
+
+/// realloc's move of the object at `pointer`, of `oldUsable` bytes, to a new one for
+/// `size` bytes, its contents copied; nil (with ENOMEM) if there is no memory. The old
+/// object is the caller's to free. Growing, it takes a quarter more than asked (as
+/// tcmalloc does), so that a buffer grown by small steps moves, and is copied, once per
+/// 25% of growth rather than at every size class (8 per doubling); the exact size if
+/// that fails.
+@inline(__always) func move(_ pointer: UnsafeMutableRawPointer, oldUsable: UInt, to size: UInt) -> UnsafeMutableRawPointer? {
+    let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
+    guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
+    memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))
     return moved
 }
 

@@ -108,6 +108,35 @@ enum FastFree {
     return .slow
 }
 
+/// The page entry and span of the small object at `address`, found and checked as free's
+/// fast path does (the object's start, its free bit, the last four pushes on the bin a
+/// free of it would go to), for realloc (Entry.swift: reallocate); nil where that path
+/// would go slow (no small object starts there, it looks freed, or its bin is full or
+/// the thread has no cache yet: the caller's slow path diagnoses). No lock, no atomic.
+@inline(__always) func liveSmallObjectFast(_ address: UInt, spanMap: SpanMap)
+    -> (entry: UnsafeMutablePointer<SpanMapEntry>, span: UnsafeMutablePointer<Span>)? {
+    guard let entry = spanMap.entry(containing: address) else { return nil }
+    let (index, isStart) = entry.objectStart(of: address)
+    guard isStart, let span = entry.pointee.span else { return nil }
+    let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
+        .freeBin(owner: entry.pointee.owner, binOffset: entry.pointee.binOffset)
+    // The bin's fullness first, as in cacheFreeFast: the compares read below its top.
+    guard !bin.pointee.isFull, !looksFreed(address, index: index, span: span, top: bin.pointee.top) else { return nil }
+    return (entry, span)
+}
+
+/// Frees the small object at `address`, whose page entry is `entry`, that
+/// liveSmallObjectFast found live (nothing may have freed it since), onto the calling
+/// thread's bin without its checks again; false if the bin is full (or the thread has
+/// no cache yet): then nothing changed. No lock, no atomic.
+@inline(__always) func cacheFreeChecked(_ address: UInt, entry: UnsafeMutablePointer<SpanMapEntry>) -> Bool {
+    let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
+        .freeBin(owner: entry.pointee.owner, binOffset: entry.pointee.binOffset)
+    if bin.pointee.isFull { return false }
+    bin.pushNonFull(address)
+    return true
+}
+
 /// Whether object `index` of `span` (at `address`) is free already: its bit in the
 /// span's free bitmap is set, or it is one of the last four objects pushed on the bin
 /// whose top is `top`. See the file comment for why the unlocked read of the bitmap is

@@ -321,13 +321,19 @@ struct SpanMap {
     /// The span `address` maps to, or nil (see the file comment: for a large span only
     /// its base maps to it). Takes no lock.
     @inline(__always) func span(containing address: UInt) -> UnsafeMutablePointer<Span>? {
-        if address >> spanMapSlotShift >= spanMapSlotCount { return nil }
-        return span(containingMapped: address)
+        entry(containing: address)?.pointee.span
     }
 
     /// span(containing:) for an address the caller has checked is below 2^heapAddressBits.
     @inline(__always) func span(containingMapped address: UInt) -> UnsafeMutablePointer<Span>? {
         entry(containingMapped: address)?.pointee.span
+    }
+
+    /// The entry of `address`'s page, nil if the address is beyond the map or its slot
+    /// has no table (then no span holds it). Takes no lock.
+    @inline(__always) func entry(containing address: UInt) -> UnsafeMutablePointer<SpanMapEntry>? {
+        if address >> spanMapSlotShift >= spanMapSlotCount { return nil }
+        return entry(containingMapped: address)
     }
 
     /// The entry of `address`'s page, nil if its slot has no table (then no span holds

@@ -129,6 +129,24 @@ import Glibc
         deallocate(p)
     }
 
+    /// realloc of a small object stays in place while the new size fits its class and
+    /// wastes at most half of it; a move leaves the old object on top of the calling
+    /// thread's bin (realloc's path from the span map, Entry.swift: reallocate), where
+    /// the next malloc of its class finds it.
+    @Test func smallReallocStaysInItsClassAndAMoveFreesTheOldObjectOntoTheBin() throws {
+        let p = try #require(allocate(100))  // the 112-byte class
+        #expect(usableSize(p) == 112)
+        #expect(reallocate(p, 112) == p && reallocate(p, 57) == p, "sizes 57...112 keep the object")
+        p.storeBytes(of: 0x5eed, as: UInt.self)
+        let q = try #require(reallocate(p, 56), "at most half the class: a move")
+        #expect(q != p && q.load(as: UInt.self) == 0x5eed)
+        #expect(allocate(100) == p, "the old object is its bin's top")
+        let r = try #require(reallocate(q, 1000))
+        #expect(r != q && r.load(as: UInt.self) == 0x5eed)
+        deallocate(r)
+        deallocate(p)
+    }
+
     /// (Growing in place into free pages is checked exactly on a private page heap:
     /// PageHeapTests.largeObjectsCountAndResizeInPlace.)
     @Test func largeReallocShrinksInPlace() throws {

@@ -91,6 +91,8 @@ static const case_t cases[] = {
     { "realloc-freed-large",    "reallocfreed", "malloc(1 MiB), free, realloc(p, 2 MiB)" },
     { "realloc-freed-large-cached", "reallocfreed", "malloc(100 KiB), free (kept in the thread's large cache), realloc(p, 200 KiB)" },
     { "realloc-freed-huge",     "reallocfreed", "malloc(64 MiB), free, realloc(p, 100)" },
+    { "realloc-moved-small",    "reallocfreed", "malloc(64) p, realloc(p, 1000) moves it, realloc(p, 100)" },
+    { "double-free-realloc-moved", "double", "malloc(64) p, realloc(p, 1000) moves it, free(p)" },
 };
 
 int main(int argc, char **argv) {
@@ -192,6 +194,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "realloc-freed-large"))      { char *p = malloc(1 << 20); free(p); do_realloc(p, 2 << 20); }
     else if (!strcmp(c, "realloc-freed-large-cached")) { char *p = malloc(100 << 10); free(p); do_realloc(p, 200 << 10); }
     else if (!strcmp(c, "realloc-freed-huge"))       { char *p = malloc(64 << 20); free(p); do_realloc(p, 100); }
+    else if (!strcmp(c, "realloc-moved-small") || !strcmp(c, "double-free-realloc-moved")) {
+        void *p = launder(malloc(64)), *q = realloc(launder(p), 1000);
+        if (!q || q == p) { fprintf(stderr, "misuse: realloc(p, 1000) did not move a 64-byte block\n"); return 3; }
+        sink = q;
+        if (c[0] == 'r') do_realloc(p, 100); else do_free(p);
+    }
     else { fprintf(stderr, "misuse: unknown case %s\n", c); return 3; }
 
     // Still alive: the misuse went unnoticed.
