@@ -649,10 +649,12 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// unowned list if its owner has gone; one that a releaser other than its owner
     /// leaves at most a quarter allocated, or whose owner is idle, goes to the unowned
     /// list (leavesOwner; see the file comment).
-    /// A pointer whose bit is already free was freed twice: reported as heap misuse.
+    /// A pointer whose bit is already free was freed twice: reported as heap misuse. A
+    /// batch that seems to come in runs (batchComesInRuns) goes as releaseInRuns's.
     ///
     /// Takes this central's lock, and the page heap's lock when a span empties.
     func release(_ objects: UnsafeMutablePointer<UInt>, count: Int, by releaser: UnsafeMutableRawPointer? = nil) {
+        if batchComesInRuns(objects, count: count) { return releaseInRuns(objects, count: count, by: releaser) }
         putBack(objects, count: count, releaser: releaser, inRuns: false)
     }
 
@@ -663,8 +665,9 @@ extension UnsafeMutablePointer where Pointee == Central {
     /// update of the span's count and lists (closeRun), which leaves the
     /// span where returning them one by one would (its count only falls, and every list
     /// decision depends on the count and on state the lock keeps still). In a batch of
-    /// objects in random order, as a flushed local bin's are, each run ends after one
-    /// object, and the test costs release's loop a few instructions per object.
+    /// objects in random order (a churning program's flushed bin), each run ends after
+    /// one object, and the test costs the loop a few instructions an object: release
+    /// takes this path only for batches that seem to come in runs (batchComesInRuns).
     ///
     /// Takes this central's lock, and the page heap's lock when a span empties.
     func releaseInRuns(_ objects: UnsafeMutablePointer<UInt>, count: Int, by releaser: UnsafeMutableRawPointer?) {
@@ -813,4 +816,24 @@ extension UnsafeMutablePointer where Pointee == Central {
         lockPointer.unlock()
         return pages
     }
+}
+
+/// Whether a batch seems to come in runs of one span, so that release takes it as
+/// releaseInRuns does: two of four neighbouring pairs, sampled across it, lie on one
+/// page. A flushed bin's older half holds the objects a refill took, in address order,
+/// and those the program freed, in its own order: random in a churning program, where
+/// the run test would cost some 4 instructions an object for nothing, and the order they
+/// were handed out in where a program frees what it built. Under callgrind, a perl
+/// script's flushes ran release in 32.9 M instructions this way against 49.5 M without
+/// runs, `larson` 74.5 allocator instructions a pair against 78.8, and `st-churn`'s
+/// teardown (its 100k objects freed) 21.1 M against 24.1 M, with its loop level. The
+/// result is the same either way.
+@inline(__always) func batchComesInRuns(_ objects: UnsafeMutablePointer<UInt>, count: Int) -> Bool {
+    if count < 8 { return false }
+    var onOnePage = 0
+    for k in 0..<4 {
+        let i = k &* (count &- 1) / 4
+        if objects[i] ^ objects[i &+ 1] < pageSize { onOnePage &+= 1 }
+    }
+    return onOnePage >= 2
 }

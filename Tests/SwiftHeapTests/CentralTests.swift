@@ -431,6 +431,34 @@ import Testing
         #expect(central.pointee.spanCount == 0 && central.pointee.allocatedObjects == 0)
     }
 
+    /// Which batches release takes in runs (batchComesInRuns): those where two of four
+    /// neighbouring pairs sampled across the batch lie on one page.
+    @Test(arguments: [
+        ("seven in a row: too few to sample", (0..<7).map { 0x7000_0000_0000 + UInt($0) * 64 }, false),
+        ("64 in a row", (0..<64).map { 0x7000_0000_0000 + UInt($0) * 64 }, true),
+        ("64 in a row, descending", (0..<64).reversed().map { 0x7000_0000_0000 + UInt($0) * 64 }, true),
+        ("64 each on a page of its own", (0..<64).map { 0x7000_0000_0000 + UInt($0) * pageSize }, false),
+        ("32 in a row, then 32 each on a page of its own",
+         (0..<32).map { 0x7000_0000_0000 + UInt($0) * 64 } + (0..<32).map { 0x7000_1000_0000 + UInt($0) * pageSize }, true),
+        ("16 each on a page of its own, then 48 in a row",
+         (0..<16).map { 0x7000_1000_0000 + UInt($0) * pageSize } + (0..<48).map { 0x7000_0000_0000 + UInt($0) * 64 }, true),
+        ("48 each on a page of its own, then 16 in a row",
+         (0..<48).map { 0x7000_1000_0000 + UInt($0) * pageSize } + (0..<16).map { 0x7000_0000_0000 + UInt($0) * 64 }, false),
+    ] as [(String, [UInt], Bool)])
+    func batchesThatSeemToComeInRunsAreSampledFromFourPairs(_ row: (String, [UInt], Bool)) {
+        var objects = row.1
+        #expect(batchComesInRuns(&objects, count: objects.count) == row.2, "\(row.0)")
+    }
+
+    /// A double free in a flushed batch that comes in runs (release takes it as
+    /// releaseInRuns does) is reported, its second copy in the same run as the first.
+    @Test func aDoubleFreeInABatchInRunsTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let f = OneFullSpan(inRuns: false)
+            f.b.release(f.central, Array(f.own[0..<10]) + [f.own[3]])
+        }
+    }
+
     /// An object twice in one run of a batch (a double free whose two copies reached the
     /// same remote bin) is reported, not counted free twice.
     @Test func aDoubleFreeInsideARunTraps() async {
