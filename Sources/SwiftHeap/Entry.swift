@@ -284,7 +284,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
     if let (entry, span) = liveSmallObjectFast(address, spanMap: SpanMap.process) {
         let oldUsable = UInt(span.pointee.objectSize)
         if staysInPlace(size, smallObject: oldUsable) { return pointer }
-        guard let moved = move(pointer, oldUsable: oldUsable, to: size) else { return nil }
+        guard let moved = moveObject(pointer, oldUsable: oldUsable, to: size) else { return nil }
         if !cacheFreeChecked(address, entry: entry) { deallocate(pointer) }
         return moved
     }
@@ -296,7 +296,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
         if staysInPlace(size, smallObject: oldUsable) { return pointer }
     } else {
         oldUsable = span.pointee.pages &<< pageShift
-        // Keep the headroom a growing move left (move): a size at most a quarter under
+        // Keep the headroom a growing move left (moveObject): a size at most a quarter under
         // the object's stays in place (a sampled object's profile takes the new size).
         if size <= oldUsable && size >= oldUsable - oldUsable / 4 {
             if profilingOn && span.pointee.profiled {
@@ -310,7 +310,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
             return resized
         }
     }
-    guard let moved = move(pointer, oldUsable: oldUsable, to: size) else { return nil }
+    guard let moved = moveObject(pointer, oldUsable: oldUsable, to: size) else { return nil }
     // A moved object's old pages go back to the OS now if it is of releaseAtMoveBytes or
     // more (glibc would have moved its pages with mremap, leaving no copy), and are
     // otherwise kept for the next allocations (not released at free); the program's last
@@ -341,7 +341,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
 /// tcmalloc does), so that a buffer grown by small steps moves, and is copied, once per
 /// 25% of growth rather than at every size class (8 per doubling); the exact size if
 /// that fails.
-@inline(__always) func move(_ pointer: UnsafeMutableRawPointer, oldUsable: UInt, to size: UInt) -> UnsafeMutableRawPointer? {
+@inline(__always) func moveObject(_ pointer: UnsafeMutableRawPointer, oldUsable: UInt, to size: UInt) -> UnsafeMutableRawPointer? {
     let grown = size > oldUsable ? max(size, oldUsable + oldUsable / 4) : size
     guard let moved = allocate(grown) ?? (grown > size ? allocate(size) : nil) else { return nil }
     memcpy(moved, pointer, Int(bitPattern: min(size, oldUsable)))

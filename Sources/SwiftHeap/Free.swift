@@ -96,9 +96,7 @@ enum FastFree {
         guard let span = entry.pointee.span else { return .slow }
         return .notSmall(span)
     }
-    // A thread with no cache yet finds every bin full (the shim's swiftheap_no_cache_yet).
-    let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
-        .freeBin(owner: entry.pointee.owner, binOffset: entry.pointee.binOffset)
+    let bin = callingThreadFreeBin(entry)
     let top = bin.pointee.top
     if !bin.pointee.isFull
         && (!misuseChecks || !looksFreed(address, index: index, span: entry.pointee.span.unsafelyUnwrapped, top: top)) {
@@ -106,6 +104,14 @@ enum FastFree {
         return .done
     }
     return .slow
+}
+
+/// The calling thread's bin that a free of an object of the small span whose page entry
+/// is `entry` goes to (ThreadCache.freeBin, from the entry's copies of the span's owner
+/// and binOffset). A thread with no cache yet finds every bin full (the shim's
+/// swiftheap_no_cache_yet).
+@inline(__always) func callingThreadFreeBin(_ entry: UnsafeMutablePointer<SpanMapEntry>) -> UnsafeMutablePointer<CacheBin> {
+    UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot()).freeBin(owner: entry.pointee.owner, binOffset: entry.pointee.binOffset)
 }
 
 /// The page entry and span of the small object at `address`, found and checked as free's
@@ -118,8 +124,7 @@ enum FastFree {
     guard let entry = spanMap.entry(containing: address) else { return nil }
     let (index, isStart) = entry.objectStart(of: address)
     guard isStart, let span = entry.pointee.span else { return nil }
-    let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
-        .freeBin(owner: entry.pointee.owner, binOffset: entry.pointee.binOffset)
+    let bin = callingThreadFreeBin(entry)
     // The bin's fullness first, as in cacheFreeFast: the compares read below its top.
     guard !bin.pointee.isFull, !looksFreed(address, index: index, span: span, top: bin.pointee.top) else { return nil }
     return (entry, span)
@@ -130,8 +135,7 @@ enum FastFree {
 /// thread's bin without its checks again; false if the bin is full (or the thread has
 /// no cache yet): then nothing changed. No lock, no atomic.
 @inline(__always) func cacheFreeChecked(_ address: UInt, entry: UnsafeMutablePointer<SpanMapEntry>) -> Bool {
-    let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot())
-        .freeBin(owner: entry.pointee.owner, binOffset: entry.pointee.binOffset)
+    let bin = callingThreadFreeBin(entry)
     if bin.pointee.isFull { return false }
     bin.pushNonFull(address)
     return true
