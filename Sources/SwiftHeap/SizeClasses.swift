@@ -77,9 +77,16 @@ struct SizeClassTable {
     /// indexed by (size + 15) >> 4: malloc's fast path adds it to
     /// the cache's address as it is, and sizeClass(of:) divides it back.
     var binOffsets: UnsafeMutablePointer<UInt16>
+    /// Per alignment from 32 bytes to a page (alignedClassAlignments of them) and class,
+    /// the class's first class at or above it whose size is a multiple of the alignment
+    /// (every object of such a class is aligned: spans start on a page), or 0 if none:
+    /// aligned allocation's lookup (alignedClass).
+    var alignedClasses: UnsafeMutablePointer<UInt8>
 
     /// Entries of binOffsets: sizes 0...maxSmallSize by 16-byte steps.
     static let binOffsetEntries = Int(maxSmallSize >> 4) + 1
+    /// The alignments alignedClasses covers: 32 << k bytes for k below this (up to a page).
+    static let alignedClassAlignments = Int(pageShift) - 4
 
     /// Builds the table in metadata memory, its binOffsets in `binOffsetStorage` if given
     /// (binOffsetEntries entries: the process's table fills the shim's, which malloc's fast
@@ -87,13 +94,16 @@ struct SizeClassTable {
     /// exhausted.
     static func make(binOffsetStorage: UnsafeMutablePointer<UInt16>? = nil) -> SizeClassTable? {
         let entries = binOffsetEntries
+        let alignedEntries = alignedClassAlignments * maxSizeClasses
         guard let infoMemory = persistentAlloc(UInt(maxSizeClasses * MemoryLayout<SizeClassInfo>.stride)),
               let binOffsets = binOffsetStorage
-                ?? persistentAlloc(UInt(entries * MemoryLayout<UInt16>.stride))?.bindMemory(to: UInt16.self, capacity: entries)
+                ?? persistentAlloc(UInt(entries * MemoryLayout<UInt16>.stride))?.bindMemory(to: UInt16.self, capacity: entries),
+              let alignedMemory = persistentAlloc(UInt(alignedEntries))
         else { return nil }
         var table = SizeClassTable(
             info: infoMemory.bindMemory(to: SizeClassInfo.self, capacity: maxSizeClasses),
-            binOffsets: binOffsets)
+            binOffsets: binOffsets,
+            alignedClasses: alignedMemory.bindMemory(to: UInt8.self, capacity: alignedEntries))
         table.info[0] = SizeClassInfo(size: 0, pages: 0, objects: 0, reciprocal: 0)
         var count = 1
         var size: UInt = 16
@@ -114,7 +124,27 @@ struct SizeClassTable {
             while UInt(table.info[cls].size) < request { cls += 1 }
             table.binOffsets[i] = UInt16(cacheBinOffset(ofClass: cls))
         }
+        // Each alignment's classes, from the biggest down: a class's entry is itself if
+        // its size is a multiple of the alignment, else the next class's.
+        for k in 0..<alignedClassAlignments {
+            let alignment = UInt(32) << UInt(k)
+            let row = table.alignedClasses + k * maxSizeClasses
+            var next: UInt8 = 0
+            for c in (0..<maxSizeClasses).reversed() {
+                if c >= 1 && c < count && UInt(table.info[c].size) % alignment == 0 { next = UInt8(c) }
+                row[c] = c < count ? next : 0
+            }
+        }
         return table
+    }
+
+    /// The class of an allocation of `size` bytes (at most maxSmallSize) aligned to
+    /// `alignment` (a power of two from 32 bytes to a page): the first class that holds
+    /// max(size, alignment) bytes and whose size is a multiple of `alignment`; 0 if no
+    /// small class is.
+    @inline(__always) func alignedClass(of size: UInt, alignment: UInt) -> Int {
+        let k = alignment.trailingZeroBitCount &- 5
+        return Int(alignedClasses[k &* maxSizeClasses &+ sizeClass(of: max(size, alignment))])
     }
 
     /// The step from one class size to the next: 16 up to 128 bytes, then an eighth of

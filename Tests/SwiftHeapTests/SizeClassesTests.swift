@@ -95,6 +95,22 @@ import Testing
         #expect(wrong.isEmpty, "sizes mapped to the wrong class: \(wrong.prefix(10))")
     }
 
+    /// Aligned allocation's class, for every alignment from 32 bytes to a page and every
+    /// small size: the smallest class holding max(size, alignment) bytes whose size is a
+    /// multiple of the alignment (so that each of its objects is aligned), or 0 if none.
+    @Test(arguments: (0..<SizeClassTable.alignedClassAlignments).map { UInt(32) << UInt($0) })
+    func alignedLookupGivesTheSmallestClassOfAMultipleOfTheAlignment(alignment: UInt) {
+        var wrong: [UInt] = []
+        for size in stride(from: UInt(0), through: maxSmallSize, by: 8) {
+            let need = max(size, alignment)
+            let expected = (1..<table.count).first {
+                UInt(table.info[$0].size) >= need && UInt(table.info[$0].size) % alignment == 0
+            } ?? 0
+            if table.alignedClass(of: size, alignment: alignment) != expected { wrong.append(size) }
+        }
+        #expect(wrong.isEmpty, "alignment \(alignment): sizes mapped to the wrong class: \(wrong.prefix(10))")
+    }
+
     @Test func reciprocalDivisionIsExactForEveryOffsetInASpan() {
         for cls in 1..<table.count {
             let info = table.info[cls]
