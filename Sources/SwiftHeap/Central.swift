@@ -824,8 +824,8 @@ extension UnsafeMutablePointer where Pointee == Central {
 /// and those the program freed, in its own order: random in a churning program, where
 /// the run test would cost some 4 instructions an object for nothing, and the order they
 /// were handed out in where a program frees what it built. Under callgrind, a perl
-/// script's flushes ran release in 32.9 M instructions this way against 49.5 M without
-/// runs, `larson` 74.5 allocator instructions a pair against 78.8, and `st-churn`'s
+/// script's flushes (PERL_HASH_SEED=0) ran release in 31.3 M instructions this way
+/// against 51.1 M without runs, `larson` 74.5 allocator instructions a pair against 78.8, and `st-churn`'s
 /// teardown (its 100k objects freed) 21.1 M against 24.1 M, with its loop level. The
 /// result is the same either way.
 @inline(__always) func batchComesInRuns(_ objects: UnsafeMutablePointer<UInt>, count: Int) -> Bool {
