@@ -16,15 +16,19 @@ import CShim
 /// the same one compare as the constant). No lock, no atomic. (Two steps so that the
 /// popped address goes back to the caller with no test of its own.)
 @inline(__always) func cacheBinFast(_ size: UInt, limit: UInt, binOffsets: UnsafeMutablePointer<UInt16>) -> UnsafeMutablePointer<CacheBin>? {
-    if size <= limit {
-        // A thread with no cache yet finds its bin empty (the shim's swiftheap_no_cache_yet),
-        // and so does every thread before the heap is made (`binOffsets` are then the
-        // shim's zeros: Entry.swift).
-        let offset = SizeClassTable.binOffset(of: size, in: binOffsets)
-        let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot()).bin(atOffset: offset)
-        if !bin.pointee.isEmpty { return bin }
-    }
+    // Every thread finds its bin empty before the heap is made (`binOffsets` are then
+    // the shim's zeros: Entry.swift).
+    if size <= limit { return callingThreadNonEmptyBin(atOffset: SizeClassTable.binOffset(of: size, in: binOffsets)) }
     return nil
+}
+
+/// The calling thread's bin at `offset` (cacheBinOffset) if it holds an object, else nil;
+/// pop it with popNonEmpty. A thread with no cache yet finds every bin empty (the shim's
+/// swiftheap_no_cache_yet). malloc's fast path, and aligned allocation's (Entry.swift:
+/// allocateAligned). No lock, no atomic.
+@inline(__always) func callingThreadNonEmptyBin(atOffset offset: Int) -> UnsafeMutablePointer<CacheBin>? {
+    let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot()).bin(atOffset: offset)
+    return bin.pointee.isEmpty ? nil : bin
 }
 
 /// A small object of `size` bytes from the calling thread's bin, or nil when the fast

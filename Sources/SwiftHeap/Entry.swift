@@ -226,14 +226,12 @@ func afterThreadExitHook(_ cachesLeft: UInt) {
     if size <= maxSmallSize && alignment <= pageSize {
         // A class whose size is a multiple of the alignment has every object aligned,
         // because spans start on a page boundary; its bin's top object, if it has one,
-        // as malloc's fast path takes it (a thread with no cache yet finds every bin
-        // empty). A loop of aligned_alloc(64, 64..192) and free took 209 instructions a
-        // pair through allocateSmall and a search of the classes, 133 this way (callgrind;
-        // mimalloc 2.0 105).
+        // as malloc's fast path takes it. A loop of aligned_alloc(64, 64..192) and free
+        // took 209 instructions a pair through allocateSmall and a search of the classes,
+        // 133 this way (callgrind; mimalloc 2.0 105).
         let cls = heap.pointee.classes.alignedClass(of: size, alignment: alignment)
         if cls != 0 {
-            let bin = UnsafeMutablePointer<ThreadCache>(slot: sh_tls_slot()).bin(cls)
-            if !bin.pointee.isEmpty { return bin.popNonEmpty() }
+            if let bin = callingThreadNonEmptyBin(atOffset: cacheBinOffset(ofClass: cls)) { return bin.popNonEmpty() }
             return allocateSmall(cls)
         }
     }
