@@ -110,7 +110,8 @@ import CShim
 /// empty spans (Central.freeEmptySpans) back to the page heap, for an allocation that
 /// found no memory without them; returns whether there were any.
 @inline(never) func drainedLargeCaches() -> Bool {
-    processCaches.drainLargeCaches() &+ processScavenger.freeEmptySpans(all: true) > 0
+    let parked = processCaches.drainParkedCaches(all: true)
+    return parked &+ processCaches.drainLargeCaches() &+ processScavenger.freeEmptySpans(all: true) > 0
 }
 
 /// free without the C conventions.
@@ -357,6 +358,7 @@ func reallocate(_ pointer: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMuta
 /// (LargeCache.swift), then see Scavenger.trim. Returns whether anything was released.
 func trimHeap() -> Bool {
     if !heapIsReady() { return false }
+    processCaches.drainParkedCaches(all: true)
     processCaches.drainLargeCaches()
     return processScavenger.trim()
 }

@@ -248,6 +248,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         var drainedLarge = false
         if startsDropping || now &- state.pointee.lastLargeDrainNanos >= scavengerTickNanos {
             state.pointee.lastLargeDrainNanos = now
+            pointee.caches?.drainParkedCaches(all: startsDropping)
             let pages = (pointee.caches?.drainLargeCaches() ?? 0) &+ freeEmptySpans(all: startsDropping)
             freeResident &+= pages &<< pageShift
             drainedLarge = pages > 0

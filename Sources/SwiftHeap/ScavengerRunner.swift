@@ -315,6 +315,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     /// gets at most a burst a second; so does finishAfterThreadsExited. Returns the CPU
     /// time spent. Must hold the runner lock.
     private func finishWork(now: Int64) -> Int64 {
+        pointee.caches?.drainParkedCaches(all: true)
         if !workFlagged() && freedSinceEpochRacy == 0 { return 0 }
         return tick(now: now, inline: false, finishing: true).spentNanos
     }

@@ -57,8 +57,43 @@ func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     threadCensus.shared { spawnAndJoin(count, body) }
 }
 
+/// Runs `body` while `count` more threads live that have allocated (their caches are
+/// live), then lets them free and exit and joins them.
+func whileThreadsLive<T>(_ count: Int, _ body: () throws -> T) rethrows -> T {
+    let ready = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+    var threads: [Thread] = []
+    let finished = DispatchGroup()
+    for _ in 0..<count {
+        finished.enter()
+        let thread = Thread {
+            let p = allocate(16)
+            ready.signal()
+            done.wait()
+            deallocate(p)
+            finished.leave()
+        }
+        thread.start()
+        threads.append(thread)
+    }
+    for _ in 0..<count { ready.wait() }
+    defer {
+        for _ in 0..<count { done.signal() }
+        finished.wait()
+    }
+    return try body()
+}
+
+/// The test process parks no thread's cache (CacheRegistry.park): the tests that start
+/// threads expect each to make a fresh cache and to flush it as it exits, but for the
+/// tests of parking, which turn it on while they hold the census exclusively.
+let parkingOffInTests: Void = {
+    precondition(ensureHeapInitialized())
+    processCaches.pointee.parkLimit = 0
+}()
+
 /// `onThreads` inside `threadCensus.exclusive`, where the census is already held.
 func spawnAndJoin(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    parkingOffInTests
     final class Start {
         let body: @Sendable (Int) -> Void
         let index: Int

@@ -332,6 +332,141 @@ import CShim
         #expect(objectsAfter <= objectsBefore + 256, "objects of exited threads went back to the central list")
     } }
 
+    /// Runs `body` with the process's caches parked on exit, at most `limit` of them (the
+    /// test process parks none otherwise: parkingOffInTests), holding the census
+    /// exclusively; none is parked before or after. Two more threads with caches live
+    /// meanwhile: an exit that leaves at most one cache live (the program back to one
+    /// thread) flushes every parked cache (Scavenger.finishAfterThreadsExited). It holds
+    /// the process scavenger's runner lock, so that no tick drains the parked caches
+    /// meanwhile (the tests make the drains), and the threads' caches it parks read a
+    /// dropping-phase word of their own (parkable): the process's is raised whenever the
+    /// other suites' frees look like a phase dropped, and a cache is not parked then.
+    func withParking(limit: UInt, _ body: () throws -> Void) rethrows {
+        try threadCensus.exclusive { try whileThreadsLive(2) {
+            parkingOffInTests
+            let runnerLock = processScavenger.pointer(to: \.runner.lock)!
+            runnerLock.lock()
+            defer { runnerLock.unlock() }
+            processCaches.drainParkedCaches(all: true)
+            processCaches.pointee.parkLimit = limit
+            defer {
+                processCaches.pointee.parkLimit = 0
+                processCaches.drainParkedCaches(all: true)
+            }
+            try body()
+        } }
+    }
+
+    /// A thread that exits parks its cache whole, objects, spans and grown bins, and the
+    /// next thread to allocate takes it as it is, with no refill (a thread per task
+    /// costed each thread a refill and a flush per class it used, under the class's
+    /// central lock: 36% of `tasks`' time was SwiftHeap's, most of it there).
+    @Test func anExitingThreadParksItsCacheWholeAndTheNextThreadTakesIt() { withParking(limit: 2) {
+        let size: UInt = 304  // a class no other test uses
+        let cls = heap.pointee.classes.sizeClass(of: size)
+        let central = heap.pointee.centrals + cls
+        let objectsBefore = central.pointee.allocatedObjects
+        let first = SharedSlots(capacity: 3)
+        defer { first.slots.deallocate() }
+        spawnAndJoin(1) { _ in
+            var kept: [UnsafeMutableRawPointer] = []
+            for _ in 0..<10 { kept.append(allocate(size)!) }
+            for p in kept { deallocate(p) }
+            let cache = parkable()
+            first.slots[0] = UnsafeMutableRawPointer(cache)
+            first.slots[1] = UnsafeMutableRawPointer(bitPattern: UInt(cache.bin(cls).pointee.count))
+            first.slots[2] = UnsafeMutableRawPointer(bitPattern: cache.header.pointee.refills)
+        }
+        let parked = processCaches.pointee.parked
+        #expect(processCaches.pointee.parkedCount == 1)
+        #expect(parked.map(UnsafeMutableRawPointer.init) == first.slots[0])
+        let cachedAtExit = UInt(bitPattern: first.slots[1])
+        #expect(cachedAtExit >= 10, "the thread's frees stayed in its bin")
+        #expect(central.pointee.allocatedObjects >= objectsBefore + cachedAtExit, "a parked cache keeps its objects")
+        spawnAndJoin(1) { _ in
+            let p = allocate(size)!
+            let cache = processCaches.currentCache()!
+            #expect(UnsafeMutableRawPointer(cache) == first.slots[0], "the next thread took the parked cache")
+            #expect(UInt(cache.bin(cls).pointee.count) == cachedAtExit - 1, "and its first malloc popped its bin")
+            #expect(cache.header.pointee.refills == UInt(bitPattern: first.slots[2]), "with no refill")
+            deallocate(p)
+        }
+        #expect(processCaches.pointee.parkedCount == 1)
+        #expect(processCaches.drainParkedCaches(all: true) == 1)
+        #expect(processCaches.pointee.parkedCount == 0 && processCaches.pointee.parked == nil)
+        #expect(central.pointee.allocatedObjects <= objectsBefore, "the drain flushed the parked cache's objects")
+    } }
+
+    /// The calling thread's cache, which reads a lowered dropping-phase word from now on
+    /// (withParking).
+    @discardableResult func parkable() -> UnsafeMutablePointer<ThreadCache> {
+        let cache = processCaches.currentCache()!
+        cache.header.pointee.droppingPhase = ThreadCacheTests.loweredPhaseWord
+        return cache
+    }
+    static let loweredPhaseWord: UnsafeMutablePointer<UInt32> = {
+        let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        word.initialize(to: 0)
+        return word
+    }()
+
+    /// Starts `count` threads that each allocate and free an object of 304 bytes while all
+    /// of them hold a cache, and joins them: `count` caches exit at once.
+    func exitTogether(_ count: Int) {
+        let allocated = SharedCounter()
+        spawnAndJoin(count) { _ in
+            let p = allocate(304)
+            parkable()
+            allocated.add(1)
+            while allocated.value < count { usleep(100) }
+            deallocate(p)
+        }
+    }
+
+    /// A cache parked waits for at most two scavenger ticks: a drain (the tick's) keeps
+    /// the caches parked since the previous drain and flushes the ones parked before it.
+    @Test func aDrainFlushesTheCachesParkedBeforeThePreviousDrain() { withParking(limit: 4) {
+        let exitOne = { spawnAndJoin(1) { _ in
+            deallocate(allocate(304))
+            parkable()
+        } }
+        exitOne()
+        #expect(processCaches.pointee.parkedCount == 1)
+        #expect(processCaches.drainParkedCaches(all: false) == 0, "parked since the last drain: kept")
+        exitOne()  // takes the parked cache and parks it again, after the drain
+        exitOne()
+        #expect(processCaches.pointee.parkedCount == 1)
+        exitTogether(2)  // one takes it, the other makes one
+        #expect(processCaches.pointee.parkedCount == 2)
+        #expect(processCaches.drainParkedCaches(all: false) == 0)
+        #expect(processCaches.drainParkedCaches(all: false) == 2, "parked before the previous drain: flushed")
+        #expect(processCaches.pointee.parkedCount == 0)
+    } }
+
+    /// At most parkLimit caches are parked; the others flush at exit, as does a cache
+    /// that holds more than parkMaxCachedBytes of objects.
+    @Test func parkingIsBoundedInCachesAndInTheBytesEachHolds() { withParking(limit: 2) {
+        exitTogether(5)
+        #expect(processCaches.pointee.parkedCount == 2)
+        processCaches.drainParkedCaches(all: true)
+        spawnAndJoin(1) { _ in
+            parkable()
+            // Full bins of big classes: 32 KiB of objects each, past the limit in all.
+            var size: UInt = 2048
+            var cached: UInt = 0
+            while cached <= parkMaxCachedBytes && size <= maxSmallSize {
+                let count = Int(cacheCapacity(objectSize: size))
+                var kept: [UnsafeMutableRawPointer] = []
+                for _ in 0..<count { kept.append(allocate(size)!) }
+                for p in kept { deallocate(p) }
+                cached = processCaches.currentCache()!.cachedBytes()
+                size += 1024
+            }
+            #expect(cached > parkMaxCachedBytes)
+        }
+        #expect(processCaches.pointee.parkedCount == 0, "a cache holding \(parkMaxCachedBytes) bytes or more flushed")
+    } }
+
     /// The premise of the count above: `onThreads` returns only once its threads have
     /// run their key destructors (where a cache is retired), even slow ones. (It used to
     /// wait for the bodies only, and the count failed on a loaded machine.)
