@@ -4,6 +4,7 @@
 // string, mremap.
 #define _GNU_SOURCE  // mremap's MREMAP_MAYMOVE
 #include "swiftheap_shim.h"
+#include <sched.h>
 
 __attribute__((aligned(64), visibility("hidden"))) const unsigned char swiftheap_no_cache_yet[SWIFTHEAP_NO_CACHE_YET_BYTES];
 
@@ -88,3 +89,5 @@ int sh_register_atfork(void (*prepare)(void), void (*parent)(void), void (*child
     register_atfork_fn next = __atomic_load_n(&libc_register_atfork, __ATOMIC_ACQUIRE);
     return next ? next(prepare, parent, child, dso_handle) : ENOMEM;
 }
+
+int sh_current_cpu(void) { return sched_getcpu(); }

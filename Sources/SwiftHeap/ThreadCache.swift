@@ -153,8 +153,9 @@ struct CacheHeader {
     /// of objects above starterMaxObjectSize). Its thread alone reads and writes them.
     var starterRefills: InlineArray<80, UInt8>
     /// While the cache is parked (CacheRegistry.park): the registry's parkDrains when it
-    /// was parked. Registry lock.
+    /// was parked, and the CPU its thread exited on. Registry lock.
     var parkedAt: UInt = 0
+    var parkedCPU: Int32 = -1
 }
 
 /// A thread's cache record (see the file comment). Never constructed as a value: it is
@@ -427,8 +428,9 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     /// Takes the registry lock; must not hold any allocator lock.
     @inline(never) func currentCache() -> UnsafeMutablePointer<ThreadCache>? {
         if let slot = sh_tls_get() { return UnsafeMutablePointer<ThreadCache>(slot: slot) }
+        let cpu = pointee.parked == nil ? -1 : sh_current_cpu()  // a racy read: a hint
         lockPointer.lock()
-        if let cache = unparkLocked() {
+        if let cache = unparkLocked(cpu: cpu) {
             let keyCreated = pointee.keyCreated
             let key = pointee.key
             lockPointer.unlock()
@@ -638,6 +640,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         if let dropping = cache.header.pointee.droppingPhase, sh_load32_relaxed(dropping) != 0 { return nil }
         if cache.cachedBytes() > parkMaxCachedBytes { return nil }
         _ = cache.largeCache.drain(to: pointee.pageHeap, byOwner: true)
+        let cpu = sh_current_cpu()
         lockPointer.lock()
         let left = pointee.liveCount &- 1
         guard pointee.parkedCount < pointee.parkLimit else {
@@ -648,17 +651,37 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         cache.header.pointee.next = pointee.parked
         cache.header.pointee.previous = nil
         cache.header.pointee.parkedAt = pointee.parkDrains
+        cache.header.pointee.parkedCPU = cpu
         pointee.parked = cache
         pointee.parkedCount &+= 1
         lockPointer.unlock()
         return left
     }
 
-    /// The most recently parked cache, taken off the parked list and put on the live
-    /// list, for a new thread; nil if none is parked. Must hold the registry lock.
-    private func unparkLocked() -> UnsafeMutablePointer<ThreadCache>? {
-        guard let cache = pointee.parked else { return nil }
-        pointee.parked = cache.header.pointee.next
+    /// A parked cache taken off the parked list and put on the live list, for a new
+    /// thread on CPU `cpu`: the most recently parked of those whose thread exited on that
+    /// CPU (their lines are likelier in its caches), else the most recently parked; nil if
+    /// none is parked. Must hold the registry lock.
+    private func unparkLocked(cpu: Int32) -> UnsafeMutablePointer<ThreadCache>? {
+        guard let first = pointee.parked else { return nil }
+        var previous: UnsafeMutablePointer<ThreadCache>? = nil
+        var cache = first
+        var scan: UnsafeMutablePointer<ThreadCache>? = first
+        var before: UnsafeMutablePointer<ThreadCache>? = nil
+        while let current = scan {
+            if current.header.pointee.parkedCPU == cpu {
+                cache = current
+                previous = before
+                break
+            }
+            before = current
+            scan = current.header.pointee.next
+        }
+        if let previous {
+            previous.header.pointee.next = cache.header.pointee.next
+        } else {
+            pointee.parked = cache.header.pointee.next
+        }
         pointee.parkedCount &-= 1
         linkLive(cache)
         return cache

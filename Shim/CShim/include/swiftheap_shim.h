@@ -96,6 +96,8 @@ static inline void *sh_mmap(void *addr, size_t len, int prot, int flags) {
 }
 // mremap is variadic, which Swift cannot call, and a GNU name (shim.c).
 void *sh_mremap(void *old, size_t oldSize, size_t newSize) __attribute__((visibility("hidden")));
+// The CPU the calling thread runs on (sched_getcpu: the vDSO or rseq, no system call), or -1.
+int sh_current_cpu(void) __attribute__((visibility("hidden")));
 static inline int64_t sh_monotonic_nanos(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
