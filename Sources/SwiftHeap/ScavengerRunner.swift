@@ -87,9 +87,11 @@ struct RunnerState {
     var quietTicks: Int = 0
     /// freedSinceEpoch seen by the last tick (new frees make a tick not quiet).
     var lastFreedSinceEpoch: UInt = 0
-    /// When the program's thread count was last read, and what it said.
+    /// When the program's thread count was last read, what it said, and how long that
+    /// answer holds (threadCheckHoldNanos).
     var threadCheckNanos: Int64 = 0
     var programHasThreads: Bool = false
+    var threadCheckHoldNanos: Int64 = 0
     /// When the last thread exit that left one cache did the finishing work
     /// (finishAfterThreadsExited).
     var lastExitFinishNanos: Int64 = 0
@@ -113,8 +115,31 @@ let parkedCheckNanos: Int64 = 1_000_000_000
 /// maps this much, even with no work flagged: the frees that flag work may be the
 /// program's last calls for a long while, and a free never starts it.
 let threadStartHeapBytes: UInt = 16 << 20
-/// How often the program's thread count is read from /proc (once the libc says it has run threads).
+/// How often the program's thread count is read from /proc (once the libc says it has run
+/// threads), at most: an answer of "other threads" holds this long, and so does one of
+/// "none" after a run of them (threadCheckHoldNanos).
 let threadCheckIntervalNanos: Int64 = 1_000_000_000
+/// How long a first answer of "no other thread" holds; each one after it holds twice as
+/// long as the last, up to threadCheckIntervalNanos.
+let threadRecheckMinNanos: Int64 = 10_000_000
+
+/// How long an answer of the program's thread count holds (programRunsThreads), given
+/// the answer, `hasThreads`, and how long the last one held, `lastHold` (0 before the
+/// first). "Other threads" holds threadCheckIntervalNanos; "none" holds
+/// threadRecheckMinNanos after a "yes" or first, then twice the last "none", up to
+/// threadCheckIntervalNanos. The C library says a program runs threads from its first
+/// pthread_create on, and /proc may then still count one: the read came from an
+/// allocation inside that pthread_create, or the program's threads have exited. Held for
+/// a second, such a "none" kept a program that started a thread, allocated, freed and
+/// went idle within that second from getting the scavenger's thread, and its memory
+/// stayed resident (Tests/c/late_thread.c; idle_release.c one run in ten); backing off
+/// from 10 ms, the thread starts at the next big allocation, and a program back to one
+/// thread reads /proc some eight times more, then once a second as before.
+func threadCheckHold(hasThreads: Bool, lastHold: Int64, lastHadThreads: Bool) -> Int64 {
+    if hasThreads { return threadCheckIntervalNanos }
+    if lastHold == 0 || lastHadThreads { return threadRecheckMinNanos }
+    return min(lastHold &* 2, threadCheckIntervalNanos)
+}
 /// The thread's stack: it calls nothing deep.
 let scavengerStackBytes = 64 << 10
 
@@ -137,6 +162,7 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         runnerLock.reinitialize()
         pointee.runner.threadCheckNanos = 0
         pointee.runner.programHasThreads = false
+        pointee.runner.threadCheckHoldNanos = 0
     }
 
     /// Whether the scavenger thread is running (for tests and stats).
@@ -201,13 +227,16 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     }
 
     /// Whether the program runs threads besides the caller (a stale answer is at most a
-    /// second old). Must hold the runner lock.
+    /// second old, a "none" at first 10 ms: threadCheckHold). Must hold the runner lock.
     private func programRunsThreads(_ now: Int64) -> Bool {
         if sh_libc_single_threaded() != 0 { return false }
         let state = pointer(to: \.runner)!
-        if state.pointee.threadCheckNanos == 0 || now &- state.pointee.threadCheckNanos >= threadCheckIntervalNanos {
+        if state.pointee.threadCheckNanos == 0 || now &- state.pointee.threadCheckNanos >= state.pointee.threadCheckHoldNanos {
+            let hasThreads = otherThreadsRun(upTo: 1) >= 1
+            state.pointee.threadCheckHoldNanos = threadCheckHold(hasThreads: hasThreads, lastHold: state.pointee.threadCheckHoldNanos,
+                                                                 lastHadThreads: state.pointee.programHasThreads)
             state.pointee.threadCheckNanos = now
-            state.pointee.programHasThreads = otherThreadsRun(upTo: 1) >= 1
+            state.pointee.programHasThreads = hasThreads
         }
         return state.pointee.programHasThreads
     }

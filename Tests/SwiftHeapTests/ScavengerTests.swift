@@ -150,6 +150,34 @@ import Testing
         }
     }
 
+    /// How long an answer of the program's thread count holds: "other threads" a second;
+    /// "none" 10 ms at first (the read may have come from inside the pthread_create that
+    /// starts the program's next thread: Tests/c/late_thread.c), doubling while it stays
+    /// "none", up to a second.
+    @Test(arguments: [
+        (hasThreads: true, lastHold: Int64(0), lastHadThreads: false, holds: threadCheckIntervalNanos),
+        (hasThreads: true, lastHold: threadRecheckMinNanos, lastHadThreads: false, holds: threadCheckIntervalNanos),
+        (hasThreads: false, lastHold: 0, lastHadThreads: false, holds: threadRecheckMinNanos),
+        (hasThreads: false, lastHold: threadCheckIntervalNanos, lastHadThreads: true, holds: threadRecheckMinNanos),
+        (hasThreads: false, lastHold: threadRecheckMinNanos, lastHadThreads: false, holds: 2 * threadRecheckMinNanos),
+        (hasThreads: false, lastHold: 640_000_000, lastHadThreads: false, holds: threadCheckIntervalNanos),
+        (hasThreads: false, lastHold: threadCheckIntervalNanos, lastHadThreads: false, holds: threadCheckIntervalNanos),
+    ])
+    func aThreadCountOfNoneHoldsBrieflyAndBacksOff(_ row: (hasThreads: Bool, lastHold: Int64, lastHadThreads: Bool, holds: Int64)) {
+        #expect(threadCheckHold(hasThreads: row.hasThreads, lastHold: row.lastHold, lastHadThreads: row.lastHadThreads) == row.holds)
+    }
+
+    /// From a first "none", the holds double to a second in eight reads.
+    @Test func noneAnswersReachASecondAfterEightReads() {
+        var hold = threadCheckHold(hasThreads: false, lastHold: 0, lastHadThreads: false)
+        var reads = 1
+        while hold < threadCheckIntervalNanos {
+            hold = threadCheckHold(hasThreads: false, lastHold: hold, lastHadThreads: false)
+            reads += 1
+        }
+        #expect(reads == 8)
+    }
+
     @Test func decaySamplesKeepTheMinimumOverTheWindow() {
         var samples = DecaySamples()
         // A fresh ring holds zeros: nothing counts as unneeded before a whole window passed.
