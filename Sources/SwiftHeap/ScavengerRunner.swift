@@ -213,12 +213,24 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
         // flagged work at most every inlineFlaggedTickNanos; the rest at the tick period.
         let urgent = flagged && (creditLasts(now) || phaseDropped(now))
         let interval = urgent ? 0 : flagged ? inlineFlaggedTickNanos : scavengerTickNanos
-        if now &- pointee.runner.lastTickNanos < interval { return }
+        let tickDue = now &- pointee.runner.lastTickNanos >= interval
+        // The thread's start is weighed at every such allocation, not only when a tick is
+        // due: a program that built its heap within a tick period of the last tick, and
+        // then freed most of it and went idle, never had it weighed, and kept what it freed
+        // resident while idle (Tests/c/burst_after_tick.c; idle_release.c one run in ten).
+        // programRunsThreads holds its answers (threadCheckHold): a read of /proc at most
+        // every 10 ms, then less often.
+        let mayStart = allocating && sh_libc_single_threaded() == 0
+            && (flagged || pointee.pageHeap.pointee.stats.mappedBytes >= threadStartHeapBytes)
+        if !tickDue && !mayStart { return }
         if !runnerLock.tryLock() { return }
-        let bigHeap = pointee.pageHeap.pointee.stats.mappedBytes >= threadStartHeapBytes
-        if allocating && (flagged || bigHeap) && programRunsThreads(now) {
+        if mayStart && programRunsThreads(now) {
             runnerLock.unlock()
             startThread()
+            return
+        }
+        if !tickDue {
+            runnerLock.unlock()
             return
         }
         let spent = tick(now: now, inline: true).spentNanos
