@@ -17,20 +17,10 @@
 
 #define BLOCKS 48
 
-static int pipefd[2];
-
-static void *blocked(void *arg) {
-    (void)arg;
-    char c;
-    while (read(pipefd[0], &c, 1) < 0) {}
-    return NULL;
-}
 
 int main(void) {
     check_preload();
-    REQUIRE(pipe(pipefd) == 0, "pipe");
-    pthread_t t;
-    REQUIRE(pthread_create(&t, NULL, blocked, NULL) == 0, "pthread_create");
+    pthread_t t = start_blocked_thread();
     static char *block[BLOCKS];
     size_t live = 0;
     for (int i = 0; i < BLOCKS; i++) {
@@ -46,22 +36,8 @@ int main(void) {
         free(block[i]);
         block[i] = NULL;
     }
-    long limit = (long)(live / 1024) + (long)(live / 1024) / 4 + 24 * 1024;
-    long rss = resident_kib();
-    for (int tenth = 0; tenth < 30 && rss > limit; tenth++) {
-        usleep(100000);
-        rss = resident_kib();
-    }
-    long threads = proc_status_field(0, "Threads");
-    printf("burst_after_tick: live %zu KiB, after up to 3 s idle %ld KiB (limit %ld), %ld threads\n", live >> 10, rss,
-           limit, threads);
-    const char *expect = getenv("SWIFTHEAP_EXPECT");
-    if (expect && strcmp(expect, "1") == 0) {
-        CHECK(threads == 3, "%ld threads: main, the blocked one and no scavenger thread", threads);
-        CHECK(rss <= limit, "RSS %ld KiB after 3 s idle, above %ld KiB (live %zu KiB)", rss, limit, live >> 10);
-    }
-    REQUIRE(write(pipefd[1], "x", 1) == 1, "write");
-    pthread_join(t, NULL);
+    check_scavenger_thread_released("burst_after_tick", live);
+    release_blocked_thread(t);
     for (int i = 0; i < BLOCKS; i++) free(block[i]);
     return test_exit("burst_after_tick");
 }

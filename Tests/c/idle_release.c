@@ -19,14 +19,6 @@
 
 #define BLOCKS 300
 
-static int pipefd[2];
-
-static void *blocked(void *arg) {
-    (void)arg;
-    char c;
-    while (read(pipefd[0], &c, 1) < 0) {}
-    return NULL;
-}
 
 static void round_trip(const char *name, unsigned quiet_before_free) {
     static char *block[BLOCKS];
@@ -36,11 +28,7 @@ static void round_trip(const char *name, unsigned quiet_before_free) {
     free_two_in_three(block, BLOCKS);
     long after_free = resident_kib();
     long limit = (long)(live / 1024) + (long)(live / 1024) / 4 + 24 * 1024;
-    long rss = after_free;
-    for (int tenth = 0; tenth < 30 && rss > limit; tenth++) {
-        usleep(100000);
-        rss = resident_kib();
-    }
+    long rss = resident_kib_after_idle(limit);
     printf("idle_release: %s: live %zu KiB, peak RSS %ld KiB, right after the frees %ld KiB, "
            "after up to 3 s idle %ld KiB (limit %ld)\n", name, live >> 10, peak, after_free, rss, limit);
     // A SwiftHeap promise (glibc returns blocks it mapped on their own at once, but those
@@ -54,12 +42,9 @@ static void round_trip(const char *name, unsigned quiet_before_free) {
 
 int main(void) {
     check_preload();
-    REQUIRE(pipe(pipefd) == 0, "pipe");
-    pthread_t t;
-    REQUIRE(pthread_create(&t, NULL, blocked, NULL) == 0, "pthread_create");
+    pthread_t t = start_blocked_thread();
     round_trip("right after", 0);
     round_trip("after a quiet spell", 7);
-    REQUIRE(write(pipefd[1], "x", 1) == 1, "write");
-    pthread_join(t, NULL);
+    release_blocked_thread(t);
     return test_exit("idle_release");
 }

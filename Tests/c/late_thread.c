@@ -20,20 +20,11 @@
 
 #define BLOCKS 300
 
-static int pipefd[2];
-
-static void *blocked(void *arg) {
-    (void)arg;
-    char c;
-    while (read(pipefd[0], &c, 1) < 0) {}
-    return NULL;
-}
 
 static void *nothing(void *arg) { return arg; }
 
 int main(void) {
     check_preload();
-    REQUIRE(pipe(pipefd) == 0, "pipe");
     // The C library now says the program runs threads (it never says otherwise again),
     // while /proc counts one: the allocator's next look finds no other thread.
     pthread_t t;
@@ -54,7 +45,7 @@ int main(void) {
     // Releasing at free), after which blocks of that size are kept when freed, for a
     // program that frees and allocates them again. Then the same, two in three freed,
     // and the program goes idle.
-    REQUIRE(pthread_create(&t, NULL, blocked, NULL) == 0, "pthread_create");
+    t = start_blocked_thread();
     usleep(150000);
     static char *block[BLOCKS];
     alloc_written_blocks(block, BLOCKS);
@@ -62,24 +53,8 @@ int main(void) {
     for (int i = 0; i < BLOCKS; i++) free(block[i]);
     size_t live = alloc_written_blocks(block, BLOCKS) + (20u << 20);
     free_two_in_three(block, BLOCKS);
-    long after_free = resident_kib();
-    long limit = (long)(live / 1024) + (long)(live / 1024) / 4 + 24 * 1024;
-    long rss = after_free;
-    for (int tenth = 0; tenth < 30 && rss > limit; tenth++) {
-        usleep(100000);
-        rss = resident_kib();
-    }
-    printf("late_thread: live %zu KiB, right after the frees %ld KiB, after up to 3 s idle %ld KiB (limit %ld)\n",
-           live >> 10, after_free, rss, limit);
-    long threads = proc_status_field(0, "Threads");
-    printf("late_thread: %ld threads\n", threads);
-    const char *expect = getenv("SWIFTHEAP_EXPECT");
-    if (expect && strcmp(expect, "1") == 0) {
-        CHECK(threads == 3, "%ld threads: main, the blocked one and no scavenger thread", threads);
-        CHECK(rss <= limit, "RSS %ld KiB after 3 s idle, above %ld KiB (live %zu KiB)", rss, limit, live >> 10);
-    }
-    REQUIRE(write(pipefd[1], "x", 1) == 1, "write");
-    pthread_join(t, NULL);
+    check_scavenger_thread_released("late_thread", live);
+    release_blocked_thread(t);
     for (int i = 0; i < BLOCKS; i++) free(block[i]);
     for (int i = 0; i < 20; i++) free(warm[i]);
     return test_exit("late_thread");

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <errno.h>
 #include <malloc.h>
@@ -301,6 +302,53 @@ static inline size_t alloc_written_blocks(char **block, int count) {
         if (i % 3 == 2) kept += n;
     }
     return kept;
+}
+
+// A second thread that blocks on a pipe until release_blocked_thread: the program runs
+// threads, and the one it started does nothing (no allocation).
+static int blocked_pipe[2];
+static void *blocked_thread_main(void *arg) {
+    (void)arg;
+    char c;
+    while (read(blocked_pipe[0], &c, 1) < 0) {}
+    return NULL;
+}
+static inline pthread_t start_blocked_thread(void) {
+    pthread_t t;
+    REQUIRE(pipe(blocked_pipe) == 0, "pipe");
+    REQUIRE(pthread_create(&t, NULL, blocked_thread_main, NULL) == 0, "pthread_create");
+    return t;
+}
+static inline void release_blocked_thread(pthread_t t) {
+    REQUIRE(write(blocked_pipe[1], "x", 1) == 1, "write");
+    pthread_join(t, NULL);
+}
+
+// RSS (KiB) once it is at most `limit` KiB, or after 3 s idle (no allocator call).
+static inline long resident_kib_after_idle(long limit) {
+    long rss = resident_kib();
+    for (int tenth = 0; tenth < 30 && rss > limit; tenth++) {
+        usleep(100000);
+        rss = resident_kib();
+    }
+    return rss;
+}
+
+// For a program with main and start_blocked_thread's thread that has freed most of its
+// heap (`live` bytes left): waits up to 3 s idle, prints RSS and the thread count, and
+// checks under SwiftHeap that its scavenger thread runs (3 threads) and that RSS fell to
+// within the live bytes plus a quarter plus 24 MiB.
+static inline void check_scavenger_thread_released(const char *name, size_t live) {
+    long limit = (long)(live / 1024) + (long)(live / 1024) / 4 + 24 * 1024;
+    long rss = resident_kib_after_idle(limit);
+    long threads = proc_status_field(0, "Threads");
+    printf("%s: live %zu KiB, after up to 3 s idle %ld KiB (limit %ld), %ld threads\n", name, live >> 10, rss, limit,
+           threads);
+    const char *expect = getenv("SWIFTHEAP_EXPECT");
+    if (expect && strcmp(expect, "1") == 0) {
+        CHECK(threads == 3, "%ld threads: main, the blocked one and no scavenger thread", threads);
+        CHECK(rss <= limit, "RSS %ld KiB after 3 s idle, above %ld KiB (live %zu KiB)", rss, limit, live >> 10);
+    }
 }
 
 // Frees two in three of alloc_written_blocks' blocks, at once, and NULLs them.
