@@ -375,11 +375,16 @@ extension UnsafeMutablePointer where Pointee == Scavenger {
     func finishAfterThreadsExited() {
         if sh_load32(startAllowedWord) == 0 || !pointee.config.scavengerEnabled || threadRunning { return }
         let now = sh_monotonic_nanos()
+        // Read first without the lock, which a thread per task would otherwise take (and
+        // move between cores) at every exit, to find it was done within the second.
+        let lastWord = UnsafeMutableRawPointer(pointer(to: \.runner.lastExitFinishNanos)!).assumingMemoryBound(to: UInt64.self)
+        let last = Int64(bitPattern: sh_load64_relaxed(lastWord))
+        if last != 0 && now &- last < threadCheckIntervalNanos { return }
         runnerLock.lock()
         let state = pointer(to: \.runner)!
         var spent: Int64 = 0
         if state.pointee.lastExitFinishNanos == 0 || now &- state.pointee.lastExitFinishNanos >= threadCheckIntervalNanos {
-            state.pointee.lastExitFinishNanos = now
+            sh_store64(lastWord, UInt64(bitPattern: now))
             spent = finishWork(now: now)
         }
         runnerLock.unlock()

@@ -428,7 +428,10 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     /// Takes the registry lock; must not hold any allocator lock.
     @inline(never) func currentCache() -> UnsafeMutablePointer<ThreadCache>? {
         if let slot = sh_tls_get() { return UnsafeMutablePointer<ThreadCache>(slot: slot) }
-        let cpu = pointee.parked == nil ? -1 : sh_current_cpu()  // a racy read: a hint
+        // Whether any cache is parked, read without the lock (a hint: at worst a call of
+        // sched_getcpu for nothing, or a parked cache taken without regard to its CPU).
+        let parkedWord = UnsafeMutableRawPointer(pointer(to: \.parked)!).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        let cpu = sh_load_ptr_relaxed(parkedWord) == nil ? -1 : sh_current_cpu()
         lockPointer.lock()
         if let cache = unparkLocked(cpu: cpu) {
             let keyCreated = pointee.keyCreated
