@@ -149,18 +149,17 @@ struct HeapReport {
         let caches = processCaches
         caches.lockPointer.lock()
         // Live caches, then parked ones (ThreadCache.swift: CacheRegistry.park).
-        var cache = caches.pointee.live ?? caches.pointee.parked
-        var inParked = caches.pointee.live == nil
-        while let current = cache {
-            for cls in 1..<classCount {
-                figures[cls].cached &+= UInt(current.bin(cls).pointee.count) &+ UInt(current.remoteBin(cls).pointee.count)
-            }
-            cache = current.header.pointee.next
-            if cache == nil && !inParked {
-                cache = caches.pointee.parked
-                inParked = true
+        func countCached(from head: UnsafeMutablePointer<ThreadCache>?) {
+            var cache = head
+            while let current = cache {
+                for cls in 1..<classCount {
+                    figures[cls].cached &+= UInt(current.bin(cls).pointee.count) &+ UInt(current.remoteBin(cls).pointee.count)
+                }
+                cache = current.header.pointee.next
             }
         }
+        countCached(from: caches.pointee.live)
+        countCached(from: caches.pointee.parked)
         caches.lockPointer.unlock()
         var live = report.snapshot.largeBytes
         for cls in 1..<classCount {

@@ -666,19 +666,18 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
     /// CPU (their lines are likelier in its caches), else the most recently parked; nil if
     /// none is parked. Must hold the registry lock.
     private func unparkLocked(cpu: Int32) -> UnsafeMutablePointer<ThreadCache>? {
-        guard let first = pointee.parked else { return nil }
+        guard var cache = pointee.parked else { return nil }
+        // The first parked on `cpu` and the one before it, if any; else the first.
         var previous: UnsafeMutablePointer<ThreadCache>? = nil
-        var cache = first
-        var scan: UnsafeMutablePointer<ThreadCache>? = first
         var before: UnsafeMutablePointer<ThreadCache>? = nil
-        while let current = scan {
-            if current.header.pointee.parkedCPU == cpu {
-                cache = current
-                previous = before
-                break
-            }
+        var scan = pointee.parked
+        while let current = scan, current.header.pointee.parkedCPU != cpu {
             before = current
             scan = current.header.pointee.next
+        }
+        if let found = scan {
+            cache = found
+            previous = before
         }
         if let previous {
             previous.header.pointee.next = cache.header.pointee.next
