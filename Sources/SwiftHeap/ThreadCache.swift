@@ -703,22 +703,19 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         pointee.parkDrains = drains &+ 1
         // The list runs from the most recently parked: the ones to flush are a tail.
         var keep: UnsafeMutablePointer<ThreadCache>? = nil
+        var kept: UInt = 0
         var tail = pointee.parked
         while !all, let cache = tail, cache.header.pointee.parkedAt == drains {
             keep = cache
+            kept &+= 1
             tail = cache.header.pointee.next
         }
         if let keep { keep.header.pointee.next = nil } else { pointee.parked = nil }
-        var flushed: UInt = 0
-        var cache = tail
-        while let current = cache {
-            cache = current.header.pointee.next
-            flushed &+= 1
-        }
-        pointee.parkedCount &-= flushed
+        let flushed = pointee.parkedCount &- kept
+        pointee.parkedCount = kept
         lockPointer.unlock()
         // The detached caches are no thread's and on no list: this thread alone has them.
-        cache = tail
+        var cache = tail
         while let current = cache {
             cache = current.header.pointee.next
             current.flush()

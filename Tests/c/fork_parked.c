@@ -38,20 +38,21 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-// Rounds of THREADS threads at once; returns the blocks of `w` that do not hold their
-// thread's pattern, once every round's threads have exited and malloc_trim has run.
-static int run_rounds(work *w, int base) {
-    for (int r = 0; r < ROUNDS; r++) {
-        pthread_t t[THREADS];
-        for (int i = 0; i < THREADS; i++) {
-            w[r * THREADS + i].id = base + r * THREADS + i;
-            REQUIRE(pthread_create(&t[i], NULL, worker, &w[r * THREADS + i]) == 0, "pthread_create");
-        }
-        for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+// THREADS threads at once, one per w[0..<THREADS] (ids base, base + 1, ...), joined.
+static void run_round(work *w, int base) {
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i].id = base + i;
+        REQUIRE(pthread_create(&t[i], NULL, worker, &w[i]) == 0, "pthread_create");
     }
-    malloc_trim(0);
+    for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+}
+
+// Frees the kept blocks of w[0..<count]; returns how many did not hold their thread's
+// pattern.
+static int check_and_free(work *w, int count) {
     int bad = 0;
-    for (int k = 0; k < ROUNDS * THREADS; k++)
+    for (int k = 0; k < count; k++)
         for (int i = 0; i < KEPT; i++) {
             for (size_t b = 0; b < w[k].size[i]; b++)
                 if (w[k].kept[i][b] != (unsigned char)(w[k].id & 0xff)) {
@@ -63,31 +64,26 @@ static int run_rounds(work *w, int base) {
     return bad;
 }
 
+// ROUNDS rounds of THREADS threads; returns the blocks of `w` that do not hold their
+// thread's pattern, once every round's threads have exited and malloc_trim has run.
+static int run_rounds(work *w, int base) {
+    for (int r = 0; r < ROUNDS; r++) run_round(w + r * THREADS, base + r * THREADS);
+    malloc_trim(0);
+    return check_and_free(w, ROUNDS * THREADS);
+}
+
 static work before_fork[ROUNDS * THREADS], after_fork[ROUNDS * THREADS];
 
 int main(void) {
     check_preload();
     REQUIRE(run_rounds(before_fork, 0) == 0, "blocks overwritten before the fork");
     // Threads exit just before the fork, so that their caches are parked when it comes.
-    pthread_t t[THREADS];
     static work last[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        last[i].id = 1000 + i;
-        REQUIRE(pthread_create(&t[i], NULL, worker, &last[i]) == 0, "pthread_create");
-    }
-    for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+    run_round(last, 1000);
     pid_t pid = fork();
     REQUIRE(pid >= 0, "fork");
     int bad = run_rounds(after_fork, pid == 0 ? 2000 : 3000);
-    for (int i = 0; i < THREADS; i++)
-        for (int k = 0; k < KEPT; k++) {
-            for (size_t b = 0; b < last[i].size[k]; b++)
-                if (last[i].kept[k][b] != (unsigned char)(last[i].id & 0xff)) {
-                    bad++;
-                    break;
-                }
-            free(last[i].kept[k]);
-        }
+    bad += check_and_free(last, THREADS);
     if (pid == 0) _exit(bad == 0 ? 0 : 1);
     CHECK(bad == 0, "parent: %d blocks overwritten after the fork", bad);
     int status = 0;
