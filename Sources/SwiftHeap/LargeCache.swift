@@ -1,5 +1,5 @@
-// The large cache: per thread, a few free large spans by page count, so that a program
-// that allocates and frees objects a little above maxSmallSize (up to 256 KiB: I/O
+// The large cache: per thread, lists of free large spans by page count, so that a program
+// that allocates and frees objects a little above maxSmallSize (up to 512 KiB: I/O
 // buffers, arrays, a string builder's next size) takes no lock and leaves the page
 // allocator alone (tcmalloc's thread caches serve the same sizes; Go's per-P page
 // cache serves allocations of this size without the heap lock too).
@@ -13,16 +13,23 @@
 //   * Large objects of up to largeCacheMaxPages pages are rounded up to a page class:
 //     every page count up to 16, then even counts (at most 1/16 of the object more);
 //     a span of a class's page count can serve any request of its class.
-//   * A thread's record (ThreadCache) holds one slot per class. free of a large span of a
-//     class's page count puts it in its class's slot if the slot is empty and the thread
-//     caches at most largeCacheBudgetPages pages (2 MiB) with it; malloc takes the span
-//     from its class's slot, or else from the lowest class above it with at most a
-//     quarter more pages (the next class whatever its count: a page more up to 16 pages,
-//     two above), so an object may get up to a quarter more pages than it asked for, as
-//     from jemalloc's size classes. In a loop of random sizes of 32-256 KiB, 4 live (the
+//   * A thread's record (ThreadCache) holds one slot per class, the head of a list of
+//     spans of that class linked through their records. free of a large span of a
+//     class's page count puts it at the head of its class's list if the thread caches
+//     at most its budget with it (its share of an eighth of the heap's spans, from 2
+//     to 8 MiB: largeCacheBudget); malloc takes the head of its
+//     class's list, or else of the lowest class above it with at most a quarter more
+//     pages (the next class whatever its count: a page more up to 16 pages, two above),
+//     so an object may get up to a quarter more pages than it asked for, as from
+//     jemalloc's size classes. In a loop of random sizes of 32-256 KiB, 4 live (the
 //     bench's mt-mid), that sends 3 of 100 requests to the page heap, against 7 with
 //     the next class only (callgrind: 6.1k and 14.4k of 200k in one thread) and 1 in 4
 //     with the class's slot alone (simulated); 4 threads doing it ran 0.76x as long.
+//     With 256 live (the bench's mid-live), one span per class and 2 MiB sent 38 of 100
+//     requests to the page heap (1,950 instructions each: PageAlloc's find and
+//     summaries), lists and 8 MiB 15 (12.5 of them above 256 KiB, which the cache does
+//     not serve), and the loop ran in 0.6 of the time (0.45 s against glibc's 0.24 s
+//     before, 0.27 s after).
 //     A cached span keeps its pages and its place in the span map; its state is
 //     .cached, so that a second free of it is a double free.
 //   * The memory stays the thread's only until the scavenger's next tick (at most one
@@ -35,10 +42,13 @@
 //     of a phase the program let go of goes back to the OS whole, as without the cache
 //     (make rss's phases: without this the cache kept 1.2 MiB more resident 1 s after
 //     each free-all).
-//   * A slot is one word, taken with an atomic exchange: by its thread (malloc) and by a
-//     drainer (another thread). The owner puts a span only into an empty slot, which no
-//     other thread fills, with a release store. No lock: a large malloc or free that the
-//     cache serves costs one exchange, not a lock and a walk of the page allocator.
+//   * A slot is one word, its list taken whole with an atomic exchange: by its thread
+//     (malloc and free) and by a drainer (another thread). Only the owner fills a slot:
+//     it takes the list (or finds the slot empty), pops or pushes one span and stores
+//     the list back with a release store; a drainer that comes meanwhile finds the slot
+//     empty and leaves that list to the next drain. No lock: a large malloc or free that
+//     the cache serves costs an exchange or two, not a lock and a walk of the page
+//     allocator.
 //   * Nor anything else the slow paths do: malloc's slow path asks the cache first
 //     (Entry.swift: allocateLargeCached), and free's fast path hands the span it found to
 //     freeLarge (Free.swift: FastFree.notSmall), so neither saves errno (no system call
@@ -60,15 +70,29 @@
 
 import CShim
 
-/// The most pages of an object the large cache serves (256 KiB).
-let largeCacheMaxPages: UInt = 32
+/// The most pages of an object the large cache serves (512 KiB).
+let largeCacheMaxPages: UInt = 64
 /// The fewest: a large object has more than maxSmallSize bytes.
 let largeCacheMinPages: UInt = (maxSmallSize >> pageShift) &+ 1
 /// Page classes: every page count up to largeCacheExactPages, then even counts.
 let largeCacheExactPages: UInt = 16
-let largeCacheClasses = 20
-/// The most pages one thread keeps in its large cache (2 MiB).
-let largeCacheBudgetPages: UInt = 256
+let largeCacheClasses = 36
+/// The most pages one thread keeps in its large cache (8 MiB), and the fewest it may
+/// always keep (2 MiB): in between, its share of an eighth of the heap's spans
+/// (largeCacheBudget).
+let largeCacheBudgetPages: UInt = 1024
+let largeCacheMinBudgetPages: UInt = 256
+
+/// The pages a thread's large cache may hold while the page heap's spans (live, cached
+/// and on the centrals) cover `heapSpanBytes` and `caches` thread caches are live: an
+/// eighth of the spans shared among the caches, from largeCacheMinBudgetPages up to
+/// largeCacheBudgetPages, so that what the caches keep out of the page heap stays small
+/// against the heap (peak RSS) and a heap of many big objects finds the ones it frees
+/// in its cache.
+@inline(__always) func largeCacheBudget(heapSpanBytes: UInt, caches: UInt) -> UInt {
+    let share = (heapSpanBytes >> (pageShift &+ 3)) / max(caches, 1)
+    return min(largeCacheBudgetPages, max(largeCacheMinBudgetPages, share))
+}
 
 /// The page count a large object of `pages` pages is given: its page class's, for the
 /// sizes the large cache serves; `pages` itself for the others.
@@ -103,8 +127,9 @@ let largeCacheBudgetPages: UInt = 256
 
 /// A thread's large cache (see the file comment), in its cache record.
 struct LargeCache {
-    /// One span per page class, or nil: atomic words.
-    var slots: InlineArray<20, UnsafeMutablePointer<Span>?>
+    /// Per page class, the first of a list of cached spans linked through their records'
+    /// `next` (Span.swift), or nil: atomic words.
+    var slots: InlineArray<36, UnsafeMutablePointer<Span>?>
     /// The pages this thread has put in its slots and not taken out (at least the pages
     /// in them: a drain does not lower it). The owner's alone.
     var pages: UInt
@@ -142,41 +167,61 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         return nil
     }
 
-    /// Takes the span in slot `index`, live again, or nil. The owner only.
+    /// Takes the first span of slot `index`'s list, live again, or nil. The owner only:
+    /// it takes the whole list (a drainer that comes meanwhile finds the slot empty) and
+    /// stores the rest back.
     @inline(__always) private func take(slot index: Int) -> UnsafeMutablePointer<Span>? {
         let word = slot(index)
         if sh_load_ptr_relaxed(word) == nil { return nil }
         guard let raw = sh_xchg_ptr(word, nil) else { return nil }  // a drainer took it
         let span = raw.assumingMemoryBound(to: Span.self)
+        if let rest = span.pointee.next {
+            sh_store_ptr(word, UnsafeMutableRawPointer(rest))
+            span.pointee.next = nil
+        }
         pointee.pages &-= min(pointee.pages, span.pointee.pages)
         span.pointee.state = .large
         return span
     }
 
-    /// Caches live large span `span`, freed by the program, if its page count is a
-    /// class's, its slot is empty and the budget allows, and the program is not dropping
-    /// a phase: `droppingPhase` (the page heap's events.droppingPhase word; nil: cache
-    /// nothing) is lowered. Returns whether it did. The owner only. No lock.
-    @inline(__always) func put(_ span: UnsafeMutablePointer<Span>, droppingPhase: UnsafeMutablePointer<UInt32>?) -> Bool {
+    /// Caches live large span `span`, freed by the program, at the head of its class's
+    /// list if its page count is a class's, the cache then holds at most `budget` pages
+    /// (largeCacheBudget), and the program is not dropping a phase: `droppingPhase` (the
+    /// page heap's events.droppingPhase word; nil: cache nothing) is lowered. Returns
+    /// whether it did. The owner only (it takes the list, links the span in front and
+    /// stores it back). No lock.
+    @inline(__always) func put(_ span: UnsafeMutablePointer<Span>, droppingPhase: UnsafeMutablePointer<UInt32>?,
+                               budget: UInt) -> Bool {
         guard let droppingPhase, sh_load32_relaxed(droppingPhase) == 0 else { return false }
         let spanPages = span.pointee.pages
         guard !span.pointee.direct, let index = largeCacheSlot(pages: spanPages) else { return false }
         if sh_load32_relaxed(pointer(to: \.drained)!) != 0 { recount() }
-        if pointee.pages &+ spanPages > largeCacheBudgetPages { return false }
+        if pointee.pages &+ spanPages > budget { return false }
         let word = slot(index)
-        if sh_load_ptr_relaxed(word) != nil { return false }
+        let list = sh_load_ptr_relaxed(word) == nil ? nil : sh_xchg_ptr(word, nil)
         span.pointee.state = .cached
+        span.pointee.next = list?.assumingMemoryBound(to: Span.self)
         sh_store_ptr(word, UnsafeMutableRawPointer(span))
         pointee.pages &+= spanPages
         return true
     }
 
-    /// Counts the pages in the slots again, after a drain. The owner only.
+    /// Counts the pages in the slots' lists again, after a drain. The owner only: it
+    /// takes each list while it counts it (a drainer may empty a slot at any time).
     @inline(__always) private func recount() {
         sh_store32(pointer(to: \.drained)!, 0)
         var total: UInt = 0
         for i in 0..<largeCacheClasses {
-            if let raw = sh_load_ptr(slot(i)) { total &+= raw.assumingMemoryBound(to: Span.self).pointee.pages }
+            let word = slot(i)
+            if sh_load_ptr_relaxed(word) == nil { continue }
+            guard let raw = sh_xchg_ptr(word, nil) else { continue }
+            let head = raw.assumingMemoryBound(to: Span.self)
+            var span: UnsafeMutablePointer<Span>? = head
+            while let current = span {
+                total &+= current.pointee.pages
+                span = current.pointee.next
+            }
+            sh_store_ptr(word, raw)
         }
         pointee.pages = total
     }
@@ -193,13 +238,17 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
             let word = slot(i)
             if sh_load_ptr_relaxed(word) == nil { continue }
             guard let raw = sh_xchg_ptr(word, nil) else { continue }
-            let span = raw.assumingMemoryBound(to: Span.self)
             if !locked {
                 pageHeap.lockPointer.lock()
                 locked = true
             }
-            returned &+= span.pointee.pages
-            pageHeap.freeCachedLargeLocked(span)
+            var span: UnsafeMutablePointer<Span>? = raw.assumingMemoryBound(to: Span.self)
+            while let current = span {
+                span = current.pointee.next  // before the page heap may reuse the record
+                current.pointee.next = nil
+                returned &+= current.pointee.pages
+                pageHeap.freeCachedLargeLocked(current)
+            }
         }
         if locked { pageHeap.lockPointer.unlock() }
         if byOwner {
@@ -216,9 +265,15 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
     func cachedFigures() -> (spans: UInt, pages: UInt) {
         var spans: UInt = 0, total: UInt = 0
         for i in 0..<largeCacheClasses {
-            if let raw = sh_load_ptr(slot(i)) {
+            // A list the owner or a drainer changes meanwhile may be walked into spans no
+            // longer cached: at most as many as the budget holds of the smallest class.
+            var steps = largeCacheBudgetPages / largeCacheMinPages &+ 1
+            var span = sh_load_ptr(slot(i))?.assumingMemoryBound(to: Span.self)
+            while let current = span, steps > 0 {
                 spans &+= 1
-                total &+= raw.assumingMemoryBound(to: Span.self).pointee.pages
+                total &+= current.pointee.pages
+                span = current.pointee.next
+                steps &-= 1
             }
         }
         return (spans, total)
@@ -244,7 +299,9 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     /// slow path. No lock.
     @inline(__always) func freeLarge(_ span: UnsafeMutablePointer<Span>, at address: UInt) -> Bool {
         span.pointee.state == .large && span.pointee.base == address && !span.pointee.profiled
-            && largeCache.put(span, droppingPhase: header.pointee.droppingPhase)
+            && largeCache.put(span, droppingPhase: header.pointee.droppingPhase,
+                              budget: largeCacheBudget(heapSpanBytes: UInt(sh_load64_relaxed(header.pointee.heapSpanBytes)),
+                                                       caches: header.pointee.registry.liveCountRacy))
     }
 }
 

@@ -170,6 +170,10 @@ struct PageHeap {
 extension UnsafeMutablePointer where Pointee == PageHeap {
     @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> { pointer(to: \.lock)! }
     @inline(__always) var stats: UnsafeMutablePointer<HeapStats> { pointer(to: \.stats)! }
+    /// stats.spanBytes as a word for racy reads by other layers (the large cache's budget).
+    @inline(__always) var heapSpanBytesWord: UnsafeMutablePointer<UInt64> {
+        UnsafeMutableRawPointer(stats.pointer(to: \.spanBytes)!).assumingMemoryBound(to: UInt64.self)
+    }
 
     /// Unmaps every heap region, the span map and the page allocator's tables (span
     /// records are metadata and stay). For a page heap nobody uses any more (tests): live

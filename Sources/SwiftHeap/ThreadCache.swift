@@ -140,6 +140,10 @@ struct CacheHeader {
     /// The page heap's events.droppingPhase word, which the large cache reads before it
     /// keeps a span (LargeCache.swift: put); nil in the no-cache record, which keeps none.
     var droppingPhase: UnsafeMutablePointer<UInt32>?
+    /// The page heap's stats.spanBytes, written under its lock and read racily by the
+    /// large cache for its budget (LargeCache.swift: largeCacheBudget); in the no-cache
+    /// record too, which keeps nothing whatever it reads.
+    var heapSpanBytes: UnsafeMutablePointer<UInt64>
     /// Refills and flushes this thread has made: the slow-path entries of the thread
     /// cache. Tests use them to see that the fast path takes no slow path.
     var refills: UInt
@@ -351,6 +355,8 @@ struct CacheRegistry {
     var lock = Mutex(rank: .cacheRegistry)
     var pool: FixAlloc
     var live: UnsafeMutablePointer<ThreadCache>? = nil
+    /// Guarded by the lock; read racily by the large cache for its budget
+    /// (liveCountRacy).
     var liveCount: UInt = 0
     /// A cache made while at least this many were live makes starter refills
     /// (starterRefillsPerClass); tests lower it.
@@ -409,7 +415,8 @@ struct CacheRegistry {
             noCache.remoteBin(cls).initialize(to: CacheBin(slots: dummySlot, capacity: 0))
         }
         noCache.header.initialize(to: CacheHeader(registry: p, next: nil, previous: nil, isNoCache: true,
-                                                  droppingPhase: nil, refills: 0, flushes: 0,
+                                                  droppingPhase: nil,
+                                                  heapSpanBytes: pageHeap.heapSpanBytesWord, refills: 0, flushes: 0,
                                                   profile: ProfileThreadState(),
                                                   starterRefills: InlineArray(repeating: starterRefillsPerClass)))
         p.initialize(to: CacheRegistry(pool: FixAlloc(recordBytes: recordBytes, zeroOnReuse: false), noCache: noCache,
@@ -420,6 +427,11 @@ struct CacheRegistry {
 }
 
 extension UnsafeMutablePointer where Pointee == CacheRegistry {
+    /// liveCount read without the lock (a relaxed load: a count at most a moment old).
+    @inline(__always) var liveCountRacy: UInt {
+        UInt(sh_load64_relaxed(UnsafeMutableRawPointer(pointer(to: \.liveCount)!).assumingMemoryBound(to: UInt64.self)))
+    }
+
     @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> { pointer(to: \.lock)! }
 
     /// The calling thread's cache, creating it if the thread has none yet. Returns nil
@@ -470,7 +482,7 @@ extension UnsafeMutablePointer where Pointee == CacheRegistry {
         }
         cache.header.initialize(to: CacheHeader(registry: self, next: nil, previous: nil, isNoCache: false,
                                                 droppingPhase: pointee.pageHeap.pointee.events.droppingPhaseWord,
-                                                refills: 0, flushes: 0,
+                                                heapSpanBytes: pointee.pageHeap.heapSpanBytesWord, refills: 0, flushes: 0,
                                                 profile: ProfileThreadState(),
                                                 starterRefills: pointee.liveCount >= pointee.starterMinCaches
                                                     ? pointee.starterCounts : InlineArray(repeating: starterRefillsPerClass)))

@@ -40,7 +40,7 @@ import Foundation
             if rounded != pages { #expect(largeCacheSlot(pages: pages) == nil) }
         }
         #expect(slotsSeen == Set(0..<largeCacheClasses))
-        #expect(InlineArray<20, Int>.count == largeCacheClasses)
+        #expect(InlineArray<36, Int>.count == largeCacheClasses)
         for pages: UInt in [0, 1, largeCacheMinPages - 1, largeCacheMaxPages + 1, largeCacheMaxPages + 2, 1000] {
             #expect(largeCacheSlot(pages: pages) == nil)
             if pages > largeCacheMaxPages { #expect(largeObjectPages(pages) == pages) }
@@ -83,7 +83,11 @@ import Foundation
         ([24], 18, nil),        // two up: a third more
         ([30], 24, 30),         // three up (26, 28, 30): a quarter more
         ([32], 24, nil),
-        ([30], 32, nil),        // nothing above the last class, nor ever below
+        ([30], 32, nil),        // never below
+        ([40], 32, 40),         // four classes up (34..40): a quarter more
+        ([42], 32, nil),
+        ([64], 62, 64),         // the last class
+        ([62], 64, nil),        // nothing above the last class, nor below
     ] as [([UInt], UInt, UInt?)])
     func aRequestFallsBackToTheNearestClassOfAtMostAQuarterMorePages(cached: [UInt], request: UInt, gets: UInt?) throws {
         let h = PrivateHeap()
@@ -98,8 +102,9 @@ import Foundation
         if let got { h.pageHeap.freeLarge(got, address: got.pointee.base, call: "free()") }
     }
 
-    /// The cache refuses a span whose page count is no class's, an occupied slot, and
-    /// what would take it over its budget; the refused spans stay live.
+    /// The cache refuses a span whose page count is no class's and what would take it
+    /// over its budget (the refused spans stay live); a class holds as many spans as the
+    /// budget allows, and gives the last one put back first.
     @Test func putRefusesWhatTheCacheDoesNotHold() throws {
         let h = PrivateHeap()
         let cache = makeCache()
@@ -108,31 +113,60 @@ import Foundation
         let odd = try largeSpan(h, pages: 17), huge = try largeSpan(h, pages: largeCacheMaxPages + 1)
         #expect(!cache.put(odd) && !cache.put(huge))
         #expect(odd.pointee.state == .large && huge.pointee.state == .large)
+        spans += [odd, huge]
         let first = try largeSpan(h, pages: 8), second = try largeSpan(h, pages: 8)
-        #expect(cache.put(first))
-        #expect(!cache.put(second), "its class's slot holds a span already")
-        spans += [odd, huge, second]
-        // Fill up to the budget with one span per class, from the biggest down.
-        var cached: UInt = 8
-        var refusedForBudget = false
-        var pages = largeCacheMaxPages
-        while pages >= largeCacheMinPages {
-            if pages != 8, largeCacheSlot(pages: pages) != nil {
-                let span = try largeSpan(h, pages: pages)
-                if cache.put(span) {
-                    cached += pages
-                } else {
-                    #expect(cached + pages > largeCacheBudgetPages, "refused \(pages) pages with \(cached) cached")
-                    refusedForBudget = true
-                    spans.append(span)
-                }
+        #expect(cache.put(first) && cache.put(second), "a class holds several spans")
+        #expect(cache.cachedFigures().spans == 2 && cache.cachedFigures().pages == 16)
+        #expect(cache.take(pages: 8) == second && cache.take(pages: 8) == first)
+        #expect(first.pointee.next == nil && second.pointee.next == nil, "a live span is on no list")
+        #expect(cache.take(pages: 8) == nil && cache.pointee.pages == 0)
+        // Fill up to the budget with spans of the biggest class.
+        var cached: UInt = 0
+        while true {
+            let span = try largeSpan(h, pages: largeCacheMaxPages)
+            if !cache.put(span) {
+                #expect(cached + largeCacheMaxPages > largeCacheBudgetPages, "refused with \(cached) cached")
+                spans.append(span)
+                break
             }
-            pages -= 1
+            cached += largeCacheMaxPages
+            #expect(cached <= largeCacheBudgetPages)
         }
-        #expect(refusedForBudget && cached <= largeCacheBudgetPages)
-        #expect(cache.cachedFigures().pages == cached)
+        #expect(!cache.put(first), "over budget, whatever the class")
+        spans += [first, second]
+        #expect(cache.cachedFigures().spans == cached / largeCacheMaxPages && cache.cachedFigures().pages == cached)
         #expect(cache.drain(to: h.pageHeap, byOwner: true) == cached)
         for span in spans { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
+        #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
+    }
+
+    /// A thread's budget is its share of an eighth of the heap's spans, never under 2 MiB
+    /// nor over 8 MiB.
+    @Test(arguments: [
+        // (the heap's spans in MiB, live caches, the budget in pages)
+        (0, 1, 256), (16, 1, 256), (17, 1, 272), (40, 1, 640), (64, 1, 1024), (1 << 20, 1, 1024),
+        (40, 0, 640),           // no cache counted yet: as one
+        (80, 2, 640), (64, 4, 256), (1 << 20, 64, 1024),
+    ] as [(UInt, UInt, UInt)])
+    func theBudgetIsAShareOfAnEighthOfTheHeapWithinItsBounds(heapMiB: UInt, caches: UInt, budgetPages: UInt) {
+        #expect(largeCacheBudget(heapSpanBytes: heapMiB << 20, caches: caches) == budgetPages)
+    }
+
+    /// put keeps to the budget it is given: with the smallest, the spans that fit in
+    /// 2 MiB and no more, the next one refused and live.
+    @Test func putKeepsToTheBudgetItIsGiven() throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        var cached: UInt = 0
+        while cached + largeCacheMaxPages <= largeCacheMinBudgetPages {
+            #expect(cache.put(try largeSpan(h, pages: largeCacheMaxPages), budget: largeCacheMinBudgetPages))
+            cached += largeCacheMaxPages
+        }
+        let refused = try largeSpan(h, pages: largeCacheMaxPages)
+        #expect(!cache.put(refused, budget: largeCacheMinBudgetPages) && refused.pointee.state == .large)
+        #expect(cache.put(refused, budget: largeCacheBudgetPages), "a bigger heap's budget takes it")
+        #expect(cache.drain(to: h.pageHeap, byOwner: true) == cached + largeCacheMaxPages)
         #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
     }
 
@@ -148,10 +182,10 @@ import Foundation
         defer { word.deallocate() }
         word.initialize(to: 1)
         let span = try largeSpan(h, pages: 9)
-        #expect(!cache.put(span, droppingPhase: word) && span.pointee.state == .large)
-        #expect(!cache.put(span, droppingPhase: nil) && span.pointee.state == .large)
+        #expect(!cache.put(span, droppingPhase: word, budget: largeCacheBudgetPages) && span.pointee.state == .large)
+        #expect(!cache.put(span, droppingPhase: nil, budget: largeCacheBudgetPages) && span.pointee.state == .large)
         word.pointee = 0
-        #expect(cache.put(span, droppingPhase: word) && span.pointee.state == .cached)
+        #expect(cache.put(span, droppingPhase: word, budget: largeCacheBudgetPages) && span.pointee.state == .cached)
         #expect(cache.take(pages: 9) == span)
         h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()")
     }
@@ -163,14 +197,17 @@ import Foundation
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        // Fill the budget with spans of 32 and 30 pages, ...
+        // Fill the budget with spans of every class from the biggest down, several of
+        // some, then the smallest while they fit.
         var total: UInt = 0
-        var pages = largeCacheMaxPages
-        while total + pages <= largeCacheBudgetPages {
+        var slot = largeCacheClasses - 1
+        while total + largeCacheClassPages(slot: slot) <= largeCacheBudgetPages {
+            let pages = largeCacheClassPages(slot: slot)
             #expect(cache.put(try largeSpan(h, pages: pages)))
             total += pages
-            pages -= 2
+            slot = slot == 0 ? largeCacheClasses - 1 : slot - 1
         }
+        let pages = largeCacheClassPages(slot: slot)
         let spare = try largeSpan(h, pages: pages)
         #expect(!cache.put(spare), "over budget")
         #expect(cache.drain(to: h.pageHeap, byOwner: false) == total)
@@ -202,12 +239,12 @@ import Foundation
                 while ownerDone.value == 0 { drained.add(Int(cache.drain(to: pageHeap, byOwner: false))) }
                 return
             }
-            var held = [UnsafeMutablePointer<Span>?](repeating: nil, count: 8)
-            var tokens = [UInt](repeating: 0, count: 8)
+            var held = [UnsafeMutablePointer<Span>?](repeating: nil, count: 24)
+            var tokens = [UInt](repeating: 0, count: 24)
             var seed: UInt64 = 0x243F_6A88_85A3_08D3
             for round in 1...40_000 {
                 seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17
-                let k = Int(seed % 8)
+                let k = Int(seed % 24)
                 if let span = held[k] {
                     let first = UnsafeMutablePointer<UInt>(bitPattern: span.pointee.base)!
                     if first.pointee != tokens[k] || span.pointee.state != .large { failures.add(1) }
@@ -242,6 +279,8 @@ private let loweredPhaseWord: UnsafeMutablePointer<UInt32> = {
 }()
 
 extension UnsafeMutablePointer where Pointee == LargeCache {
-    /// put while no phase is being dropped.
-    fileprivate func put(_ span: UnsafeMutablePointer<Span>) -> Bool { put(span, droppingPhase: loweredPhaseWord) }
+    /// put while no phase is being dropped, with the largest budget.
+    fileprivate func put(_ span: UnsafeMutablePointer<Span>, budget: UInt = largeCacheBudgetPages) -> Bool {
+        put(span, droppingPhase: loweredPhaseWord, budget: budget)
+    }
 }
