@@ -17,7 +17,9 @@
 //     spans of that class linked through their records. free of a large span of a
 //     class's page count puts it at the head of its class's list if the thread caches
 //     at most its budget with it (its share of an eighth of the heap's spans, from 2
-//     to 8 MiB: largeCacheBudget); malloc takes the head of its
+//     to 8 MiB: largeCacheBudget), the span is at most an eighth of the budget and its
+//     class holds fewer spans than the budget holds 2 MiB (at 2 MiB: one span of each
+//     class up to 256 KiB, as before the lists); malloc takes the head of its
 //     class's list, or else of the lowest class above it with at most a quarter more
 //     pages (the next class whatever its count: a page more up to 16 pages, two above),
 //     so an object may get up to a quarter more pages than it asked for, as from
@@ -135,7 +137,19 @@ struct LargeCache {
     var pages: UInt
     /// Raised by a drainer that took spans, lowered by the owner when it recounts.
     var drained: UInt32
+    /// The pages the owner may keep (largeCacheBudget), read again from the heap's words
+    /// every largeCacheBudgetPuts puts and after every drain (`putsToBudget` 0), not at
+    /// each put: those words sit on lines other threads write. The owner's alone; zero in
+    /// a fresh record.
+    var budget: UInt = 0
+    var putsToBudget: UInt32 = 0
+    /// The spans in each class's list, as the owner counts them (at least the true
+    /// count: a drain does not lower it; recounted with `pages`). The owner's alone.
+    var counts = InlineArray<36, UInt8>(repeating: 0)
 }
+
+/// How many puts a large cache's budget serves before it is read again.
+let largeCacheBudgetPuts: UInt32 = 64
 
 extension UnsafeMutablePointer where Pointee == LargeCache {
     /// The slot word `index`.
@@ -180,22 +194,37 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
             span.pointee.next = nil
         }
         pointee.pages &-= min(pointee.pages, span.pointee.pages)
+        if pointee.counts[index] > 0 { pointee.counts[index] &-= 1 }
         span.pointee.state = .large
         return span
     }
 
     /// Caches live large span `span`, freed by the program, at the head of its class's
-    /// list if its page count is a class's, the cache then holds at most `budget` pages
-    /// (largeCacheBudget), and the program is not dropping a phase: `droppingPhase` (the
-    /// page heap's events.droppingPhase word; nil: cache nothing) is lowered. Returns
-    /// whether it did. The owner only (it takes the list, links the span in front and
-    /// stores it back). No lock.
+    /// list if its page count is a class's, the cache then holds at most its budget
+    /// (largeCacheBudget of the words `heapSpanBytes`, the page heap's span bytes, and
+    /// `liveCaches`, the live thread caches, read racily now and then: `budget`), and
+    /// the program is not dropping a phase: `droppingPhase` (the page heap's
+    /// events.droppingPhase word; nil: cache nothing) is lowered. Returns whether it did.
+    /// The owner only (it takes the list, links the span in front and stores it back).
+    /// No lock.
     @inline(__always) func put(_ span: UnsafeMutablePointer<Span>, droppingPhase: UnsafeMutablePointer<UInt32>?,
-                               budget: UInt) -> Bool {
+                               heapSpanBytes: UnsafeMutablePointer<UInt64>, liveCaches: UnsafeMutablePointer<UInt64>) -> Bool {
         guard let droppingPhase, sh_load32_relaxed(droppingPhase) == 0 else { return false }
         let spanPages = span.pointee.pages
         guard !span.pointee.direct, let index = largeCacheSlot(pages: spanPages) else { return false }
         if sh_load32_relaxed(pointer(to: \.drained)!) != 0 { recount() }
+        if pointee.putsToBudget == 0 {
+            pointee.budget = largeCacheBudget(heapSpanBytes: UInt(sh_load64_relaxed(heapSpanBytes)),
+                                              caches: UInt(sh_load64_relaxed(liveCaches)))
+            pointee.putsToBudget = largeCacheBudgetPuts
+        }
+        pointee.putsToBudget &-= 1
+        // The budget's shape: spans of at most an eighth of it, and as many of a class as
+        // it holds 2 MiB. At the smallest budget that is one span of each class up to
+        // 256 KiB, so that a small heap's few big objects do not crowd the other classes
+        // out of 2 MiB (mt-mid ran 1.17x as long with lists of any length).
+        let budget = pointee.budget
+        if spanPages > budget >> 3 || UInt(pointee.counts[index]) >= budget / largeCacheMinBudgetPages { return false }
         if pointee.pages &+ spanPages > budget { return false }
         let word = slot(index)
         let list = sh_load_ptr_relaxed(word) == nil ? nil : sh_xchg_ptr(word, nil)
@@ -203,6 +232,7 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         span.pointee.next = list?.assumingMemoryBound(to: Span.self)
         sh_store_ptr(word, UnsafeMutableRawPointer(span))
         pointee.pages &+= spanPages
+        pointee.counts[index] &+= 1
         return true
     }
 
@@ -210,15 +240,17 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
     /// takes each list while it counts it (a drainer may empty a slot at any time).
     @inline(__always) private func recount() {
         sh_store32(pointer(to: \.drained)!, 0)
+        pointee.putsToBudget = 0
         var total: UInt = 0
         for i in 0..<largeCacheClasses {
+            pointee.counts[i] = 0
             let word = slot(i)
             if sh_load_ptr_relaxed(word) == nil { continue }
             guard let raw = sh_xchg_ptr(word, nil) else { continue }
-            let head = raw.assumingMemoryBound(to: Span.self)
-            var span: UnsafeMutablePointer<Span>? = head
+            var span: UnsafeMutablePointer<Span>? = raw.assumingMemoryBound(to: Span.self)
             while let current = span {
                 total &+= current.pointee.pages
+                pointee.counts[i] &+= 1
                 span = current.pointee.next
             }
             sh_store_ptr(word, raw)
@@ -253,6 +285,8 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         if locked { pageHeap.lockPointer.unlock() }
         if byOwner {
             pointee.pages = 0
+            pointee.putsToBudget = 0
+            for i in 0..<largeCacheClasses { pointee.counts[i] = 0 }
             sh_store32(pointer(to: \.drained)!, 0)
         } else if returned > 0 {
             sh_store32(pointer(to: \.drained)!, 1)
@@ -300,8 +334,7 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
     @inline(__always) func freeLarge(_ span: UnsafeMutablePointer<Span>, at address: UInt) -> Bool {
         span.pointee.state == .large && span.pointee.base == address && !span.pointee.profiled
             && largeCache.put(span, droppingPhase: header.pointee.droppingPhase,
-                              budget: largeCacheBudget(heapSpanBytes: UInt(sh_load64_relaxed(header.pointee.heapSpanBytes)),
-                                                       caches: header.pointee.registry.liveCountRacy))
+                              heapSpanBytes: header.pointee.heapSpanBytes, liveCaches: header.pointee.registry.liveCountWord)
     }
 }
 

@@ -356,7 +356,7 @@ struct CacheRegistry {
     var pool: FixAlloc
     var live: UnsafeMutablePointer<ThreadCache>? = nil
     /// Guarded by the lock; read racily by the large cache for its budget
-    /// (liveCountRacy).
+    /// (liveCountWord).
     var liveCount: UInt = 0
     /// A cache made while at least this many were live makes starter refills
     /// (starterRefillsPerClass); tests lower it.
@@ -427,9 +427,9 @@ struct CacheRegistry {
 }
 
 extension UnsafeMutablePointer where Pointee == CacheRegistry {
-    /// liveCount read without the lock (a relaxed load: a count at most a moment old).
-    @inline(__always) var liveCountRacy: UInt {
-        UInt(sh_load64_relaxed(UnsafeMutableRawPointer(pointer(to: \.liveCount)!).assumingMemoryBound(to: UInt64.self)))
+    /// liveCount as a word for racy reads (the large cache's budget).
+    @inline(__always) var liveCountWord: UnsafeMutablePointer<UInt64> {
+        UnsafeMutableRawPointer(pointer(to: \.liveCount)!).assumingMemoryBound(to: UInt64.self)
     }
 
     @inline(__always) var lockPointer: UnsafeMutablePointer<Mutex> { pointer(to: \.lock)! }

@@ -120,21 +120,25 @@ import Foundation
         #expect(cache.take(pages: 8) == second && cache.take(pages: 8) == first)
         #expect(first.pointee.next == nil && second.pointee.next == nil, "a live span is on no list")
         #expect(cache.take(pages: 8) == nil && cache.pointee.pages == 0)
-        // Fill up to the budget with spans of the biggest class.
-        var cached: UInt = 0
+        // Fill up to the budget with a span of each class, the biggest first.
+        var cached: UInt = 0, count: UInt = 0
+        var slot = largeCacheClasses - 1
         while true {
-            let span = try largeSpan(h, pages: largeCacheMaxPages)
+            let pages = largeCacheClassPages(slot: slot)
+            let span = try largeSpan(h, pages: pages)
             if !cache.put(span) {
-                #expect(cached + largeCacheMaxPages > largeCacheBudgetPages, "refused with \(cached) cached")
+                #expect(cached + pages > largeCacheBudgetPages, "refused \(pages) pages with \(cached) cached")
                 spans.append(span)
                 break
             }
-            cached += largeCacheMaxPages
+            cached += pages
+            count += 1
             #expect(cached <= largeCacheBudgetPages)
+            slot -= 1
         }
-        #expect(!cache.put(first), "over budget, whatever the class")
+        #expect(!cache.put(spans.last!), "still over budget")
         spans += [first, second]
-        #expect(cache.cachedFigures().spans == cached / largeCacheMaxPages && cache.cachedFigures().pages == cached)
+        #expect(cache.cachedFigures().spans == count && cache.cachedFigures().pages == cached)
         #expect(cache.drain(to: h.pageHeap, byOwner: true) == cached)
         for span in spans { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
         #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
@@ -152,21 +156,73 @@ import Foundation
         #expect(largeCacheBudget(heapSpanBytes: heapMiB << 20, caches: caches) == budgetPages)
     }
 
-    /// put keeps to the budget it is given: with the smallest, the spans that fit in
-    /// 2 MiB and no more, the next one refused and live.
-    @Test func putKeepsToTheBudgetItIsGiven() throws {
+    /// put keeps to the budget of the heap it reads: in a small heap, 2 MiB, the span
+    /// that would take it over refused and live. The budget is read again every
+    /// largeCacheBudgetPuts puts and after a drain, not at each put: a heap grown
+    /// meanwhile lets the cache keep more only then.
+    @Test func putKeepsToTheBudgetOfTheHeapItReads() throws {
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        var cached: UInt = 0
-        while cached + largeCacheMaxPages <= largeCacheMinBudgetPages {
-            #expect(cache.put(try largeSpan(h, pages: largeCacheMaxPages), budget: largeCacheMinBudgetPages))
-            cached += largeCacheMaxPages
+        let heapWord = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        defer { heapWord.deallocate() }
+        heapWord.initialize(to: 16 << 20)
+        // A span of each class from 256 KiB down, until one is refused.
+        var cached: UInt = 0, puts: UInt32 = 0
+        var slot = try #require(largeCacheSlot(pages: 32))
+        var refused: UnsafeMutablePointer<Span>? = nil
+        while refused == nil {
+            let pages = largeCacheClassPages(slot: slot)
+            let span = try largeSpan(h, pages: pages)
+            puts += 1
+            if cache.put(span, heapSpanBytes: heapWord) {
+                cached += pages
+                slot -= 1
+            } else {
+                #expect(cached + pages > largeCacheMinBudgetPages, "refused \(pages) pages with \(cached) cached")
+                refused = span
+            }
         }
-        let refused = try largeSpan(h, pages: largeCacheMaxPages)
-        #expect(!cache.put(refused, budget: largeCacheMinBudgetPages) && refused.pointee.state == .large)
-        #expect(cache.put(refused, budget: largeCacheBudgetPages), "a bigger heap's budget takes it")
-        #expect(cache.drain(to: h.pageHeap, byOwner: true) == cached + largeCacheMaxPages)
+        let span = try #require(refused)
+        #expect(span.pointee.state == .large)
+        heapWord.pointee = 1 << 30
+        while puts < largeCacheBudgetPuts {
+            #expect(!cache.put(span, heapSpanBytes: heapWord), "the budget read at the first put holds")
+            puts += 1
+        }
+        #expect(cache.put(span, heapSpanBytes: heapWord), "read again after \(largeCacheBudgetPuts) puts")
+        cached += span.pointee.pages
+        // A drain by the owner has it read again at the next put.
+        #expect(cache.drain(to: h.pageHeap, byOwner: true) == cached)
+        heapWord.pointee = 16 << 20
+        let big = try largeSpan(h, pages: 34)
+        #expect(!cache.put(big, heapSpanBytes: heapWord), "the small heap's budget again: no span over 256 KiB")
+        h.pageHeap.freeLarge(big, address: big.pointee.base, call: "free()")
+        #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
+    }
+
+    /// The budget shapes what a cache holds: spans of at most an eighth of it, and as
+    /// many spans of a class as it holds 2 MiB. At 2 MiB that is one span of each class
+    /// up to 256 KiB; at 4 MiB two, up to 512 KiB.
+    @Test(arguments: [
+        // (the heap's spans in MiB, a class's page count, how many of it the cache keeps)
+        (16, 34, 0), (16, 32, 1), (16, 5, 1),
+        (32, 64, 2), (32, 5, 2),
+        (1024, 64, 4), (1024, 30, 4),
+    ] as [(UInt64, UInt, Int)])
+    func theBudgetShapesWhatACacheHolds(heapMiB: UInt64, pages: UInt, kept: Int) throws {
+        let h = PrivateHeap()
+        let cache = makeCache()
+        defer { cache.deallocate() }
+        let heapWord = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        defer { heapWord.deallocate() }
+        heapWord.initialize(to: heapMiB << 20)
+        var taken = 0
+        let spans = try (0..<kept + 1).map { _ in try largeSpan(h, pages: pages) }
+        for span in spans where cache.put(span, heapSpanBytes: heapWord) { taken += 1 }
+        #expect(taken == kept)
+        _ = cache.drain(to: h.pageHeap, byOwner: true)
+        for span in spans.dropFirst(kept) { h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()") }
         #expect(h.locked { h.pageHeap.stats.pointee.largeCount == 0 && h.pageHeap.stats.pointee.spanBytes == 0 })
     }
 
@@ -182,10 +238,10 @@ import Foundation
         defer { word.deallocate() }
         word.initialize(to: 1)
         let span = try largeSpan(h, pages: 9)
-        #expect(!cache.put(span, droppingPhase: word, budget: largeCacheBudgetPages) && span.pointee.state == .large)
-        #expect(!cache.put(span, droppingPhase: nil, budget: largeCacheBudgetPages) && span.pointee.state == .large)
+        #expect(!cache.put(span, droppingPhase: word, heapSpanBytes: bigHeapWord, liveCaches: oneCacheWord) && span.pointee.state == .large)
+        #expect(!cache.put(span, droppingPhase: nil, heapSpanBytes: bigHeapWord, liveCaches: oneCacheWord) && span.pointee.state == .large)
         word.pointee = 0
-        #expect(cache.put(span, droppingPhase: word, budget: largeCacheBudgetPages) && span.pointee.state == .cached)
+        #expect(cache.put(span, droppingPhase: word, heapSpanBytes: bigHeapWord, liveCaches: oneCacheWord) && span.pointee.state == .cached)
         #expect(cache.take(pages: 9) == span)
         h.pageHeap.freeLarge(span, address: span.pointee.base, call: "free()")
     }
@@ -271,6 +327,18 @@ import Foundation
     }
 }
 
+/// A heap's span bytes that give a cache the largest budget, and a count of one live cache.
+private let bigHeapWord: UnsafeMutablePointer<UInt64> = {
+    let word = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    word.initialize(to: 1 << 40)
+    return word
+}()
+private let oneCacheWord: UnsafeMutablePointer<UInt64> = {
+    let word = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    word.initialize(to: 1)
+    return word
+}()
+
 /// The dropping-phase word of the tests that do not raise it.
 private let loweredPhaseWord: UnsafeMutablePointer<UInt32> = {
     let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
@@ -279,8 +347,10 @@ private let loweredPhaseWord: UnsafeMutablePointer<UInt32> = {
 }()
 
 extension UnsafeMutablePointer where Pointee == LargeCache {
-    /// put while no phase is being dropped, with the largest budget.
-    fileprivate func put(_ span: UnsafeMutablePointer<Span>, budget: UInt = largeCacheBudgetPages) -> Bool {
-        put(span, droppingPhase: loweredPhaseWord, budget: budget)
+    /// put while no phase is being dropped, in a heap whose span bytes are the word
+    /// `heapSpanBytes` (by default a heap big enough for the largest budget) and with
+    /// one live cache.
+    fileprivate func put(_ span: UnsafeMutablePointer<Span>, heapSpanBytes: UnsafeMutablePointer<UInt64> = bigHeapWord) -> Bool {
+        put(span, droppingPhase: loweredPhaseWord, heapSpanBytes: heapSpanBytes, liveCaches: oneCacheWord)
     }
 }
