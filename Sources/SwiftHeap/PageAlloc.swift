@@ -366,8 +366,17 @@ struct PageAlloc {
         let sc = chunkIndex(base), ec = chunkIndex(limit)
         let leaf = summaryLevels &- 1
         if sc == ec {
-            let y = chunkOf(sc).pointee.alloc.summarize()
+            // One range in one chunk: its summary from the old one and the run the change
+            // cut or made (PallocBits.summary(after:)), else from the whole bitmap.
             let entry = summaries(leaf, from: sc)
+            let bits = chunkOf(sc).pointee.alloc
+            let y: PallocSum
+            if contig, let z = bits.summary(after: entry.pointee, chunkPageIndex(base), npages, alloc: alloc) {
+                y = z
+                if test { precondition(y == bits.summarize(), "PageAlloc.update: the incremental summary differs") }
+            } else {
+                y = bits.summarize()
+            }
             if entry.pointee == y { return }
             entry.pointee = y
         } else if contig {

@@ -214,6 +214,40 @@ struct PageBits: Equatable {
         return s
     }
 
+    /// One past the highest set bit below bit i (0 if none): where the run of clear bits
+    /// that ends at i begins.
+    func clearRunStart(below i: UInt) -> UInt {
+        if i == 0 { return 0 }
+        let top = i &- 1
+        var k = Int(top >> 6)
+        // Bit top of word k moved to bit 63: the bits above it are shifted out.
+        var x = words[k] << UInt64(63 &- (top & 63))
+        if x != 0 { return top &- UInt(x.leadingZeroBitCount) &+ 1 }
+        k &-= 1
+        while k >= 0 {
+            x = words[k]
+            if x != 0 { return UInt(k) &<< 6 &+ 64 &- UInt(x.leadingZeroBitCount) }
+            k &-= 1
+        }
+        return 0
+    }
+
+    /// The lowest set bit at or above bit j (chunkPages if none): where the run of clear
+    /// bits from j ends.
+    func clearRunEnd(from j: UInt) -> UInt {
+        if j >= chunkPages { return chunkPages }
+        var k = Int(j >> 6)
+        var x = words[k] >> UInt64(j & 63)
+        if x != 0 { return j &+ UInt(x.trailingZeroBitCount) }
+        k &+= 1
+        while k < 8 {
+            x = words[k]
+            if x != 0 { return UInt(k) &<< 6 &+ UInt(x.trailingZeroBitCount) }
+            k &+= 1
+        }
+        return chunkPages
+    }
+
     /// Whether bits [i, i+n) are all set (`set` true) or all clear; n >= 1. A compare per
     /// word, no count.
     func rangeIs(set: Bool, _ i: UInt, _ n: UInt) -> Bool {
@@ -337,6 +371,29 @@ struct PallocBits: Equatable {
             }
         }
         return PallocSum(start: start, max: max, end: cur)
+    }
+
+    /// The summary after pages [i, i + n) of this chunk were just allocated (`alloc`:
+    /// their bits now set) or freed (clear), from `old`, the summary before the change;
+    /// nil when an allocation cut a longest run. Only the free run the change cut or
+    /// made is measured, from the bits around it (a word or two: clearRunStart,
+    /// clearRunEnd); the rest of `old` stands: the start and end runs unless that run
+    /// reaches the chunk's first or last page, the longest run unless a free made a
+    /// longer one. After an allocation that cut a run as long as the longest, another
+    /// run may be as long or none: summarize tells, as for any change that is not one
+    /// range. PageAlloc.update's single-chunk path, some ten times cheaper than
+    /// summarize on a chunk of many runs; PageAlloc's test mode checks the two agree.
+    func summary(after old: PallocSum, _ i: UInt, _ n: UInt, alloc: Bool) -> PallocSum? {
+        let low = bits.clearRunStart(below: i), high = bits.clearRunEnd(from: i &+ n)
+        if alloc {
+            // The run was [low, high) before; what is left of it is shorter.
+            if high &- low >= old.max { return nil }
+            return PallocSum(start: low == 0 ? i : old.start, max: old.max,
+                             end: high == chunkPages ? chunkPages &- (i &+ n) : old.end)
+        }
+        // The run is [low, high) now.
+        return PallocSum(start: low == 0 ? high : old.start, max: Swift.max(old.max, high &- low),
+                         end: high == chunkPages ? chunkPages &- low : old.end)
     }
 
     /// Searches for npages contiguous free pages at or after page searchIdx (a page

@@ -142,6 +142,75 @@ struct Rng {
     }
 }
 
+/// PallocBits.summary(after:): the summary after one range was allocated or freed,
+/// from the summary before and the run around the range, as summarize gives it; nil
+/// exactly when an allocation cut a run as long as the longest.
+@Test(arguments: [
+    // (allocated before, the range changed, alloc, the summary after or nil)
+    ([], BitRange(0, 5), true, nil),                                   // the whole chunk was the longest run
+    ([BitRange(100, 10)], BitRange(0, 5), true, (0, P - 110, P - 110)),  // the start run, not the longest
+    ([BitRange(400, 10)], BitRange(P - 3, 3), true, (400, 400, 0)),    // the end run, not the longest
+    ([BitRange(400, 10)], BitRange(450, 2), true, (400, 400, 60)),     // the end run cut inside
+    ([BitRange(0, 100), BitRange(300, 212)], BitRange(200, 1), true, nil),  // the longest, and the only run
+    ([BitRange(0, 10), BitRange(20, 480), BitRange(510, 2)], BitRange(15, 1), true, nil),  // one of two longest runs
+    ([BitRange(0, P)], BitRange(0, P), false, (P, P, P)),               // all free again
+    ([BitRange(0, P)], BitRange(200, 30), false, (0, 30, 0)),          // a run in the middle
+    ([BitRange(0, P)], BitRange(0, 7), false, (7, 7, 0)),              // the start run
+    ([BitRange(0, P)], BitRange(P - 64, 64), false, (0, 64, 64)),      // the end run, a whole word
+    ([BitRange(0, 100), BitRange(150, P - 150)], BitRange(300, 10), false, (0, 50, 0)),  // shorter than the longest
+    ([BitRange(10, 20), BitRange(40, P - 40)], BitRange(20, 10), false, (10, 20, 0)),  // joins a run of 10 into one of 20
+    ([BitRange(60, 10), BitRange(130, P - 130)], BitRange(60, 10), false, (130, 130, 0)),  // joins the start run across words
+] as [([BitRange], BitRange, Bool, (UInt, UInt, UInt)?)])
+func summaryAfterOneRangeMatchesSummarize(before: [BitRange], change: BitRange, alloc: Bool, want: (UInt, UInt, UInt)?) {
+    var b = makePallocBits(before)
+    let old = b.summarize()
+    if alloc { b.allocRange(change.i, change.n) } else { b.free(change.i, change.n) }
+    let got = b.summary(after: old, change.i, change.n, alloc: alloc)
+    if let want {
+        #expect(got == PallocSum(start: want.0, max: want.1, end: want.2),
+                "got \(got.map { "(\($0.start), \($0.max), \($0.end))" } ?? "nil")")
+        #expect(b.summarize() == PallocSum(start: want.0, max: want.1, end: want.2), "the table's own summary")
+    } else {
+        #expect(got == nil)
+    }
+}
+
+/// The same over random bitmaps: a random free run (or allocated run) is cut (or
+/// freed) in a random place; summary(after:) agrees with summarize whenever it answers,
+/// and declines only when the run it cut was a longest one.
+@Test func summaryAfterOneRangeMatchesSummarizeOnRandomBitmaps() {
+    var rng = Rng(state: 7)
+    var answered = 0, declined = 0
+    for iter in 0..<20000 {
+        var b = PallocBits()
+        // Sparse or dense, so that runs of every length, and runs that cross words, occur.
+        let dense = rng.below(2) == 0
+        for k in 0..<8 { b.bits.words[k] = dense ? rng.next() | rng.next() : rng.next() & rng.next() & rng.next() }
+        if rng.below(8) == 0 { b.bits.words[Int(rng.below(8))] = 0 }
+        let old = b.summarize()
+        let alloc = rng.below(2) == 0
+        // A page whose bit is what the change flips, and the run of such pages around it.
+        let page = rng.below(P)
+        if b.bits.get(page) == alloc { continue }
+        var lo = page, hi = page + 1
+        while lo > 0 && b.bits.get(lo - 1) != alloc { lo -= 1 }
+        while hi < P && b.bits.get(hi) != alloc { hi += 1 }
+        let i = lo + rng.below(hi - lo)
+        let n = 1 + rng.below(hi - i)
+        let runLength = hi - lo
+        if alloc { b.allocRange(i, n) } else { b.free(i, n) }
+        let got = b.summary(after: old, i, n, alloc: alloc)
+        if let got {
+            answered += 1
+            #expect(got == b.summarize(), "iter \(iter): [\(i), +\(n)) alloc \(alloc)")
+        } else {
+            declined += 1
+            #expect(alloc && runLength == old.max, "iter \(iter): declined a change it can tell")
+        }
+    }
+    #expect(answered > 5000 && declined > 100, "answered \(answered), declined \(declined)")
+}
+
 @Test func mergeSummariesTable() {
     func merge(_ sums: [PallocSum], _ log: UInt) -> PallocSum {
         sums.withUnsafeBufferPointer { mergeSummaries($0.baseAddress!, count: $0.count, logMaxPagesPerSum: log) }
