@@ -1,4 +1,4 @@
-// The large cache: per thread, lists of free large spans by page count, so that a program
+// The large cache: per thread, a few free large spans by page count, so that a program
 // that allocates and frees objects a little above maxSmallSize (up to 512 KiB: I/O
 // buffers, arrays, a string builder's next size) takes no lock and leaves the page
 // allocator alone (tcmalloc's thread caches serve the same sizes; Go's per-P page
@@ -13,25 +13,26 @@
 //   * Large objects of up to largeCacheMaxPages pages are rounded up to a page class:
 //     every page count up to 16, then even counts (at most 1/16 of the object more);
 //     a span of a class's page count can serve any request of its class.
-//   * A thread's record (ThreadCache) holds one slot per class, the head of a list of
-//     spans of that class linked through their records. free of a large span of a
-//     class's page count puts it at the head of its class's list if the thread caches
+//   * A thread's record (ThreadCache) holds four slots per class. free of a large span
+//     of a class's page count puts it in an empty slot of its class if the thread caches
 //     at most its budget with it (its share of an eighth of the heap's spans, from 2
 //     to 8 MiB: largeCacheBudget), the span is at most an eighth of the budget and its
 //     class holds fewer spans than the budget holds 2 MiB (at 2 MiB: one span of each
-//     class up to 256 KiB, as before the lists); malloc takes the head of its
-//     class's list, or else of the lowest class above it with at most a quarter more
+//     class up to 256 KiB, one slot per class as this cache had first); malloc takes the
+//     span put last of its class, or else of the lowest class above it with at most a quarter more
 //     pages (the next class whatever its count: a page more up to 16 pages, two above),
 //     so an object may get up to a quarter more pages than it asked for, as from
 //     jemalloc's size classes. In a loop of random sizes of 32-256 KiB, 4 live (the
 //     bench's mt-mid), that sends 3 of 100 requests to the page heap, against 7 with
 //     the next class only (callgrind: 6.1k and 14.4k of 200k in one thread) and 1 in 4
 //     with the class's slot alone (simulated); 4 threads doing it ran 0.76x as long.
-//     With 256 live (the bench's mid-live), one span per class and 2 MiB sent 38 of 100
+//     With 256 live 32-288 KiB blocks, one span per class and 2 MiB sent 38 of 100
 //     requests to the page heap (1,950 instructions each: PageAlloc's find and
-//     summaries), lists and 8 MiB 15 (12.5 of them above 256 KiB, which the cache does
-//     not serve), and the loop ran in 0.6 of the time (0.45 s against glibc's 0.24 s
-//     before, 0.27 s after).
+//     summaries), a list per class and 8 MiB 15 (12.5 of them above 256 KiB, which the
+//     cache did not serve then), and the loop ran in 0.6 of the time (0.45 s against
+//     glibc's 0.24 s before, 0.27 s after). Lists cost an atomic exchange at each free
+//     (to push on a list a drainer may take), which waits for the program's pending
+//     stores: 16% of that loop's time under perf; slots do not.
 //     A cached span keeps its pages and its place in the span map; its state is
 //     .cached, so that a second free of it is a double free.
 //   * The memory stays the thread's only until the scavenger's next tick (at most one
@@ -44,12 +45,10 @@
 //     of a phase the program let go of goes back to the OS whole, as without the cache
 //     (make rss's phases: without this the cache kept 1.2 MiB more resident 1 s after
 //     each free-all).
-//   * A slot is one word, its list taken whole with an atomic exchange: by its thread
-//     (malloc and free) and by a drainer (another thread). Only the owner fills a slot:
-//     it takes the list (or finds the slot empty), pops or pushes one span and stores
-//     the list back with a release store; a drainer that comes meanwhile finds the slot
-//     empty and leaves that list to the next drain. No lock: a large malloc or free that
-//     the cache serves costs an exchange or two, not a lock and a walk of the page
+//   * A slot is one word, taken with an atomic exchange: by its thread (malloc) and by a
+//     drainer (another thread). The owner puts a span only into an empty slot, which no
+//     other thread fills, with a release store. No lock: a large malloc that the cache
+//     serves costs one exchange and a free none, not a lock and a walk of the page
 //     allocator.
 //   * Nor anything else the slow paths do: malloc's slow path asks the cache first
 //     (Entry.swift: allocateLargeCached), and free's fast path hands the span it found to
@@ -129,9 +128,9 @@ let largeCacheMinBudgetPages: UInt = 256
 
 /// A thread's large cache (see the file comment), in its cache record.
 struct LargeCache {
-    /// Per page class, the first of a list of cached spans linked through their records'
-    /// `next` (Span.swift), or nil: atomic words.
-    var slots: InlineArray<36, UnsafeMutablePointer<Span>?>
+    /// largeCacheWays slots per page class (class i's are slots i·ways ..< (i + 1)·ways),
+    /// each one span or nil: atomic words.
+    var slots: InlineArray<144, UnsafeMutablePointer<Span>?>
     /// The pages this thread has put in its slots and not taken out (at least the pages
     /// in them: a drain does not lower it). The owner's alone.
     var pages: UInt
@@ -143,19 +142,24 @@ struct LargeCache {
     /// a fresh record.
     var budget: UInt = 0
     var putsToBudget: UInt32 = 0
-    /// The spans in each class's list, as the owner counts them (at least the true
-    /// count: a drain does not lower it; recounted with `pages`). The owner's alone.
-    var counts = InlineArray<36, UInt8>(repeating: 0)
 }
 
+/// The most spans of one page class a large cache holds (its slots per class).
+let largeCacheWays = 4
 /// How many puts a large cache's budget serves before it is read again.
 let largeCacheBudgetPuts: UInt32 = 64
 
 extension UnsafeMutablePointer where Pointee == LargeCache {
-    /// The slot word `index`.
-    @inline(__always) func slot(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+    /// Slot `way` of page class `index`.
+    @inline(__always) func slot(_ index: Int, way: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
         (UnsafeMutableRawPointer(self) + MemoryLayout<LargeCache>.offset(of: \.slots)!)
-            .assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + index
+            .assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + (index &* largeCacheWays &+ way)
+    }
+
+    /// Every slot word, `slot(i)` for i below largeCacheClasses · largeCacheWays.
+    @inline(__always) func slot(_ i: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        (UnsafeMutableRawPointer(self) + MemoryLayout<LargeCache>.offset(of: \.slots)!)
+            .assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + i
     }
 
     /// Takes a cached span for an object of `pages` pages (a page class's count): of its
@@ -181,32 +185,32 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         return nil
     }
 
-    /// Takes the first span of slot `index`'s list, live again, or nil. The owner only:
-    /// it takes the whole list (a drainer that comes meanwhile finds the slot empty) and
-    /// stores the rest back.
+    /// Takes a span of class `index`, live again, or nil: from its last filled slot, so
+    /// that the span put last (put fills the first empty slot) goes out first. The owner
+    /// only.
     @inline(__always) private func take(slot index: Int) -> UnsafeMutablePointer<Span>? {
-        let word = slot(index)
-        if sh_load_ptr_relaxed(word) == nil { return nil }
-        guard let raw = sh_xchg_ptr(word, nil) else { return nil }  // a drainer took it
-        let span = raw.assumingMemoryBound(to: Span.self)
-        if let rest = span.pointee.next {
-            sh_store_ptr(word, UnsafeMutableRawPointer(rest))
-            span.pointee.next = nil
+        var way = largeCacheWays &- 1
+        while way >= 0 {
+            let word = slot(index, way: way)
+            if sh_load_ptr_relaxed(word) != nil, let raw = sh_xchg_ptr(word, nil) {  // nil: a drainer took it
+                let span = raw.assumingMemoryBound(to: Span.self)
+                pointee.pages &-= min(pointee.pages, span.pointee.pages)
+                span.pointee.state = .large
+                return span
+            }
+            way &-= 1
         }
-        pointee.pages &-= min(pointee.pages, span.pointee.pages)
-        if pointee.counts[index] > 0 { pointee.counts[index] &-= 1 }
-        span.pointee.state = .large
-        return span
+        return nil
     }
 
-    /// Caches live large span `span`, freed by the program, at the head of its class's
-    /// list if its page count is a class's, the cache then holds at most its budget
+    /// Caches live large span `span`, freed by the program, in an empty slot of its class
+    /// if its page count is a class's, the cache then holds at most its budget
     /// (largeCacheBudget of the words `heapSpanBytes`, the page heap's span bytes, and
-    /// `liveCaches`, the live thread caches, read racily now and then: `budget`), and
-    /// the program is not dropping a phase: `droppingPhase` (the page heap's
-    /// events.droppingPhase word; nil: cache nothing) is lowered. Returns whether it did.
-    /// The owner only (it takes the list, links the span in front and stores it back).
-    /// No lock.
+    /// `liveCaches`, the live thread caches, read racily now and then: `budget`) in the
+    /// shape the budget allows, and the program is not dropping a phase: `droppingPhase`
+    /// (the page heap's events.droppingPhase word; nil: cache nothing) is lowered. Returns
+    /// whether it did. The owner only: only it fills a slot, with a release store, so an
+    /// empty slot stays empty until it does. No lock, no atomic read-modify-write.
     @inline(__always) func put(_ span: UnsafeMutablePointer<Span>, droppingPhase: UnsafeMutablePointer<UInt32>?,
                                heapSpanBytes: UnsafeMutablePointer<UInt64>, liveCaches: UnsafeMutablePointer<UInt64>) -> Bool {
         guard let droppingPhase, sh_load32_relaxed(droppingPhase) == 0 else { return false }
@@ -224,36 +228,29 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         // 256 KiB, so that a small heap's few big objects do not crowd the other classes
         // out of 2 MiB (mt-mid ran 1.17x as long with lists of any length).
         let budget = pointee.budget
-        if spanPages > budget >> 3 || UInt(pointee.counts[index]) >= budget / largeCacheMinBudgetPages { return false }
-        if pointee.pages &+ spanPages > budget { return false }
-        let word = slot(index)
-        let list = sh_load_ptr_relaxed(word) == nil ? nil : sh_xchg_ptr(word, nil)
-        span.pointee.state = .cached
-        span.pointee.next = list?.assumingMemoryBound(to: Span.self)
-        sh_store_ptr(word, UnsafeMutableRawPointer(span))
-        pointee.pages &+= spanPages
-        pointee.counts[index] &+= 1
-        return true
+        if spanPages > budget >> 3 || pointee.pages &+ spanPages > budget { return false }
+        let ways = Swift.min(largeCacheWays, Int(budget / largeCacheMinBudgetPages))
+        var way = 0
+        while way < ways {
+            let word = slot(index, way: way)
+            if sh_load_ptr_relaxed(word) == nil {
+                span.pointee.state = .cached
+                sh_store_ptr(word, UnsafeMutableRawPointer(span))
+                pointee.pages &+= spanPages
+                return true
+            }
+            way &+= 1
+        }
+        return false
     }
 
-    /// Counts the pages in the slots' lists again, after a drain. The owner only: it
-    /// takes each list while it counts it (a drainer may empty a slot at any time).
+    /// Counts the pages in the slots again, after a drain. The owner only.
     @inline(__always) private func recount() {
         sh_store32(pointer(to: \.drained)!, 0)
         pointee.putsToBudget = 0
         var total: UInt = 0
-        for i in 0..<largeCacheClasses {
-            pointee.counts[i] = 0
-            let word = slot(i)
-            if sh_load_ptr_relaxed(word) == nil { continue }
-            guard let raw = sh_xchg_ptr(word, nil) else { continue }
-            var span: UnsafeMutablePointer<Span>? = raw.assumingMemoryBound(to: Span.self)
-            while let current = span {
-                total &+= current.pointee.pages
-                pointee.counts[i] &+= 1
-                span = current.pointee.next
-            }
-            sh_store_ptr(word, raw)
+        for i in 0..<largeCacheClasses &* largeCacheWays {
+            if let raw = sh_load_ptr(slot(i)) { total &+= raw.assumingMemoryBound(to: Span.self).pointee.pages }
         }
         pointee.pages = total
     }
@@ -266,27 +263,22 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
     func drain(to pageHeap: UnsafeMutablePointer<PageHeap>, byOwner: Bool) -> UInt {
         var returned: UInt = 0
         var locked = false
-        for i in 0..<largeCacheClasses {
+        for i in 0..<largeCacheClasses &* largeCacheWays {
             let word = slot(i)
             if sh_load_ptr_relaxed(word) == nil { continue }
             guard let raw = sh_xchg_ptr(word, nil) else { continue }
+            let span = raw.assumingMemoryBound(to: Span.self)
             if !locked {
                 pageHeap.lockPointer.lock()
                 locked = true
             }
-            var span: UnsafeMutablePointer<Span>? = raw.assumingMemoryBound(to: Span.self)
-            while let current = span {
-                span = current.pointee.next  // before the page heap may reuse the record
-                current.pointee.next = nil
-                returned &+= current.pointee.pages
-                pageHeap.freeCachedLargeLocked(current)
-            }
+            returned &+= span.pointee.pages
+            pageHeap.freeCachedLargeLocked(span)
         }
         if locked { pageHeap.lockPointer.unlock() }
         if byOwner {
             pointee.pages = 0
             pointee.putsToBudget = 0
-            for i in 0..<largeCacheClasses { pointee.counts[i] = 0 }
             sh_store32(pointer(to: \.drained)!, 0)
         } else if returned > 0 {
             sh_store32(pointer(to: \.drained)!, 1)
@@ -298,16 +290,10 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
     /// heap; span records are never unmapped, so a stale pointer reads harmlessly).
     func cachedFigures() -> (spans: UInt, pages: UInt) {
         var spans: UInt = 0, total: UInt = 0
-        for i in 0..<largeCacheClasses {
-            // A list the owner or a drainer changes meanwhile may be walked into spans no
-            // longer cached: at most as many as the budget holds of the smallest class.
-            var steps = largeCacheBudgetPages / largeCacheMinPages &+ 1
-            var span = sh_load_ptr(slot(i))?.assumingMemoryBound(to: Span.self)
-            while let current = span, steps > 0 {
+        for i in 0..<largeCacheClasses &* largeCacheWays {
+            if let raw = sh_load_ptr(slot(i)) {
                 spans &+= 1
-                total &+= current.pointee.pages
-                span = current.pointee.next
-                steps &-= 1
+                total &+= raw.assumingMemoryBound(to: Span.self).pointee.pages
             }
         }
         return (spans, total)

@@ -81,9 +81,7 @@ struct Span {
     var state: SpanState = .free
     /// Length in pages.
     var pages: UInt = 0
-    /// Links of the central list this span is on (partial spans of its class). A large
-    /// span in a thread's large cache (state .cached) is linked into its slot's list by
-    /// `next` (LargeCache.swift), and has it nil otherwise.
+    /// Links of the central list this span is on (partial spans of its class).
     var next: UnsafeMutablePointer<Span>? = nil
     var previous: UnsafeMutablePointer<Span>? = nil
     /// Links of the span list a partial span is on (its owner's or the unowned list, see
