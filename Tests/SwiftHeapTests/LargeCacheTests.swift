@@ -13,6 +13,13 @@ import Foundation
         return cache
     }
 
+    /// A word of its own holding `value`, for the words put reads (deallocate it).
+    private func makeWord<T>(_ value: T) -> UnsafeMutablePointer<T> {
+        let word = UnsafeMutablePointer<T>.allocate(capacity: 1)
+        word.initialize(to: value)
+        return word
+    }
+
     /// A live large span of `pages` pages from `h`'s page heap.
     private func largeSpan(_ h: PrivateHeap, pages: UInt) throws -> UnsafeMutablePointer<Span> {
         let memory = try #require(h.pageHeap.allocateLarge(pages << pageShift, alignment: pageSize, zeroed: false))
@@ -163,9 +170,8 @@ import Foundation
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        let heapWord = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        let heapWord = makeWord(UInt64(16 << 20))
         defer { heapWord.deallocate() }
-        heapWord.initialize(to: 16 << 20)
         // A span of each class from 256 KiB down, until one is refused.
         var cached: UInt = 0, puts: UInt32 = 0
         var slot = try #require(largeCacheSlot(pages: 32))
@@ -213,9 +219,8 @@ import Foundation
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        let heapWord = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        let heapWord = makeWord(UInt64(heapMiB << 20))
         defer { heapWord.deallocate() }
-        heapWord.initialize(to: heapMiB << 20)
         var taken = 0
         let spans = try (0..<kept + 1).map { _ in try largeSpan(h, pages: pages) }
         for span in spans where cache.put(span, heapSpanBytes: heapWord) { taken += 1 }
@@ -233,9 +238,8 @@ import Foundation
         let h = PrivateHeap()
         let cache = makeCache()
         defer { cache.deallocate() }
-        let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        let word = makeWord(UInt32(1))
         defer { word.deallocate() }
-        word.initialize(to: 1)
         let span = try largeSpan(h, pages: 9)
         #expect(!cache.put(span, droppingPhase: word, heapSpanBytes: bigHeapWord, liveCaches: oneCacheWord) && span.pointee.state == .large)
         #expect(!cache.put(span, droppingPhase: nil, heapSpanBytes: bigHeapWord, liveCaches: oneCacheWord) && span.pointee.state == .large)
