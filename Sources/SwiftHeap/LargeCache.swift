@@ -152,8 +152,7 @@ let largeCacheBudgetPuts: UInt32 = 64
 extension UnsafeMutablePointer where Pointee == LargeCache {
     /// Slot `way` of page class `index`.
     @inline(__always) func slot(_ index: Int, way: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
-        (UnsafeMutableRawPointer(self) + MemoryLayout<LargeCache>.offset(of: \.slots)!)
-            .assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + (index &* largeCacheWays &+ way)
+        slot(index &* largeCacheWays &+ way)
     }
 
     /// Every slot word, `slot(i)` for i below largeCacheClasses · largeCacheWays.
