@@ -146,6 +146,8 @@ struct LargeCache {
 
 /// The most spans of one page class a large cache holds (its slots per class).
 let largeCacheWays = 4
+/// The slots of a large cache: LargeCache.slots' count.
+let largeCacheSlots = largeCacheClasses * largeCacheWays
 /// How many puts a large cache's budget serves before it is read again.
 let largeCacheBudgetPuts: UInt32 = 64
 
@@ -155,7 +157,7 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         slot(index &* largeCacheWays &+ way)
     }
 
-    /// Every slot word, `slot(i)` for i below largeCacheClasses · largeCacheWays.
+    /// Every slot word, `slot(i)` for i below largeCacheSlots.
     @inline(__always) func slot(_ i: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
         (UnsafeMutableRawPointer(self) + MemoryLayout<LargeCache>.offset(of: \.slots)!)
             .assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + i
@@ -248,7 +250,7 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         sh_store32(pointer(to: \.drained)!, 0)
         pointee.putsToBudget = 0
         var total: UInt = 0
-        for i in 0..<largeCacheClasses &* largeCacheWays {
+        for i in 0..<largeCacheSlots {
             if let raw = sh_load_ptr(slot(i)) { total &+= raw.assumingMemoryBound(to: Span.self).pointee.pages }
         }
         pointee.pages = total
@@ -262,7 +264,7 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
     func drain(to pageHeap: UnsafeMutablePointer<PageHeap>, byOwner: Bool) -> UInt {
         var returned: UInt = 0
         var locked = false
-        for i in 0..<largeCacheClasses &* largeCacheWays {
+        for i in 0..<largeCacheSlots {
             let word = slot(i)
             if sh_load_ptr_relaxed(word) == nil { continue }
             guard let raw = sh_xchg_ptr(word, nil) else { continue }
@@ -289,7 +291,7 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
     /// heap; span records are never unmapped, so a stale pointer reads harmlessly).
     func cachedFigures() -> (spans: UInt, pages: UInt) {
         var spans: UInt = 0, total: UInt = 0
-        for i in 0..<largeCacheClasses &* largeCacheWays {
+        for i in 0..<largeCacheSlots {
             if let raw = sh_load_ptr(slot(i)) {
                 spans &+= 1
                 total &+= raw.assumingMemoryBound(to: Span.self).pointee.pages

@@ -47,7 +47,7 @@ import Foundation
             if rounded != pages { #expect(largeCacheSlot(pages: pages) == nil) }
         }
         #expect(slotsSeen == Set(0..<largeCacheClasses))
-        #expect(InlineArray<36, Int>.count == largeCacheClasses && InlineArray<144, Int>.count == largeCacheClasses * largeCacheWays)
+        #expect(InlineArray<36, Int>.count == largeCacheClasses && InlineArray<144, Int>.count == largeCacheSlots)
         for pages: UInt in [0, 1, largeCacheMinPages - 1, largeCacheMaxPages + 1, largeCacheMaxPages + 2, 1000] {
             #expect(largeCacheSlot(pages: pages) == nil)
             if pages > largeCacheMaxPages { #expect(largeObjectPages(pages) == pages) }
