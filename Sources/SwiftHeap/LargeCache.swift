@@ -193,7 +193,10 @@ extension UnsafeMutablePointer where Pointee == LargeCache {
         var way = largeCacheWays &- 1
         while way >= 0 {
             let word = slot(index, way: way)
-            if sh_load_ptr_relaxed(word) != nil, let raw = sh_xchg_ptr(word, nil) {  // nil: a drainer took it
+            // nil: a drainer took it. No drainer runs while the process is single-threaded
+            // (the scavenger's tick runs on this thread then): no exchange.
+            if sh_load_ptr_relaxed(word) != nil,
+               let raw = sh_libc_single_threaded() != 0 ? sh_take_ptr_unshared(word) : sh_xchg_ptr(word, nil) {
                 let span = raw.assumingMemoryBound(to: Span.self)
                 pointee.pages &-= min(pointee.pages, span.pointee.pages)
                 span.pointee.state = .large

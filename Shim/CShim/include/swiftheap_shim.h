@@ -143,6 +143,35 @@ static inline int sh_libc_single_threaded(void) {
     return &__libc_single_threaded != 0 && __atomic_load_n(&__libc_single_threaded, __ATOMIC_RELAXED) != 0;
 }
 
+// While the process is single-threaded (sh_libc_single_threaded), no other thread exists
+// to race the caller on a word: a lock is taken and released, and a slot emptied, with a
+// plain load and store instead of an atomic read-modify-write (which waits for the
+// caller's pending stores; glibc's malloc skips its locks the same way). Only the caller
+// can end that state, by creating a thread, which happens after its earlier stores. The
+// signal fences keep the compiler from moving the critical section's accesses across the
+// lock word's store, so that a signal handler that allocates while the caller holds the
+// lock finds it held, as it would an atomic one.
+static inline int sh_lock_unshared(uint32_t *p) {
+    if (__atomic_load_n(p, __ATOMIC_RELAXED) != 0) return 0;
+    __atomic_store_n(p, 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    return 1;
+}
+// Releases a lock taken with no waiter (state 1); 0 if it has one (state 2: a waiter that
+// another thread's existence, or a signal handler, left), which the atomic release wakes.
+static inline int sh_unlock_unshared(uint32_t *p) {
+    if (__atomic_load_n(p, __ATOMIC_RELAXED) != 1) return 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(p, 0, __ATOMIC_RELAXED);
+    return 1;
+}
+// Empties a pointer slot and returns what it held: sh_xchg_ptr for a single-threaded process.
+static inline void *sh_take_ptr_unshared(void **p) {
+    void *v = __atomic_load_n(p, __ATOMIC_RELAXED);
+    __atomic_store_n(p, NULL, __ATOMIC_RELAXED);
+    return v;
+}
+
 // Fork handlers are registered with libc's __register_atfork (the definition after this
 // library's: exports.c exports one that comes here), allocator's first: then its prepare
 // handler runs after every other one, and its parent and child handlers before every
