@@ -229,6 +229,12 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
     for ci in (B + root - 2)...(B + root + 1) { straddleAfter[ci] = [BitRange(0, P)] }
     cases.append(Case(name: "StraddleRootEntries", scav: [:], before: straddleRoot, after: straddleAfter,
                       hits: [Hit(npages: 4 * P, base: pageBase(B + root - 2, 0), scav: 0)]))
+    // Two regions three root entries apart, the first full: the level-0 scan, which
+    // stops at the heap's last entry, reaches the second; a run longer than any fails.
+    cases.append(Case(name: "NotContiguousRootEntries", scav: [:],
+                      before: [B: [BitRange(0, P)], B + 3 * root: [BitRange(0, 1)]],
+                      after: [B: [BitRange(0, P)], B + 3 * root: [BitRange(0, 3)]],
+                      hits: [Hit(npages: 2, base: pageBase(B + 3 * root, 1), scav: 0), Hit(npages: P, base: 0, scav: 0)]))
     for c in cases {
         let b = makePageAlloc(c.before, c.scav)
         for (k, h) in c.hits.enumerated() {
