@@ -79,6 +79,7 @@ func checkPageAlloc(_ want: TestPageAlloc, _ got: TestPageAlloc, sourceLocation:
 /// Every leaf summary equals its chunk's summary, every parent the merge of its
 /// children, over the heap; the cheap counters equal a recount.
 func checkSummaries(_ t: TestPageAlloc, sourceLocation: SourceLocation = #_sourceLocation) {
+    t.locked { $0.pointee.propagateSummaries() }  // the levels above the leaves, brought up to date
     let a = t.p.pointee
     for k in 0..<a.inUse.count {
         let r = a.inUse[k]
@@ -284,6 +285,24 @@ struct Hit { var npages: UInt; var base: UInt; var scav: UInt }
         b.locked { p in for (base, n) in c.frees { p.pointee.free(base: base, npages: n) } }
         checkPageAlloc(makePageAlloc(c.after), b)
     }
+}
+
+/// update recomputes only the leaves; the levels above go stale until find needs them
+/// (PageAlloc.propagateSummaries). A free deferred above the leaves must be seen by the
+/// next search from the root: here the only run long enough starts in the freed pages and
+/// runs into the next chunk, which a parent summary still saying "no free page at the end
+/// of chunk B" would hide.
+@Test func findSeesAFreeDeferredAboveTheLeaves() {
+    let B = BaseChunkIdx
+    let t = makePageAlloc([B: [BitRange(0, P)], B + 1: [BitRange(P / 2, P / 2)]])
+    t.locked { p in
+        p.pointee.free(base: pageBase(B, 3 * P / 4), npages: P / 4)
+        #expect(p.pointee.staleLow == B && p.pointee.staleHigh == B, "the free left the levels above chunk B stale")
+        let (base, _) = p.pointee.alloc(npages: 3 * P / 4)
+        #expect(base == pageBase(B, 3 * P / 4), "the run across chunks B and B+1: \(base)")
+        #expect(p.pointee.staleLow == B && p.pointee.staleHigh == B + 1, "the allocation's chunks are stale now")
+    }
+    checkPageAlloc(makePageAlloc([B: [BitRange(0, P)], B + 1: [BitRange(0, P)]]), t)
 }
 
 @Test func pageAllocAllocAndFree() {
