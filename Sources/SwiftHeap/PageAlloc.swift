@@ -364,8 +364,9 @@ struct PageAlloc {
     // MARK: - Summaries
 
     /// Recomputes the leaf summaries over [base, base + npages pages) after its bitmaps
-    /// changed, and marks the levels above them stale (propagateSummaries). contig: the change was one contiguous alloc (alloc true) or free of the
-    /// whole range, so chunks strictly inside are entirely allocated or free.
+    /// changed, and marks the levels above them stale (propagateSummaries). contig: the
+    /// change was one contiguous alloc (alloc true) or free of the whole range, so chunks
+    /// strictly inside are entirely allocated or free.
     ///
     /// Must hold the heap lock.
     mutating func update(_ base: UInt, _ npages: UInt, contig: Bool, alloc: Bool) {
