@@ -118,8 +118,14 @@ struct Mutex {
 extension UnsafeMutablePointer where Pointee == Mutex {
     @inline(__always) private var word: UnsafeMutablePointer<UInt32> { pointer(to: \.state)! }
 
+    /// Takes the lock if it is free: a plain load and store while the process is
+    /// single-threaded, else a compare-and-swap. No order check.
+    @inline(__always) private func acquireIfFree() -> Bool {
+        (sh_libc_single_threaded() != 0 ? sh_lock_unshared(word) : sh_cas32(word, 0, 1)) != 0
+    }
+
     @inline(__always) func lock() {
-        if sh_libc_single_threaded() != 0 ? sh_lock_unshared(word) != 0 : sh_cas32(word, 0, 1) != 0 {
+        if acquireIfFree() {
             checkLockOrder(pointee.rank)
             return
         }
@@ -145,7 +151,7 @@ extension UnsafeMutablePointer where Pointee == Mutex {
 
     /// Takes the lock if it is free (no order check: a try cannot deadlock).
     func tryLock() -> Bool {
-        if (sh_libc_single_threaded() != 0 ? sh_lock_unshared(word) : sh_cas32(word, 0, 1)) == 0 { return false }
+        if !acquireIfFree() { return false }
         noteLockTaken(pointee.rank)
         return true
     }
